@@ -1,0 +1,89 @@
+"""Checkpoints: one plain dict holding everything needed to resume, written atomically.
+
+A checkpoint dict has: model, optimizer and scheduler state, epoch, rng (torch CPU, CUDA and the
+shuffle generator), history (metrics rows so far), best (the best epoch's row), elapsed seconds
+and config (the resolved config as plain containers). Only tensors and plain containers, so
+`torch.load(..., weights_only=True)` reads it without running any pickled code.
+"""
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hpsweep.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder and a rename: readers (and a resume after a
+    crash) see the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(state: dict[str, Any], *paths: Path) -> None:
+    """Serialize once, write to each path (typically last.pt, and best.pt when it improved)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    for path in paths:
+        atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    # Always onto the CPU: RNG states must be CPU tensors, and load_state_dict moves the
+    # weights and optimizer state to the model's device anyway.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a damaged zip; all mean the same
+        raise CheckpointError(f"{path} is unreadable (truncated or corrupt): {e}") from e
+
+
+def load_resume_state(checkpoint_dir: Path) -> dict[str, Any] | None:
+    """The state to resume from: last.pt, or best.pt if last.pt is damaged; None for a new trial.
+
+    A damaged last.pt is renamed to last.pt.corrupt, never deleted. Resuming from best.pt
+    re-runs the epochs after the best one, which gives the same results (training is
+    deterministic on a given device) at the cost of the time they take.
+    """
+    last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
+    if not last.exists():
+        return load_checkpoint(best) if best.exists() else None
+    try:
+        return load_checkpoint(last)
+    except CheckpointError as damaged:
+        if not best.exists():
+            raise CheckpointError(
+                f"{damaged}. There is no best.pt to fall back to. Nothing was changed; delete "
+                f"{checkpoint_dir} to train this trial from scratch."
+            ) from damaged
+        state = load_checkpoint(best)
+        last.rename(last.with_name("last.pt.corrupt"))
+        log.warning(
+            "%s; moved it to last.pt.corrupt and resuming from best.pt (epoch %d)",
+            damaged,
+            state["epoch"],
+        )
+        return state
+
+
+def capture_rng(shuffle: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], shuffle: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    shuffle.set_state(state["shuffle"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

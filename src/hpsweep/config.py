@@ -1,0 +1,80 @@
+"""The config schema: run-level keys with types, checked by Hydra at composition time, and the
+value checks that types cannot express, run before any work starts."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from hpsweep.errors import ConfigError
+from hpsweep.metrics import OBJECTIVES
+
+CONFIG_DIR = Path(__file__).parent / "conf"  # a symlink to the repo's conf/ in a source tree
+DEVICES = "auto, cpu, cuda, cuda:N"
+
+
+@dataclass
+class TrainConfig:
+    # Config groups: each holds a `_target_` that hydra.utils.instantiate builds.
+    data: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = None  # null = constant learning rate
+
+    seed: int = 0
+    epochs: int = 3
+    batch_size: int = 64
+    device: str = "auto"
+    num_threads: int | None = None  # torch intra-op threads; null = torch's default
+    grad_clip_norm: float | None = None  # null = no clipping
+    overfit_batches: int = 0  # N > 0: train on the same N batches every epoch (sanity check)
+    checkpoint_every: int = 1  # epochs between writes of last.pt (best.pt: whenever it improves)
+    objective: str = "val_acc"
+
+
+def register_schema() -> None:
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject values that types cannot catch; ConfigError names the key and what is allowed."""
+    for key in ("epochs", "batch_size", "checkpoint_every"):
+        if cfg[key] < 1:
+            raise ConfigError(key, cfg[key], "must be >= 1")
+    if cfg.overfit_batches < 0:
+        raise ConfigError("overfit_batches", cfg.overfit_batches, "must be >= 0 (0 = off)")
+    if cfg.num_threads is not None and cfg.num_threads < 1:
+        raise ConfigError("num_threads", cfg.num_threads, "must be >= 1, or null for the default")
+    if cfg.grad_clip_norm is not None and cfg.grad_clip_norm <= 0:
+        raise ConfigError("grad_clip_norm", cfg.grad_clip_norm, "must be > 0, or null for off")
+    if cfg.objective not in OBJECTIVES:
+        raise ConfigError("objective", cfg.objective, f"must be one of {', '.join(OBJECTIVES)}")
+    resolve_device(cfg.device)
+
+    optimizer = cfg.optimizer
+    if "lr" in optimizer and not optimizer.lr > 0:
+        raise ConfigError("optimizer.lr", optimizer.lr, "must be > 0")
+    for key in ("momentum", "weight_decay"):
+        if key in optimizer and optimizer[key] < 0:
+            raise ConfigError(f"optimizer.{key}", optimizer[key], "must be >= 0")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError("device", name, f"must be one of {DEVICES}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError("device", name, f"must be one of {DEVICES}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device", name, "CUDA is not available here; use auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise ConfigError("device", name, f"only {count} CUDA device(s) here")
+    return device

@@ -1,0 +1,69 @@
+"""Train and evaluate steps: plain PyTorch, explicit arguments, numbers out."""
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from hpsweep.data import Split, iterate_batches
+
+EVAL_BATCH_SIZE = 1024  # no gradients kept: large batches are cheaper per sample
+
+
+def make_criterion(num_outputs: int) -> nn.Module:
+    # Both losses take raw logits: softmax/sigmoid happen inside, in a numerically stable form.
+    return nn.BCEWithLogitsLoss() if num_outputs == 1 else nn.CrossEntropyLoss()
+
+
+def count_correct(logits: Tensor, y: Tensor) -> Tensor:
+    if logits.shape[1] == 1:  # one logit: positive means class 1
+        return ((logits > 0) == (y > 0.5)).sum()
+    return (logits.argmax(dim=1) == y).sum()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    grad_clip_norm: float | None = None,
+) -> tuple[float, float]:
+    """One pass over `batches`; returns (mean train loss, train accuracy)."""
+    model.train()
+    device = next(model.parameters()).device
+    # Sums stay on the device: a .item() per step would be a host sync every step.
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    for x, y in batches:
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = criterion(logits, y)
+        loss.backward()
+        if grad_clip_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+        optimizer.step()
+
+        loss_sum += loss.detach() * len(y)
+        correct += count_correct(logits.detach(), y)
+        seen += len(y)
+    if seen == 0:
+        raise ValueError("train_one_epoch got no batches")
+    return loss_sum.item() / seen, correct.item() / seen
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, criterion: nn.Module, split: Split, batch_size: int = EVAL_BATCH_SIZE
+) -> tuple[float, float]:
+    """(mean loss, accuracy) over `split` in eval mode; the model's mode is restored after."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=split.x.device)
+    correct = torch.zeros((), dtype=torch.long, device=split.x.device)
+    for x, y in iterate_batches(split, batch_size):
+        logits = model(x)
+        loss_sum += criterion(logits, y) * len(y)
+        correct += count_correct(logits, y)
+    model.train(was_training)
+    return loss_sum.item() / len(split), correct.item() / len(split)
