@@ -1,0 +1,100 @@
+"""The `hpsweep-train` command as a user runs it: fresh processes, from an unrelated folder."""
+
+import json
+
+import pytest
+
+from hpsweep.metrics import TrialFiles, read_metrics_csv
+from tests.conftest import run_cli
+
+
+def test_defaults_train_on_embedded_data_and_write_all_trial_files(tmp_path):
+    proc = run_cli("hydra.run.dir=trial", cwd=tmp_path, env={"HPSWEEP_DATA_ROOT": "/nonexistent"})
+    assert proc.returncode == 0, proc.stderr
+    files = TrialFiles(tmp_path / "trial")
+    for path in (files.metrics, files.result, files.curves, files.last, files.best):
+        assert path.stat().st_size > 0, path
+    assert (files.dir / ".hydra" / "config.yaml").is_file()
+    assert "epoch 3/3" in (files.dir / "train.log").read_text()
+    result = json.loads(files.result.read_text())
+    assert result["epochs_run"] == 3 and result["status"] == "complete"
+    assert result["best_val_acc"] >= 0.90
+    assert result["test_acc"] >= 0.85
+
+
+def test_pigeon_experiment_learns_digit_below_three(tmp_path):
+    proc = run_cli("+experiment=pigeon", "hydra.run.dir=trial", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "trial" / "result.json").read_text())
+    assert result["num_params"] == 784 * 30 + 30 + 30 * 1 + 1  # 784-30-1, one logit
+    assert result["best_val_acc"] >= 0.90
+    rows = read_metrics_csv(tmp_path / "trial" / "metrics.csv")
+    assert rows[0]["train_acc"] < rows[-1]["train_acc"]
+
+
+def test_cfg_job_prints_the_composed_config_from_any_folder(tmp_path):
+    proc = run_cli("--cfg", "job", "model=cnn", "optimizer=rmsprop", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "_target_: hpsweep.models.CNN" in proc.stdout
+    assert "_target_: torch.optim.RMSprop" in proc.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+BAD_INPUTS = [
+    # (override, what the message must contain)
+    ("optimizer.lr=-1", ["optimizer.lr=-1:", "must be > 0"]),
+    ("optimizer.lr=0", ["optimizer.lr=0", "must be > 0"]),
+    ("optimizer=sgd optimizer.momentum=-0.5", ["optimizer.momentum=-0.5", "must be >= 0"]),
+    ("batch_size=0", ["batch_size=0", "must be >= 1"]),
+    ("epochs=0", ["epochs=0", "must be >= 1"]),
+    ("data.val_size=10000", ["data.val_size=10000", "10000 training images"]),
+    ("data.task=parity", ["data.task='parity'", "multiclass, lt3"]),
+    ("device=tpu", ["device='tpu'", "auto, cpu, cuda, cuda:N"]),
+    ("device=cuda:99", ["device='cuda:99'"]),
+    ("objective=test_acc", ["objective='test_acc'", "val_acc, val_loss"]),
+    ("model.activation=swish", ["model.activation='swish'", "relu"]),
+    ("data=mnist", ["data.root=", "MNIST not found", "HPSWEEP_DATA_ROOT"]),
+    ("overfit_batches=1000", ["overfit_batches=1000", "8000 training images"]),
+    # caught by Hydra at composition: unknown key, wrong type, unknown group option
+    ("epochz=3", ["epochz"]),
+    ("epochs=three", ["epochs", "three"]),
+    ("optimizer=lbfgs", ["optimizer/lbfgs", "adagrad", "adam", "rmsprop", "sgd"]),
+]
+
+
+@pytest.mark.parametrize(("override", "expected"), BAD_INPUTS, ids=[o for o, _ in BAD_INPUTS])
+def test_bad_input_is_rejected_before_any_work_with_a_clear_message(tmp_path, override, expected):
+    proc = run_cli(
+        *override.split(),
+        "hydra.run.dir=trial",
+        cwd=tmp_path,
+        env={"HPSWEEP_DATA_ROOT": str(tmp_path)},
+    )
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in proc.stderr, (text, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    trial = TrialFiles(tmp_path / "trial")
+    for path in (trial.metrics, trial.result, trial.curves, trial.checkpoints):
+        assert not path.exists(), path
+
+
+def test_rejected_config_leaves_an_existing_trial_untouched(tmp_path):
+    assert run_cli("hydra.run.dir=trial", "epochs=1", cwd=tmp_path).returncode == 0
+    files = TrialFiles(tmp_path / "trial")
+    before = {p: p.read_bytes() for p in (files.metrics, files.result, files.last, files.best)}
+    proc = run_cli("hydra.run.dir=trial", "epochs=2", "optimizer.lr=-1", cwd=tmp_path)
+    assert proc.returncode != 0 and "optimizer.lr" in proc.stderr
+    assert before == {p: p.read_bytes() for p in before}
+
+
+def test_truncated_checkpoint_is_reported_clearly(tmp_path):
+    assert run_cli("hydra.run.dir=trial", "epochs=1", cwd=tmp_path).returncode == 0
+    files = TrialFiles(tmp_path / "trial")
+    files.best.unlink()
+    files.last.write_bytes(files.last.read_bytes()[:5000])
+    proc = run_cli("hydra.run.dir=trial", "epochs=2", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "last.pt is unreadable (truncated or corrupt)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(read_metrics_csv(files.metrics)) == 1

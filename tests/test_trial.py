@@ -1,0 +1,177 @@
+"""run_trial end to end on composed configs: files, resume, checkpoints, failures."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from hpsweep.checkpoint import load_checkpoint
+from hpsweep.errors import CheckpointError
+from hpsweep.metrics import TrialFiles, read_metrics_csv
+from hpsweep.train import TrainingDiverged, run_trial
+from tests.conftest import compose_config
+
+# Small and quick, but exercising every RNG stream: dropout (global RNG) and shuffling.
+DATA = ("data.train_size=2000", "data.val_size=500")
+SMALL = (*DATA, "model.hidden_sizes=32", "model.dropout=0.2")
+
+
+class Interrupted(BaseException):
+    """Stands in for Ctrl-C or a killed process: not an Exception, so nothing handles it."""
+
+
+def interrupt_after(k):
+    def hook(epoch, row):
+        if epoch == k:
+            raise Interrupted
+
+    return hook
+
+
+def assert_same_run(dir_a, dir_b):
+    a, b = TrialFiles(dir_a), TrialFiles(dir_b)
+    ckpt_a, ckpt_b = load_checkpoint(a.last), load_checkpoint(b.last)
+    assert ckpt_a["epoch"] == ckpt_b["epoch"]
+    for name, tensor in ckpt_a["model"].items():
+        assert torch.equal(tensor, ckpt_b["model"][name]), name
+    metrics_a = pd.read_csv(a.metrics).drop(columns="seconds")
+    metrics_b = pd.read_csv(b.metrics).drop(columns="seconds")
+    pd.testing.assert_frame_equal(metrics_a, metrics_b, check_exact=True)
+    result_a, result_b = json.loads(a.result.read_text()), json.loads(b.result.read_text())
+    for key in ("value", "best_epoch", "test_acc", "test_loss", "epochs_run"):
+        assert result_a[key] == result_b[key], key
+
+
+def test_trial_writes_consistent_files(tmp_path):
+    cfg = compose_config(*SMALL, "epochs=4")
+    result = run_trial(cfg, tmp_path)
+    files = TrialFiles(tmp_path)
+    for path in (files.metrics, files.result, files.curves, files.last, files.best):
+        assert path.stat().st_size > 0, path
+
+    rows = read_metrics_csv(files.metrics)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    best_row = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))  # ties: earliest epoch
+    assert result == json.loads(files.result.read_text())
+    assert result["best_epoch"] == best_row["epoch"]
+    assert result["value"] == result["best_val_acc"] == best_row["val_acc"]
+    assert result["status"] == "complete" and result["epochs_run"] == 4
+    assert result["num_params"] == 784 * 32 + 32 + 32 * 10 + 10
+
+    # best.pt holds the best epoch, and evaluating it on the test set gives the logged numbers
+    best = load_checkpoint(files.best)
+    assert best["epoch"] == result["best_epoch"]
+    assert best["config"]["model"]["hidden_sizes"] == 32
+    from hpsweep.data import load_splits
+    from hpsweep.models import MLP
+    from hpsweep.training import evaluate, make_criterion
+
+    splits = load_splits("mnist_mini", val_size=500, train_size=2000)
+    model = MLP(splits.input_shape, 10, hidden_sizes=32, dropout=0.2)
+    model.load_state_dict(best["model"])
+    assert evaluate(model, make_criterion(10), splits.test) == (
+        result["test_loss"],
+        result["test_acc"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "interrupt_at"),
+    [
+        ((), 2),
+        (("checkpoint_every=2",), 3),  # last.pt is from epoch 2: epoch 3 is redone
+        (("scheduler=cosine", "optimizer=sgd"), 1),
+        (("model=cnn", "model.channels=4", "model.batch_norm=true", "data.task=lt3"), 2),
+    ],
+)
+def test_interrupted_and_resumed_equals_uninterrupted_bitwise(tmp_path, overrides, interrupt_at):
+    model = () if "model=cnn" in overrides else SMALL[len(DATA) :]
+    cfg = compose_config(*DATA, *model, "epochs=4", *overrides)
+    run_trial(cfg, tmp_path / "straight")
+    with pytest.raises(Interrupted):
+        run_trial(cfg, tmp_path / "resumed", on_epoch_end=interrupt_after(interrupt_at))
+    assert not TrialFiles(tmp_path / "resumed").result.exists()
+    run_trial(cfg, tmp_path / "resumed")
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_more_epochs_continue_a_finished_trial(tmp_path):
+    run_trial(compose_config(*SMALL, "epochs=2"), tmp_path / "a")
+    run_trial(compose_config(*SMALL, "epochs=3"), tmp_path / "a")
+    run_trial(compose_config(*SMALL, "epochs=3"), tmp_path / "b")
+    assert_same_run(tmp_path / "a", tmp_path / "b")
+
+
+def test_truncated_last_checkpoint_falls_back_to_best(tmp_path, caplog):
+    cfg = compose_config(*SMALL, "epochs=3")
+    run_trial(cfg, tmp_path / "straight")
+    with pytest.raises(Interrupted):
+        run_trial(cfg, tmp_path / "broken", on_epoch_end=interrupt_after(2))
+    files = TrialFiles(tmp_path / "broken")
+    data = files.last.read_bytes()
+    files.last.write_bytes(data[: len(data) // 2])
+
+    run_trial(cfg, tmp_path / "broken")
+    assert "last.pt" in caplog.text and "truncated or corrupt" in caplog.text
+    assert (files.checkpoints / "last.pt.corrupt").stat().st_size == len(data) // 2
+    assert_same_run(tmp_path / "straight", tmp_path / "broken")
+
+
+def test_truncated_checkpoint_without_fallback_is_an_error_that_changes_nothing(tmp_path):
+    cfg = compose_config(*SMALL, "epochs=2")
+    run_trial(cfg, tmp_path)
+    files = TrialFiles(tmp_path)
+    files.best.unlink()
+    files.last.write_bytes(files.last.read_bytes()[:1000])
+    before = {p: p.read_bytes() for p in (files.metrics, files.result, files.last)}
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt.*no best\.pt"):
+        run_trial(cfg, tmp_path)
+    assert before == {p: p.read_bytes() for p in before}
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    run_trial(compose_config(*SMALL, "epochs=1"), tmp_path)
+    with pytest.raises(CheckpointError, match=r"optimizer\.lr: 0\.001 -> 0\.01"):
+        run_trial(compose_config(*SMALL, "epochs=2", "optimizer.lr=0.01"), tmp_path)
+    assert len(read_metrics_csv(TrialFiles(tmp_path).metrics)) == 1
+
+
+def test_overfit_one_batch_reaches_full_training_accuracy(tmp_path):
+    cfg = compose_config(
+        "overfit_batches=1", "epochs=200", "checkpoint_every=200", "data.val_size=500"
+    )
+    steps = 0
+
+    def stop_when_perfect(epoch, row):
+        nonlocal steps
+        steps = epoch  # one batch per epoch: epochs are steps
+        return row["train_acc"] == 1.0
+
+    result = run_trial(cfg, tmp_path, on_epoch_end=stop_when_perfect)
+    assert result["status"] == "stopped"
+    assert steps <= 200
+    assert read_metrics_csv(TrialFiles(tmp_path).metrics)[-1]["train_acc"] == 1.0
+
+
+def test_diverging_loss_fails_the_trial_with_the_reason(tmp_path):
+    cfg = compose_config(*SMALL, "epochs=3", "optimizer=sgd", "optimizer.lr=1e6")
+    with pytest.raises(TrainingDiverged, match=r"lower optimizer\.lr"):
+        run_trial(cfg, tmp_path)
+    result = json.loads(TrialFiles(tmp_path).result.read_text())
+    assert result["status"] == "failed"
+    assert "TrainingDiverged" in result["reason"]
+    assert result["value"] is None or math.isfinite(result["value"])
+
+
+@pytest.mark.parametrize("objective", ["val_acc", "val_loss"])
+def test_best_epoch_follows_the_objective_direction(tmp_path, objective):
+    result = run_trial(compose_config(*SMALL, "epochs=3", f"objective={objective}"), tmp_path)
+    rows = read_metrics_csv(TrialFiles(tmp_path).metrics)
+    values = [r[objective] for r in rows]
+    target = max(values) if objective == "val_acc" else min(values)
+    assert result["value"] == target
+    assert result["best_epoch"] == rows[values.index(target)]["epoch"]
+    assert result["direction"] == ("maximize" if objective == "val_acc" else "minimize")
