@@ -98,3 +98,19 @@ def test_truncated_checkpoint_is_reported_clearly(tmp_path):
     assert "last.pt is unreadable (truncated or corrupt)" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(read_metrics_csv(files.metrics)) == 1
+
+
+@pytest.mark.parametrize(("dataset", "min_val_acc"), [("mnist", 0.9), ("fashion_mnist", 0.75)])
+def test_full_dataset_trains_one_epoch(tmp_path, data_root, dataset, min_val_acc):
+    proc = run_cli(
+        f"data={dataset}",
+        "epochs=1",
+        "hydra.run.dir=trial",
+        cwd=tmp_path,
+        env={"HPSWEEP_DATA_ROOT": data_root},
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "trial" / "result.json").read_text())
+    assert result["epochs_run"] == 1
+    assert result["best_val_acc"] >= min_val_acc
+    assert result["test_acc"] >= min_val_acc - 0.05  # the 10,000 official test images

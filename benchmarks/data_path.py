@@ -1,0 +1,118 @@
+"""Samples/second of one training epoch on full MNIST: our in-memory tensor path vs the classic
+torchvision `ToTensor` + `DataLoader(shuffle=True)` pipeline.
+
+    HPSWEEP_DATA_ROOT=../shared/data python benchmarks/data_path.py [--quick]
+
+Same model, optimizer, batch size and step function (hpsweep.training.train_one_epoch) on both
+sides; only where the batches come from differs. The two run interleaved, repeat by repeat, so
+a busy machine slows both alike; the ratio is the number to quote. Writes
+benchmarks/results/data_path.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from hpsweep.data import iterate_batches, load_splits
+from hpsweep.models import CNN, MLP
+from hpsweep.training import make_criterion, train_one_epoch
+
+RESULTS = Path(__file__).parent / "results"
+MODELS = {
+    "mlp 784-30-10": lambda: MLP((1, 28, 28), 10, hidden_sizes=30),
+    "cnn 16/32": lambda: CNN((1, 28, 28), 10, channels=16, hidden_size=128),
+}
+
+
+def classic_batches(root: str, batch_size: int) -> DataLoader:
+    transform = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
+    )
+    dataset = datasets.MNIST(root, train=True, download=False, transform=transform)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True)
+
+
+def samples_per_second(model_name: str, batches, n_samples: int) -> float:
+    torch.manual_seed(0)
+    model = MODELS[model_name]()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    start = time.perf_counter()
+    train_one_epoch(model, optimizer, make_criterion(10), batches)
+    return n_samples / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 repeat, MLP only")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
+    args = parser.parse_args()
+    root = os.environ.get("HPSWEEP_DATA_ROOT", "data")
+    repeats = 1 if args.quick else args.repeats
+    models = ["mlp 784-30-10"] if args.quick else list(MODELS)
+
+    splits = load_splits("mnist", root=root, val_size=10_000)
+    classic_n = len(datasets.MNIST(root, train=True, download=False))
+    rows = []
+    for model_name in models:
+        for batch_size in args.batch_sizes:
+            ours, classic = [], []
+            for _ in range(repeats):
+                gen = torch.Generator().manual_seed(0)
+                ours.append(
+                    samples_per_second(
+                        model_name,
+                        iterate_batches(splits.train, batch_size, gen),
+                        len(splits.train),
+                    )
+                )
+                classic.append(
+                    samples_per_second(
+                        model_name, classic_batches(root, batch_size), classic_n
+                    )
+                )
+            row = {
+                "model": model_name,
+                "batch_size": batch_size,
+                "ours_samples_per_s": statistics.median(ours),
+                "classic_samples_per_s": statistics.median(classic),
+            }
+            row["speedup"] = row["ours_samples_per_s"] / row["classic_samples_per_s"]
+            rows.append(row)
+            print(
+                f"{model_name:<14} batch {batch_size:>4}  ours {row['ours_samples_per_s']:>9,.0f}/s"
+                f"  classic {row['classic_samples_per_s']:>8,.0f}/s  speedup {row['speedup']:5.1f}x",
+                flush=True,
+            )
+
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "data_path.json"
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "data_path",
+                "command": "python benchmarks/data_path.py" + (" --quick" if args.quick else ""),
+                "repeats": repeats,
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "cpu_count": os.cpu_count(),
+                "machine": platform.platform(),
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
