@@ -114,3 +114,22 @@ def test_full_dataset_trains_one_epoch(tmp_path, data_root, dataset, min_val_acc
     assert result["epochs_run"] == 1
     assert result["best_val_acc"] >= min_val_acc
     assert result["test_acc"] >= min_val_acc - 0.05  # the 10,000 official test images
+
+
+def test_multirun_writes_one_complete_trial_dir_per_combination(tmp_path):
+    proc = run_cli(
+        "-m",
+        "optimizer=sgd,adam",
+        "model.hidden_sizes=16,64",
+        "epochs=1",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = {
+        p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/result.json")
+    }
+    assert sorted(results) == ["0", "1", "2", "3"]
+    assert all(r["status"] == "complete" and r["best_val_acc"] > 0.8 for r in results.values())
+    params = {r["num_params"] for r in results.values()}
+    assert params == {784 * h + h + h * 10 + 10 for h in (16, 64)}
