@@ -75,9 +75,7 @@ def main() -> None:
                     )
                 )
                 classic.append(
-                    samples_per_second(
-                        model_name, classic_batches(root, batch_size), classic_n
-                    )
+                    samples_per_second(model_name, classic_batches(root, batch_size), classic_n)
                 )
             row = {
                 "model": model_name,
@@ -87,9 +85,10 @@ def main() -> None:
             }
             row["speedup"] = row["ours_samples_per_s"] / row["classic_samples_per_s"]
             rows.append(row)
+            ours_rate, classic_rate = row["ours_samples_per_s"], row["classic_samples_per_s"]
             print(
-                f"{model_name:<14} batch {batch_size:>4}  ours {row['ours_samples_per_s']:>9,.0f}/s"
-                f"  classic {row['classic_samples_per_s']:>8,.0f}/s  speedup {row['speedup']:5.1f}x",
+                f"{model_name:<14} batch {batch_size:>4}  ours {ours_rate:>9,.0f}/s"
+                f"  classic {classic_rate:>8,.0f}/s  speedup {row['speedup']:5.1f}x",
                 flush=True,
             )
 

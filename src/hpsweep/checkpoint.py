@@ -18,6 +18,17 @@ from hpsweep.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
+# Keys that may differ between a checkpoint and the config resuming it: they change where or
+# how long a run goes, not what it computes.
+RESUMABLE_CHANGES = {
+    "epochs",
+    "device",
+    "num_threads",
+    "checkpoint_every",
+    "data.root",
+    "data.download",
+}
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temp file in the same folder and a rename: readers (and a resume after a
@@ -76,7 +87,7 @@ def load_resume_state(checkpoint_dir: Path) -> dict[str, Any] | None:
 
 
 def capture_rng(shuffle: torch.Generator) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -87,3 +98,23 @@ def restore_rng(state: dict[str, Any], shuffle: torch.Generator) -> None:
     shuffle.set_state(state["shuffle"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for each key that differs, except those a resume may change."""
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    return [
+        f"{key}: {flat_old.get(key)!r} -> {flat_new.get(key)!r}"
+        for key in sorted(flat_old.keys() | flat_new.keys())
+        if key not in RESUMABLE_CHANGES and flat_old.get(key) != flat_new.get(key)
+    ]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

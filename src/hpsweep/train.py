@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import torch
@@ -19,10 +19,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
 from hpsweep.checkpoint import (
     capture_rng,
+    config_changes,
     load_checkpoint,
     load_resume_state,
     restore_rng,
@@ -44,17 +48,6 @@ from hpsweep.training import evaluate, make_criterion, train_one_epoch
 
 log = logging.getLogger(__name__)
 
-# Keys that may differ between a checkpoint and the config resuming it: they change where or
-# how long a run goes, not what it computes.
-RESUMABLE_CHANGES = {
-    "epochs",
-    "device",
-    "num_threads",
-    "checkpoint_every",
-    "data.root",
-    "data.download",
-}
-
 # Called after each epoch's checkpoint with (epoch, metrics row); True stops the trial early.
 EpochHook = Callable[[int, dict[str, float]], bool]
 
@@ -63,7 +56,9 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
-def build(cfg: DictConfig, device: torch.device) -> tuple[Splits, Split, Any, Any, Any]:
+def build(
+    cfg: DictConfig, device: torch.device
+) -> tuple[Splits, Split, nn.Module, Optimizer, LRScheduler | None]:
     """Data, the training split actually iterated, model, optimizer and scheduler."""
     splits = _instantiate("data", cfg.data, device=device)
     model = _instantiate(
@@ -105,25 +100,6 @@ def _call(key: str, factory: Callable[..., Any], *args: Any) -> Any:
         raise ConfigError(key, factory, str(e)) from None
 
 
-def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    flat_old, flat_new = _flatten(old), _flatten(new)
-    return [
-        f"{key}: {flat_old.get(key)!r} -> {flat_new.get(key)!r}"
-        for key in sorted(flat_old.keys() | flat_new.keys())
-        if key not in RESUMABLE_CHANGES and flat_old.get(key) != flat_new.get(key)
-    ]
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def make_deterministic() -> None:
     # cuBLAS reads this when CUDA initializes; without it deterministic mode errors on CUDA.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -143,7 +119,7 @@ def run_trial(cfg: DictConfig, trial_dir: Path, on_epoch_end: EpochHook | None =
     shuffle = torch.Generator().manual_seed(cfg.seed)  # batch order, its own stream
     splits, train_split, model, optimizer, scheduler = build(cfg, device)
     criterion = make_criterion(splits.num_outputs)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     files = TrialFiles(trial_dir)
 
     # -- resume from the trial's checkpoint, if it has one
@@ -212,7 +188,8 @@ def run_trial(cfg: DictConfig, trial_dir: Path, on_epoch_end: EpochHook | None =
                 "seconds": time.perf_counter() - epoch_start,
             }
             history.append(row)
-            improved = is_better(row[cfg.objective], best and best[cfg.objective], cfg.objective)
+            best_value = None if best is None else best[cfg.objective]
+            improved = is_better(row[cfg.objective], best_value, cfg.objective)
             if improved:
                 best = row
 
