@@ -45,11 +45,13 @@ from hpsweep.metrics import (
 )
 from hpsweep.models import count_parameters
 from hpsweep.training import evaluate, make_criterion, train_one_epoch
+from hydra_plugins.hpsweep_sweeper import current_trial
 
 log = logging.getLogger(__name__)
 
-# Called after each epoch's checkpoint with (epoch, metrics row); True stops the trial early.
-EpochHook = Callable[[int, dict[str, float]], bool]
+# Called after each epoch's checkpoint with (epoch, metrics row). It returns None to go on, or a
+# status to stop the trial with, e.g. "pruned".
+EpochHook = Callable[[int, dict[str, float]], str | None]
 
 
 class TrainingDiverged(RuntimeError):
@@ -223,10 +225,11 @@ def run_trial(cfg: DictConfig, trial_dir: Path, on_epoch_end: EpochHook | None =
             )
 
             # -- report: a sweeper's pruner may stop the trial here
-            if on_epoch_end is not None and on_epoch_end(epoch, row):
+            stop = None if on_epoch_end is None else on_epoch_end(epoch, row)
+            if stop is not None:
                 if not due:
                     save_checkpoint(state, files.last)  # so the stopped trial can be continued
-                status, reason = "stopped", f"stopped after epoch {epoch} by on_epoch_end"
+                status, reason = stop, f"{stop} after epoch {epoch}"
                 break
     except Exception as e:
         elapsed += time.perf_counter() - started
@@ -290,13 +293,29 @@ class ConfigRejected(CompactHydraException):
 register_schema()
 
 
+def report_to(trial: Any, objective: str) -> EpochHook:
+    """The pruning idiom as an epoch hook: report the objective, stop if the pruner says so."""
+
+    def hook(epoch: int, row: dict[str, float]) -> str | None:
+        trial.report(row[objective], step=epoch)
+        return "pruned" if trial.should_prune() else None
+
+    return hook
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     trial_dir = Path(HydraConfig.get().runtime.output_dir)
+    trial = current_trial()  # the Optuna trial when hydra/sweeper=hpsweep runs this job
+    hook = None if trial is None else report_to(trial, cfg.objective)
     try:
-        result = run_trial(cfg, trial_dir)
+        result = run_trial(cfg, trial_dir, on_epoch_end=hook)
     except (ConfigError, CheckpointError) as e:
         raise ConfigRejected(str(e)) from None
+    if result["status"] == "pruned":
+        import optuna
+
+        raise optuna.TrialPruned(result["reason"])
     return result["value"]
 
 

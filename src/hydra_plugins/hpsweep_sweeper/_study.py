@@ -1,0 +1,172 @@
+"""The study in its storage, shared by every worker: budget, trial dirs, dead workers.
+
+Every worker process runs the same loop against the same storage; nothing is coordinated in
+memory. Two kinds of lock keep them apart, both `flock`s that the kernel releases when a
+process dies, even by SIGKILL:
+- `<sweep dir>/.ask.lock`, held while a worker picks its next trial, so the budget check, the
+  ask and the claim of a trial dir happen as one step;
+- `<trial dir>/.lock`, held while the trial runs. A RUNNING trial whose lock is free has lost
+  its worker: it is marked FAIL and re-queued with the same parameters into the same dir,
+  where the job resumes from its last checkpoint.
+"""
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE = "optuna.journal"
+# user attributes we put on trials
+TRIAL_DIR = "trial_dir"  # the trial's dir, relative to the sweep dir
+OVERRIDES = "overrides"  # the command-line overrides that reproduce the trial
+RETRY_OF = "retry_of"  # number of the trial whose worker died, which this one continues
+FAIL_REASON = "fail_reason"
+# study user attribute
+SEARCH_SPACE = "search_space"
+
+
+def mask_password(url: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db"""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def open_storage(storage: str | None, sweep_dir: Path) -> BaseStorage | str:
+    """An Optuna storage from the sweeper's `storage` setting.
+
+    None: a journal file in the sweep dir, safe for many processes on one machine and with no
+    server. A URL (sqlite:///, postgresql://, mysql://): Optuna's RDB storage. Anything else is
+    taken as the path of a journal file.
+    """
+    if storage is not None and "://" in storage:
+        return storage
+    path = sweep_dir / JOURNAL_FILE if storage is None else Path(storage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def describe_storage(storage: str | None, sweep_dir: Path) -> str:
+    if storage is None:
+        return str(sweep_dir / JOURNAL_FILE)
+    return mask_password(storage)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, blocking: bool = True) -> Iterator[IO[str] | None]:
+    """An exclusive flock on `path`; yields None when `blocking` is False and it is taken."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield None
+            return
+        try:
+            yield f
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def claim_trial_dir(path: Path) -> IO[str]:
+    """Hold `<trial dir>/.lock` until the returned file is closed (or the process dies)."""
+    path.mkdir(parents=True, exist_ok=True)
+    f = open(path / ".lock", "a")  # noqa: SIM115  (closed by the caller when the trial ends)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RuntimeError(f"{path} is in use by another worker") from None
+    return f
+
+
+def is_abandoned(trial: FrozenTrial, sweep_dir: Path) -> bool:
+    """A RUNNING trial whose worker is gone: nobody holds its trial dir's lock."""
+    trial_dir = trial.user_attrs.get(TRIAL_DIR)
+    if trial.state != TrialState.RUNNING or trial_dir is None:
+        return False
+    with file_lock(sweep_dir / trial_dir / ".lock", blocking=False) as held:
+        return held is not None
+
+
+def requeue_abandoned(study: optuna.Study, sweep_dir: Path) -> list[int]:
+    """Fail each abandoned trial and queue a retry with its parameters and trial dir."""
+    requeued = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not is_abandoned(trial, sweep_dir):
+            continue
+        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+        study.enqueue_trial(
+            trial.params,
+            user_attrs={
+                TRIAL_DIR: trial.user_attrs[TRIAL_DIR],
+                OVERRIDES: trial.user_attrs.get(OVERRIDES, []),
+                RETRY_OF: trial.user_attrs.get(RETRY_OF, trial.number),
+            },
+        )
+        requeued.append(trial.number)
+        log.warning(
+            "trial %d lost its worker; queued again to resume in %s",
+            trial.number,
+            trial.user_attrs[TRIAL_DIR],
+        )
+    return requeued
+
+
+def superseded(trials: list[FrozenTrial]) -> set[int]:
+    """Trials continued by a newer trial in the same trial dir (a retry after a lost worker)."""
+    newest: dict[str, int] = {}
+    for t in trials:
+        if TRIAL_DIR in t.user_attrs:
+            newest[t.user_attrs[TRIAL_DIR]] = max(newest.get(t.user_attrs[TRIAL_DIR], -1), t.number)
+    return {
+        t.number
+        for t in trials
+        if TRIAL_DIR in t.user_attrs and t.number < newest[t.user_attrs[TRIAL_DIR]]
+    }
+
+
+def budget_used(trials: list[FrozenTrial]) -> int:
+    """Trials that count toward n_trials: all but those a retry continues."""
+    return len(trials) - len(superseded(trials))
+
+
+def failures(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Failed trials that no retry continues."""
+    gone = superseded(trials)
+    return [t for t in trials if t.state == TrialState.FAIL and t.number not in gone]
+
+
+def check_search_space(
+    study: optuna.Study, signature: dict[str, Any], allow_change: bool, where: str
+) -> None:
+    stored = study.user_attrs.get(SEARCH_SPACE)
+    if stored is None:
+        study.set_user_attr(SEARCH_SPACE, signature)
+        return
+    if stored == signature:
+        return
+    changed = sorted(
+        k for k in stored.keys() | signature.keys() if stored.get(k) != signature.get(k)
+    )
+    if not allow_change:
+        raise ValueError(
+            f"study '{study.study_name}' in {where} was created with another search space "
+            f"(changed: {', '.join(changed)}). Use a new hydra.sweeper.study_name for the new "
+            "space, or set hydra.sweeper.allow_space_change=true to continue this study with it."
+        )
+    log.warning("search space changed (%s); continuing as allow_space_change=true", changed)
+    study.set_user_attr(SEARCH_SPACE, signature)
+
+
+def worker_threads(n_jobs: int) -> int:
+    return max(1, len(os.sched_getaffinity(0)) // n_jobs)

@@ -1,0 +1,339 @@
+"""A sweep: one Optuna study in shared storage, and workers that each pull their next trial.
+
+Why not Hydra's launcher interface: `Launcher.launch(batch)` returns when the whole batch has
+finished, so one slow trial idles every other slot. Here each of the `n_jobs` workers is a
+forked process that asks the study for a trial, runs the job in-process through Hydra's
+`run_job` (the job sees its Optuna trial and can be pruned), tells the result and asks again.
+Forking after the task's imports means a worker pays for `import torch` once, not per trial.
+"""
+
+import contextlib
+import ctypes
+import functools
+import logging
+import math
+import multiprocessing
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import optuna
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
+from hydra.errors import CompactHydraException, HydraException
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from optuna.trial import Trial, TrialState
+
+from hydra_plugins import hpsweep_sweeper
+from hydra_plugins.hpsweep_sweeper._report import write_report
+from hydra_plugins.hpsweep_sweeper._search_space import SearchSpaceError, parse_search_space
+from hydra_plugins.hpsweep_sweeper._study import (
+    FAIL_REASON,
+    OVERRIDES,
+    TRIAL_DIR,
+    budget_used,
+    check_search_space,
+    claim_trial_dir,
+    describe_storage,
+    failures,
+    file_lock,
+    mask_password,
+    open_storage,
+    requeue_abandoned,
+    worker_threads,
+)
+
+log = logging.getLogger(__name__)
+
+DIRECTIONS = ("maximize", "minimize")
+
+
+class SweepError(CompactHydraException):
+    """Shown by Hydra as its message alone: a setting to fix, or a sweep that cannot go on."""
+
+
+class Sweep:
+    def __init__(
+        self,
+        sampler: DictConfig,
+        pruner: DictConfig | None,
+        direction: Any,
+        study_name: str,
+        storage: str | None,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        params: DictConfig | None,
+        custom_search_space: str | None,
+        enqueue: list[Any],
+        allow_space_change: bool,
+        threads_per_job: int | None,
+        top_k: int,
+    ) -> None:
+        directions: list[Any] = [direction] if isinstance(direction, str) else list(direction)
+        checks = [
+            ("n_trials", n_trials, n_trials >= 1, "must be >= 1"),
+            ("n_jobs", n_jobs, n_jobs >= 1, "must be >= 1"),
+            ("max_failure_rate", max_failure_rate, 0 <= max_failure_rate <= 1, "must be in [0, 1]"),
+            ("direction", direction, set(directions) <= set(DIRECTIONS), "maximize or minimize"),
+            ("threads_per_job", threads_per_job, (threads_per_job or 1) >= 1, "must be >= 1"),
+            ("top_k", top_k, top_k >= 1, "must be >= 1"),
+        ]
+        for key, value, ok, expected in checks:
+            if not ok:
+                raise SweepError(f"hydra.sweeper.{key}={value!r}: {expected}")
+        self.sampler_config = sampler
+        self.pruner_config = pruner
+        self.directions = directions
+        self.study_name = study_name
+        self.storage = storage
+        self.n_trials = n_trials
+        self.n_jobs = n_jobs
+        self.max_failure_rate = max_failure_rate
+        self.params = {} if params is None else OmegaConf.to_container(params)
+        self.custom_search_space = custom_search_space
+        self.enqueue = [dict(p) for p in enqueue]  # param name -> value
+        self.allow_space_change = allow_space_change
+        self.threads_per_job = threads_per_job
+        self.top_k = top_k
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+        self.config = config
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+
+    # -- the sweep, in the process that was started --------------------------------------------
+
+    def sweep(self, arguments: list[str]) -> None:
+        try:
+            self.space = parse_search_space(self.params, arguments)  # type: ignore[arg-type]
+            grid = self.space.grid_values() if self._is_grid() else None
+        except (SearchSpaceError, HydraException) as e:
+            raise SweepError(f"hydra.sweeper.params: {e}") from None
+        self.total = (
+            self.n_trials
+            if grid is None
+            else min(self.n_trials, math.prod(map(len, grid.values())))
+        )
+        self.where = describe_storage(self.storage, self.sweep_dir)
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # this module logs what matters
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self._masked(self.config.copy()), self.sweep_dir / "multirun.yaml")
+
+        study = self.open_study(worker=0)
+        check_search_space(study, self.space.signature(), self.allow_space_change, self.where)
+        for params in self.enqueue:
+            study.enqueue_trial(params, skip_if_exists=True)
+        log.info(
+            "study %s in %s: %d trials (%d there already), %d at a time, %s, %s, %s",
+            self.study_name,
+            self.where,
+            self.total,
+            budget_used(study.get_trials(deepcopy=False)),
+            self.n_jobs,
+            type(study.sampler).__name__,
+            type(study.pruner).__name__,
+            "/".join(self.directions),
+        )
+        for name, distribution in self.space.distributions.items():
+            log.info("  %s: %s", name, distribution)
+
+        if self.n_jobs == 1:
+            self.work(worker=0)
+        else:
+            self.run_workers()
+
+        study = self.open_study(worker=0)
+        write_report(study, self.sweep_dir, self.where, self.top_k)
+        failed = failures(study.get_trials(deepcopy=False))
+        if len(failed) > self.max_failure_rate * self.total:
+            raise SweepError(
+                f"sweep stopped: {len(failed)} of {self.total} trials failed "
+                f"(hydra.sweeper.max_failure_rate={self.max_failure_rate}); last reason: "
+                f"{failed[-1].user_attrs.get(FAIL_REASON, 'unknown')}"
+            )
+
+    def open_study(self, worker: int) -> optuna.Study:
+        """The study, with a storage client and sampler of this process's own."""
+        try:
+            study = optuna.create_study(
+                study_name=self.study_name,
+                storage=open_storage(self.storage, self.sweep_dir),
+                sampler=self._sampler(worker),
+                pruner=None if self.pruner_config is None else instantiate(self.pruner_config),
+                directions=self.directions,
+                load_if_exists=True,
+            )
+        except (ImportError, ValueError, RuntimeError) as e:
+            raise SweepError(
+                f"cannot open study {self.study_name} in {self.where}: {mask_password(str(e))}"
+            ) from None
+        stored = [d.name.lower() for d in study.directions]
+        if stored != self.directions:
+            raise SweepError(
+                f"hydra.sweeper.direction={self.directions}: study {self.study_name} in "
+                f"{self.where} was created with {stored}"
+            )
+        return study
+
+    def _sampler(self, worker: int) -> optuna.samplers.BaseSampler:
+        settings = OmegaConf.to_container(self.sampler_config)
+        assert isinstance(settings, dict)
+        if settings.get("seed") is not None:
+            settings["seed"] += worker  # same seed in every worker would sample the same points
+        sampler = instantiate(settings)
+        if isinstance(sampler, functools.partial):  # the grid sampler waits for its grid
+            sampler = sampler(search_space=self.space.grid_values())
+        return sampler
+
+    def _is_grid(self) -> bool:
+        return str(self.sampler_config.get("_target_", "")).endswith("GridSampler")
+
+    def run_workers(self) -> None:
+        context = multiprocessing.get_context("fork")
+        workers = [
+            context.Process(target=self.worker_process, args=(i,), name=f"hpsweep-worker-{i}")
+            for i in range(self.n_jobs)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            for worker in workers:
+                worker.join()
+        except KeyboardInterrupt:
+            for worker in workers:  # they got the SIGINT too, and stop on their own
+                worker.join()
+            raise
+        crashed = [f"{w.name} (exit code {w.exitcode})" for w in workers if w.exitcode != 0]
+        if crashed:
+            raise SweepError(f"{', '.join(crashed)} stopped with an error; see the log above")
+
+    # -- a worker --------------------------------------------------------------------------------
+
+    def worker_process(self, worker: int) -> None:
+        die_with_parent()
+        threads = self.threads_per_job or worker_threads(self.n_jobs)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch = sys.modules.get("torch")  # the task's framework, if it has one loaded
+        if torch is not None:
+            torch.set_num_threads(threads)
+        try:
+            self.work(worker)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    def work(self, worker: int) -> None:
+        """Run trials until the study has its n_trials (or too many failed)."""
+        study = self.open_study(worker)
+        while (claimed := self.claim_next_trial(study)) is not None:
+            trial, trial_dir, lock = claimed
+            try:
+                self.run(study, trial, trial_dir)
+            except KeyboardInterrupt:
+                log.warning(
+                    "interrupted: trial %d stays resumable in %s; start the sweep again to "
+                    "continue it",
+                    trial.number,
+                    self.sweep_dir / trial_dir,
+                )
+                raise
+            finally:
+                lock.close()
+
+    def claim_next_trial(self, study: optuna.Study) -> tuple[Trial, str, IO[str]] | None:
+        with file_lock(self.sweep_dir / ".ask.lock"):
+            requeue_abandoned(study, self.sweep_dir)
+            trials = study.get_trials(deepcopy=False)
+            if len(failures(trials)) > self.max_failure_rate * self.total:
+                return None
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            if not waiting and budget_used(trials) >= self.total:
+                return None
+            trial = study.ask()  # a queued trial (warm start, retry) first, else a new one
+            trial_dir = trial.user_attrs.get(TRIAL_DIR, f"trial_{trial.number:04d}")
+            self.space.suggest(trial)
+            if self.custom_search_space:
+                get_method(self.custom_search_space)(self.config, trial)
+            trial.set_user_attr(TRIAL_DIR, trial_dir)
+            trial.set_user_attr(OVERRIDES, self.space.overrides(trial.params))
+            return trial, trial_dir, claim_trial_dir(self.sweep_dir / trial_dir)
+
+    def run(self, study: optuna.Study, trial: Trial, trial_dir: str) -> None:
+        overrides = trial.user_attrs[OVERRIDES]
+        log.info("trial %d (%s): %s", trial.number, trial_dir, " ".join(overrides))
+        try:
+            config = self.job_config(overrides, trial.number, trial_dir)
+            hpsweep_sweeper._running[0] = trial
+            try:
+                ret = run_job(
+                    hydra_context=self.hydra_context,
+                    task_function=self.task_function,
+                    config=config,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
+            finally:
+                hpsweep_sweeper._running[0] = None
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            values = self.values(ret)
+        except optuna.TrialPruned as pruned:
+            study.tell(trial, state=TrialState.PRUNED)
+            log.info("trial %d pruned: %s", trial.number, pruned)
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}"
+            trial.set_user_attr(FAIL_REASON, reason)
+            study.tell(trial, state=TrialState.FAIL)
+            log.error("trial %d failed: %s", trial.number, reason)
+        else:
+            study.tell(trial, values)
+            log.info("trial %d finished: %s", trial.number, ", ".join(f"{v:.6g}" for v in values))
+
+    def job_config(self, overrides: list[str], number: int, trial_dir: str) -> DictConfig:
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        with open_dict(config):
+            config.hydra.job.id = f"{self.study_name}_{number}"
+            config.hydra.job.num = number
+            config.hydra.sweep.subdir = trial_dir
+        self._masked(config)  # the job writes hydra.yaml: no password in it
+        HydraConfig.instance().set_config(config)
+        return config
+
+    def values(self, ret: JobReturn) -> list[float]:
+        result = ret.return_value  # raises what the job raised
+        raw = [result] if len(self.directions) == 1 else list(result)
+        values = [float(v) for v in raw]
+        if len(values) != len(self.directions) or not all(map(math.isfinite, values)):
+            raise ValueError(
+                f"the job returned {result!r}; expected {len(self.directions)} finite number(s)"
+            )
+        return values
+
+    def _masked(self, config: DictConfig) -> DictConfig:
+        with open_dict(config):
+            if config.hydra.sweeper.get("storage"):
+                config.hydra.sweeper.storage = mask_password(config.hydra.sweeper.storage)
+            config.hydra.overrides.hydra = [mask_password(o) for o in config.hydra.overrides.hydra]
+        return config
+
+
+def die_with_parent() -> None:
+    """Linux: get SIGTERM when the sweep process dies (even by SIGKILL), instead of running on
+    as an orphan. The trial then stays RUNNING with its lock free: the next start resumes it."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent was already gone before prctl
+        sys.exit(1)
+
+
+PR_SET_PDEATHSIG = 1

@@ -1,0 +1,96 @@
+"""Config of the hpsweep sweeper: `hydra/sweeper=hpsweep`, plus sampler and pruner presets.
+
+Keys follow hydra-optuna-sweeper's, so a search-space YAML written for it runs after changing
+only the sweeper's name (`override hydra/sweeper: optuna` -> `override hydra/sweeper: hpsweep`).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class HpsweepSweeperConf:
+    _target_: str = "hydra_plugins.hpsweep_sweeper.sweeper.HpsweepSweeper"
+    # The sweeper builds sampler and pruner itself, once per worker (each with its own seed).
+    _recursive_: bool = False
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+
+    sampler: Any = MISSING  # hydra/sweeper/sampler=tpe|random|grid|cmaes|gp|qmc|nsgaii
+    pruner: Any = None  # hydra/sweeper/pruner=none|median|percentile|successive_halving|hyperband
+    # "maximize" or "minimize"; a list of them for several objectives (the job returns a list)
+    direction: Any = "maximize"
+    # The study's name: re-running a sweep with the same name and storage continues it.
+    study_name: str = "${hydra.job.name}"
+    # null: a journal file in the sweep dir (no server, safe for many processes on one machine);
+    # or an Optuna storage URL (sqlite:///..., postgresql://..., mysql://...), or a journal path.
+    storage: str | None = None
+    n_trials: int = 20  # the study's total, counted across re-runs and workers
+    n_jobs: int = 1  # trials run at once, each in its own worker process
+    # End the sweep once more than this fraction of n_trials has failed (0.0: at the first).
+    max_failure_rate: float = 0.5
+    params: dict[str, Any] | None = None  # key: choice(...) | range(...) | interval(...) | value
+    custom_search_space: str | None = None  # "module.fn": fn(cfg, trial) suggests more params
+    enqueue: list[dict[str, Any]] = field(default_factory=list)  # params to run first
+    allow_space_change: bool = False  # continue a study whose search space differs
+    threads_per_job: int | None = None  # torch threads per worker; null = cores // n_jobs
+    top_k: int = 5  # trials in the table logged at the end
+
+
+SAMPLERS: dict[str, dict[str, Any]] = {
+    # constant_liar: parallel workers see running trials as bad, so they do not all sample
+    # the same promising spot.
+    "tpe": {
+        "_target_": "optuna.samplers.TPESampler",
+        "seed": None,
+        "n_startup_trials": 10,
+        "multivariate": False,
+        "constant_liar": True,
+    },
+    # hydra-optuna-sweeper's MOTPE; Optuna merged it into TPE, which handles several objectives.
+    "motpe": {"_target_": "optuna.samplers.TPESampler", "seed": None, "n_startup_trials": 10},
+    "random": {"_target_": "optuna.samplers.RandomSampler", "seed": None},
+    # built with the grid of the search space, which must be choice/range only
+    "grid": {"_target_": "optuna.samplers.GridSampler", "_partial_": True, "seed": None},
+    "cmaes": {"_target_": "optuna.samplers.CmaEsSampler", "seed": None, "n_startup_trials": 1},
+    "gp": {"_target_": "optuna.samplers.GPSampler", "seed": None, "n_startup_trials": 10},
+    "qmc": {"_target_": "optuna.samplers.QMCSampler", "seed": None, "qmc_type": "sobol"},
+    "nsgaii": {"_target_": "optuna.samplers.NSGAIISampler", "seed": None, "population_size": 50},
+}
+
+PRUNERS: dict[str, dict[str, Any]] = {
+    "none": {"_target_": "optuna.pruners.NopPruner"},
+    # stop a trial whose value at an epoch is worse than the median of earlier trials there
+    "median": {
+        "_target_": "optuna.pruners.MedianPruner",
+        "n_startup_trials": 5,
+        "n_warmup_steps": 0,
+        "interval_steps": 1,
+    },
+    "percentile": {
+        "_target_": "optuna.pruners.PercentilePruner",
+        "percentile": 25.0,
+        "n_startup_trials": 5,
+        "n_warmup_steps": 0,
+    },
+    "successive_halving": {
+        "_target_": "optuna.pruners.SuccessiveHalvingPruner",
+        "min_resource": "auto",
+        "reduction_factor": 4,
+    },
+    "hyperband": {
+        "_target_": "optuna.pruners.HyperbandPruner",
+        "min_resource": 1,
+        "max_resource": "auto",
+        "reduction_factor": 3,
+    },
+}
+
+cs = ConfigStore.instance()
+cs.store(group="hydra/sweeper", name="hpsweep", node=HpsweepSweeperConf, provider="hpsweep")
+for name, node in SAMPLERS.items():
+    cs.store(group="hydra/sweeper/sampler", name=name, node=node, provider="hpsweep")
+for name, node in PRUNERS.items():
+    cs.store(group="hydra/sweeper/pruner", name=name, node=node, provider="hpsweep")
