@@ -10,12 +10,14 @@ range(1, 5) is {1, 2, 3, 4} for TPE, random and grid alike. The old plugin sampl
 with TPE/random but left it out of grids.
 """
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.errors import HydraException
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -123,5 +125,9 @@ def format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return value
+        with contextlib.suppress(HydraException):  # unparsable as it is: quote it
+            parsed = OverridesParser.create().parse_overrides([f"k={value}"])[0]
+            if not parsed.is_sweep_override() and parsed.value() == value:
+                return value
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return json.dumps(value)  # repr-exact floats, ints as ints

@@ -32,8 +32,9 @@ TRIAL_DIR = "trial_dir"  # the trial's dir, relative to the sweep dir
 OVERRIDES = "overrides"  # the command-line overrides that reproduce the trial
 RETRY_OF = "retry_of"  # number of the trial whose worker died, which this one continues
 FAIL_REASON = "fail_reason"
-# study user attribute
+# study user attributes
 SEARCH_SPACE = "search_space"
+WARM_STARTED = "warm_started"  # the `enqueue` list has been queued
 
 
 def mask_password(url: str) -> str:

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import optuna
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from hydra.errors import CompactHydraException, HydraException
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
@@ -35,6 +35,7 @@ from hydra_plugins.hpsweep_sweeper._study import (
     FAIL_REASON,
     OVERRIDES,
     TRIAL_DIR,
+    WARM_STARTED,
     budget_used,
     check_search_space,
     claim_trial_dir,
@@ -60,7 +61,7 @@ class Sweep:
     def __init__(
         self,
         sampler: DictConfig,
-        pruner: DictConfig | None,
+        pruner: DictConfig,
         direction: Any,
         study_name: str,
         storage: str | None,
@@ -131,9 +132,13 @@ class Sweep:
         OmegaConf.save(self._masked(self.config.copy()), self.sweep_dir / "multirun.yaml")
 
         study = self.open_study(worker=0)
-        check_search_space(study, self.space.signature(), self.allow_space_change, self.where)
-        for params in self.enqueue:
-            study.enqueue_trial(params, skip_if_exists=True)
+        with file_lock(self.sweep_dir / ".ask.lock"):
+            check_search_space(study, self.space.signature(), self.allow_space_change, self.where)
+            # Once per study: re-running the command must not queue the warm start again.
+            if self.enqueue and not study.user_attrs.get(WARM_STARTED):
+                for params in self.enqueue:
+                    study.enqueue_trial(params)
+                study.set_user_attr(WARM_STARTED, True)
         log.info(
             "study %s in %s: %d trials (%d there already), %d at a time, %s, %s, %s",
             self.study_name,
@@ -170,7 +175,7 @@ class Sweep:
                 study_name=self.study_name,
                 storage=open_storage(self.storage, self.sweep_dir),
                 sampler=self._sampler(worker),
-                pruner=None if self.pruner_config is None else instantiate(self.pruner_config),
+                pruner=instantiate(self.pruner_config),
                 directions=self.directions,
                 load_if_exists=True,
             )
@@ -309,7 +314,11 @@ class Sweep:
         return config
 
     def values(self, ret: JobReturn) -> list[float]:
-        result = ret.return_value  # raises what the job raised
+        if ret.status == JobStatus.FAILED:
+            # JobReturn.return_value would re-raise too, but first prints "Error executing
+            # job", which is wrong for a pruned trial; the exception is kept here (hydra 1.3).
+            raise ret._return_value
+        result = ret.return_value
         raw = [result] if len(self.directions) == 1 else list(result)
         values = [float(v) for v in raw]
         if len(values) != len(self.directions) or not all(map(math.isfinite, values)):

@@ -18,8 +18,11 @@ class HpsweepSweeperConf:
     _recursive_: bool = False
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
 
+    # MISSING, not None: this node merges after its defaults list, and None would erase them.
     sampler: Any = MISSING  # hydra/sweeper/sampler=tpe|random|grid|cmaes|gp|qmc|nsgaii
-    pruner: Any = None  # hydra/sweeper/pruner=none|median|percentile|successive_halving|hyperband
+    pruner: Any = (
+        MISSING  # hydra/sweeper/pruner=none|median|percentile|successive_halving|hyperband
+    )
     # "maximize" or "minimize"; a list of them for several objectives (the job returns a list)
     direction: Any = "maximize"
     # The study's name: re-running a sweep with the same name and storage continues it.

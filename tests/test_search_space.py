@@ -1,0 +1,98 @@
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hydra_plugins.hpsweep_sweeper._search_space import (
+    SearchSpaceError,
+    format_value,
+    parse_search_space,
+)
+from hydra_plugins.hpsweep_sweeper._study import mask_password
+
+
+@pytest.mark.parametrize(
+    ("line", "distribution", "grid"),
+    [
+        ("n=range(1, 5)", IntDistribution(1, 4), [1, 2, 3, 4]),
+        ("n=range(0, 10, 3)", IntDistribution(0, 9, step=3), [0, 3, 6, 9]),
+        (
+            "x=range(-1.0, 1.0, step=0.5)",
+            FloatDistribution(-1.0, 0.5, step=0.5),
+            [-1.0, -0.5, 0.0, 0.5],
+        ),
+        ("m=choice(mlp, cnn)", CategoricalDistribution(["mlp", "cnn"]), ["mlp", "cnn"]),
+        ("b=32,64,128", CategoricalDistribution([32, 64, 128]), [32, 64, 128]),
+        ("lr=tag(log, interval(1e-4, 1e-1))", FloatDistribution(1e-4, 1e-1, log=True), None),
+        ("p=interval(0, 0.5)", FloatDistribution(0.0, 0.5), None),
+        ("h=int(interval(16, 256))", IntDistribution(16, 256), None),
+        ("h=tag(log, int(interval(16, 256)))", IntDistribution(16, 256, log=True), None),
+    ],
+)
+def test_grammar_maps_to_optuna_distributions(line, distribution, grid):
+    space = parse_search_space({}, [line])
+    key = line.split("=")[0]
+    assert space.distributions == {key: distribution}
+    assert space.grid.get(key) == grid
+
+
+def test_range_end_point_is_excluded_like_python_and_hydra():
+    space = parse_search_space({"x": "range(1, 5)"}, [])
+    assert space.distributions["x"].high == 4
+    assert space.grid_values() == {"x": [1, 2, 3, 4]}
+
+
+def test_command_line_wins_over_params_and_fixed_values_become_overrides():
+    space = parse_search_space(
+        {"optimizer.lr": "interval(0.1, 1)", "epochs": 5},
+        ["optimizer.lr=choice(0.1, 0.2)", "seed=3"],
+    )
+    assert space.distributions == {"optimizer.lr": CategoricalDistribution([0.1, 0.2])}
+    assert space.fixed == {"epochs": "5", "seed": "3"}
+    assert space.overrides({"optimizer.lr": 0.2}) == ["epochs=5", "seed=3", "optimizer.lr=0.2"]
+
+
+def test_signature_changes_with_the_space_and_the_fixed_values():
+    a = parse_search_space({"lr": "interval(0.1, 1)"}, ["epochs=3"]).signature()
+    assert a == parse_search_space({"lr": "interval(0.1, 1)"}, ["epochs=3"]).signature()
+    assert a != parse_search_space({"lr": "interval(0.1, 2)"}, ["epochs=3"]).signature()
+    assert a != parse_search_space({"lr": "interval(0.1, 1)"}, ["epochs=4"]).signature()
+
+
+def test_grid_needs_discrete_values():
+    space = parse_search_space({"lr": "interval(0.1, 1)", "b": "choice(1, 2)"}, [])
+    with pytest.raises(SearchSpaceError, match="lr is an interval"):
+        space.grid_values()
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (None, "null"),
+        (True, "true"),
+        (3, "3"),
+        (0.1, "0.1"),
+        (1e-7, "1e-07"),
+        ("cnn", "cnn"),
+        ("null", "'null'"),
+        ("1e-3", "'1e-3'"),
+        ("a,b", "'a,b'"),
+        ("it's", "'it\\'s'"),
+    ],
+)
+def test_values_format_as_overrides_hydra_parses_back(value, text):
+    assert format_value(value) == text
+    parsed = OverridesParser.create().parse_overrides([f"k={text}"])[0]
+    assert parsed.value() == value
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://user:s3cret@db:5432/optuna", "postgresql://user:***@db:5432/optuna"),
+        ("mysql+pymysql://u:p%40ss@h/db", "mysql+pymysql://u:***@h/db"),
+        ("sqlite:///multirun/study.db", "sqlite:///multirun/study.db"),
+        ("postgresql://user@db/optuna", "postgresql://user@db/optuna"),
+    ],
+)
+def test_passwords_are_masked(url, masked):
+    assert mask_password(url) == masked

@@ -1,0 +1,373 @@
+"""The hpsweep sweeper through the real CLI: studies, trial dirs, pruning, resume, failures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from hpsweep.metrics import read_metrics_csv
+from tests.conftest import run_cli
+
+FAST = ("data.train_size=2000", "data.val_size=500")
+
+
+def load_study(sweep_dir: Path, name: str) -> optuna.Study:
+    storage = JournalStorage(JournalFileBackend(str(sweep_dir / "optuna.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def write_preset(tmp_path: Path, name: str, body: str) -> str:
+    """Writes conf/sweep/NAME.yaml; returns the override that puts it on the search path."""
+    folder = tmp_path / "conf" / "sweep"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.yaml").write_text(textwrap.dedent(body))
+    return f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+
+
+def states(study: optuna.Study) -> list[str]:
+    return [t.state.name for t in study.trials]
+
+
+def test_mlp_preset_runs_n_trials_and_names_the_best(tmp_path):
+    proc = run_cli("-m", "sweep=mlp", "hydra.sweeper.n_trials=8", "epochs=2", *FAST, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    sweep = tmp_path / "multirun" / "mlp"
+    study = load_study(sweep, "mlp")
+    assert len(study.trials) == 8
+    assert sorted(p.name for p in sweep.glob("trial_*")) == [f"trial_{i:04d}" for i in range(8)]
+    for trial in study.trials:
+        result = json.loads((sweep / trial.user_attrs["trial_dir"] / "result.json").read_text())
+        if trial.state == TrialState.COMPLETE:
+            assert result["value"] == trial.value
+        assert set(trial.params) == {"model.hidden_sizes", "optimizer.lr", "batch_size"}
+
+    report = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    best = json.loads((sweep / report["best_trial_dir"] / "result.json").read_text())
+    assert report["best_trial"] == study.best_trial.number
+    assert report["best_value"] == best["value"] == study.best_value
+    assert f"optimizer.lr={report['best_params']['optimizer.lr']!r}" in report["best_overrides"]
+    best_config = yaml.safe_load((sweep / "best_config.yaml").read_text())
+    assert best_config["batch_size"] == report["best_params"]["batch_size"]
+    assert "top trials" in proc.stdout
+
+
+def test_rerunning_the_same_command_continues_the_study(tmp_path):
+    args = ("-m", "sweep=mlp", "epochs=1", *FAST)
+    assert run_cli(*args, "hydra.sweeper.n_trials=2", cwd=tmp_path).returncode == 0
+    sweep = tmp_path / "multirun" / "mlp"
+    mtimes = {p: p.stat().st_mtime_ns for p in sweep.glob("trial_*/result.json")}
+    assert run_cli(*args, "hydra.sweeper.n_trials=2", cwd=tmp_path).returncode == 0
+    assert len(load_study(sweep, "mlp").trials) == 2  # n_trials is the total: nothing re-ran
+    assert mtimes == {p: p.stat().st_mtime_ns for p in sweep.glob("trial_*/result.json")}
+    assert run_cli(*args, "hydra.sweeper.n_trials=3", cwd=tmp_path).returncode == 0
+    assert len(load_study(sweep, "mlp").trials) == 3
+
+
+def test_median_pruner_stops_bad_learning_rates_early_and_keeps_their_files(tmp_path):
+    searchpath = write_preset(
+        tmp_path,
+        "prune",
+        """\
+        # @package _global_
+        defaults:
+          - override /hydra/sweeper: hpsweep
+          - override /hydra/sweeper/pruner: median
+        epochs: 4
+        hydra:
+          sweeper:
+            study_name: prune
+            n_trials: 4
+            pruner: {n_startup_trials: 2}
+            params:
+              optimizer.lr: choice(0.003, 0.002, 1e-6, 2e-6)
+            enqueue:
+              - {optimizer.lr: 0.003}
+              - {optimizer.lr: 0.002}
+              - {optimizer.lr: 1e-6}
+              - {optimizer.lr: 2e-6}
+        """,
+    )
+    proc = run_cli("-m", "sweep=prune", searchpath, *FAST, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    sweep = tmp_path / "multirun" / "prune"
+    study = load_study(sweep, "prune")
+    assert states(study)[:2] == ["COMPLETE", "COMPLETE"]
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned and all(t.params["optimizer.lr"] < 1e-5 for t in pruned)
+    for trial in pruned:
+        trial_dir = sweep / trial.user_attrs["trial_dir"]
+        result = json.loads((trial_dir / "result.json").read_text())
+        assert result["status"] == "pruned"
+        assert result["epochs_run"] < 4
+        assert len(read_metrics_csv(trial_dir / "metrics.csv")) == result["epochs_run"]
+        assert (trial_dir / "checkpoints" / "last.pt").is_file()
+        assert (trial_dir / "curves.png").is_file()
+
+
+def test_failed_trials_keep_their_reason_and_the_sweep_goes_on(tmp_path):
+    searchpath = write_preset(
+        tmp_path,
+        "failing",
+        """\
+        # @package _global_
+        defaults:
+          - override /hydra/sweeper: hpsweep
+          - override /optimizer: sgd
+        epochs: 2
+        hydra:
+          sweeper:
+            study_name: failing
+            n_trials: 3
+            max_failure_rate: 1.0
+            params:
+              optimizer.lr: choice(0.01, 1e4)
+              model.hidden_sizes: choice(32, 0)
+            enqueue:
+              - {optimizer.lr: 1e4, model.hidden_sizes: 32}
+              - {optimizer.lr: 0.01, model.hidden_sizes: 0}
+              - {optimizer.lr: 0.01, model.hidden_sizes: 32}
+        """,
+    )
+    proc = run_cli("-m", "sweep=failing", searchpath, *FAST, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    sweep = tmp_path / "multirun" / "failing"
+    study = load_study(sweep, "failing")
+    assert len(study.trials) == 3
+    diverged, rejected = study.trials[:2]
+    assert diverged.state == rejected.state == TrialState.FAIL
+    assert "TrainingDiverged" in diverged.user_attrs["fail_reason"]
+    assert "model.hidden_sizes=0" in rejected.user_attrs["fail_reason"]
+    result = json.loads((sweep / "trial_0000" / "result.json").read_text())
+    assert result["status"] == "failed" and "TrainingDiverged" in result["reason"]
+    assert study.trials[2].state == TrialState.COMPLETE
+
+
+def test_max_failure_rate_ends_the_sweep_with_a_clear_message(tmp_path):
+    proc = run_cli(
+        "-m",
+        "sweep=mlp",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.max_failure_rate=0",
+        "model.hidden_sizes=0",
+        "epochs=1",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert "1 of 4 trials failed" in proc.stderr, (
+        proc.stderr and "max_failure_rate=0" in proc.stderr
+    )
+    assert len(load_study(tmp_path / "multirun" / "mlp", "mlp").trials) == 1
+
+
+def test_changed_search_space_is_refused_unless_allowed(tmp_path):
+    args = ("-m", "sweep=mlp", "hydra.sweeper.n_trials=1", "epochs=1", *FAST)
+    assert run_cli(*args, cwd=tmp_path).returncode == 0
+    proc = run_cli(*args, "model.activation=relu,tanh", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "another search space" in proc.stderr and "model.activation" in proc.stderr
+    assert "allow_space_change=true" in proc.stderr
+    allowed = run_cli(
+        *args,
+        "model.activation=relu,tanh",
+        "hydra.sweeper.allow_space_change=true",
+        "hydra.sweeper.n_trials=2",
+        cwd=tmp_path,
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert len(load_study(tmp_path / "multirun" / "mlp", "mlp").trials) == 2
+
+
+def test_enqueued_params_run_first(tmp_path):
+    searchpath = write_preset(
+        tmp_path,
+        "warm",
+        """\
+        # @package _global_
+        defaults:
+          - override /hydra/sweeper: hpsweep
+        epochs: 1
+        hydra:
+          sweeper:
+            study_name: warm
+            n_trials: 3
+            params:
+              optimizer.lr: tag(log, interval(1e-4, 1e-1))
+              batch_size: choice(32, 64, 128)
+            enqueue:
+              - {optimizer.lr: 0.001, batch_size: 64}
+              - {optimizer.lr: 0.01, batch_size: 128}
+        """,
+    )
+    assert run_cli("-m", "sweep=warm", searchpath, *FAST, cwd=tmp_path).returncode == 0
+    study = load_study(tmp_path / "multirun" / "warm", "warm")
+    assert [t.params for t in study.trials[:2]] == [
+        {"optimizer.lr": 0.001, "batch_size": 64},
+        {"optimizer.lr": 0.01, "batch_size": 128},
+    ]
+    config = yaml.safe_load((tmp_path / "multirun/warm/trial_0001/.hydra/config.yaml").read_text())
+    assert config["optimizer"]["lr"] == 0.01 and config["batch_size"] == 128
+
+
+@pytest.mark.slow
+def test_two_jobs_run_asynchronously_without_batch_barrier(tmp_path):
+    searchpath = write_preset(
+        tmp_path,
+        "async",
+        """\
+        # @package _global_
+        defaults:
+          - override /hydra/sweeper: hpsweep
+        batch_size: 16
+        hydra:
+          sweeper:
+            study_name: async
+            n_trials: 6
+            n_jobs: 2
+            params:
+              epochs: choice(1, 30)
+            enqueue: [{epochs: 30}, {epochs: 1}, {epochs: 1}, {epochs: 1}, {epochs: 1}, {epochs: 1}]
+        """,
+    )
+    proc = run_cli("-m", "sweep=async", searchpath, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    trials = load_study(tmp_path / "multirun" / "async", "async").trials
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    slow = next(t for t in trials if t.params["epochs"] == 30)
+    fast = [t for t in trials if t is not slow]
+    # trials overlap in time, and the other slot finished several trials while the slow one ran
+    assert any(t.datetime_start < slow.datetime_complete for t in fast)
+    during = [t for t in fast if slow.datetime_start < t.datetime_complete < slow.datetime_complete]
+    assert len(during) >= 2
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_the_interrupted_trial_from_its_checkpoint(tmp_path):
+    args = [
+        sys.executable,
+        "-m",
+        "hpsweep.train",
+        "-m",
+        "sweep=mlp",
+        "hydra.sweeper.n_trials=3",
+        "epochs=8",
+        "batch_size=32",
+        "hydra/sweeper/pruner=none",
+    ]
+    sweep = tmp_path / "multirun" / "mlp"
+    killed = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    metrics = sweep / "trial_0001" / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and len(read_metrics_csv(metrics)) >= 3):
+        assert time.monotonic() < deadline and killed.poll() is None
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    epochs_before = len(read_metrics_csv(metrics))
+    assert 3 <= epochs_before < 8
+
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    study = load_study(sweep, "mlp")
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3
+    dirs = {t.user_attrs["trial_dir"] for t in finished}  # one dir per finished trial
+    assert len(dirs) == 3 and dirs == {p.name for p in sweep.glob("trial_*")}
+    interrupted = study.trials[1]
+    assert interrupted.state == TrialState.FAIL
+    retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 1)
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params == interrupted.params
+    assert retry.user_attrs["trial_dir"] == "trial_0001"
+    # the epochs continue after the checkpoint instead of starting over
+    assert [r["epoch"] for r in read_metrics_csv(metrics)] == list(range(1, 9))
+    log = (sweep / "trial_0001" / "train.log").read_text()
+    assert f"after epoch {epochs_before}" in log or f"after epoch {epochs_before - 1}" in log
+
+
+# hydra-optuna-sweeper's example config (plugins/hydra_optuna_sweeper/example/conf/config.yaml),
+# with the one change a user makes to migrate: the sweeper's name.
+OLD_PLUGIN_CONFIG = """\
+defaults:
+  - override hydra/sweeper: hpsweep   # was: optuna
+  - override hydra/sweeper/sampler: grid
+
+hydra:
+  sweeper:
+#    sampler:
+#      seed: 123
+    direction: minimize
+    study_name: sphere
+    storage: null
+    n_trials: 20
+    n_jobs: 1
+    params:
+      x: range(-5.5, 5.5, step=0.5)
+      y: choice(-5 ,0 ,5)
+
+x: 1
+y: 1
+z: 1
+"""
+
+SPHERE_APP = """\
+import hydra
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="config")
+def sphere(cfg):
+    return cfg.x**2 + cfg.y**2
+
+
+if __name__ == "__main__":
+    sphere()
+"""
+
+
+@pytest.mark.parametrize("sampler", ["grid", "tpe", "random"])
+def test_old_plugin_config_runs_after_renaming_the_sweeper(tmp_path, sampler):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text(OLD_PLUGIN_CONFIG)
+    (tmp_path / "sphere.py").write_text(SPHERE_APP)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "sphere.py",
+            "-m",
+            "hydra.sweep.dir=sweep",
+            f"hydra/sweeper/sampler={sampler}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    study = load_study(tmp_path / "sweep", "sphere")
+    assert len(study.trials) == 20
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    xs = [t.params["x"] for t in study.trials]
+    # range's end point is excluded for every sampler: -5.5, -5.0, ..., 5.0
+    assert all(-5.5 <= x <= 5.0 and (x * 2).is_integer() for x in xs)
+    assert all(t.value == t.params["x"] ** 2 + t.params["y"] ** 2 for t in study.trials)
+    if sampler == "grid":
+        assert len({(t.params["x"], t.params["y"]) for t in study.trials}) == 20  # no repeats
+    report = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert report["best_value"] == min(t.value for t in study.trials)
