@@ -253,7 +253,8 @@ def test_two_jobs_run_asynchronously_without_batch_barrier(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_sweep_resumes_the_interrupted_trial_from_its_checkpoint(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_stopped_sweep_resumes_the_interrupted_trial_from_its_checkpoint(tmp_path, sig):
     args = [
         sys.executable,
         "-m",
@@ -266,22 +267,26 @@ def test_killed_sweep_resumes_the_interrupted_trial_from_its_checkpoint(tmp_path
         "hydra/sweeper/pruner=none",
     ]
     sweep = tmp_path / "multirun" / "mlp"
-    killed = subprocess.Popen(
+    stopped = subprocess.Popen(
         args,
         cwd=tmp_path,
         start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     metrics = sweep / "trial_0001" / "metrics.csv"
     deadline = time.monotonic() + 120
     while not (metrics.exists() and len(read_metrics_csv(metrics)) >= 3):
-        assert time.monotonic() < deadline and killed.poll() is None
+        assert time.monotonic() < deadline and stopped.poll() is None
         time.sleep(0.05)
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait()
+    os.killpg(stopped.pid, sig)  # the whole process group, as a terminal does
+    output, _ = stopped.communicate(timeout=60)
     epochs_before = len(read_metrics_csv(metrics))
     assert 3 <= epochs_before < 8
+    if sig == signal.SIGINT:
+        assert stopped.returncode == 130
+        assert "trial 1 stays resumable" in output and "Traceback" not in output
 
     proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -298,8 +303,7 @@ def test_killed_sweep_resumes_the_interrupted_trial_from_its_checkpoint(tmp_path
     assert retry.user_attrs["trial_dir"] == "trial_0001"
     # the epochs continue after the checkpoint instead of starting over
     assert [r["epoch"] for r in read_metrics_csv(metrics)] == list(range(1, 9))
-    log = (sweep / "trial_0001" / "train.log").read_text()
-    assert f"after epoch {epochs_before}" in log or f"after epoch {epochs_before - 1}" in log
+    assert "resuming" in (sweep / "trial_0001" / "train.log").read_text()
 
 
 # hydra-optuna-sweeper's example config (plugins/hydra_optuna_sweeper/example/conf/config.yaml),
@@ -371,3 +375,78 @@ def test_old_plugin_config_runs_after_renaming_the_sweeper(tmp_path, sampler):
         assert len({(t.params["x"], t.params["y"]) for t in study.trials}) == 20  # no repeats
     report = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert report["best_value"] == min(t.value for t in study.trials)
+
+
+MULTI_OBJECTIVE_CONFIG = """\
+defaults:
+  - override hydra/sweeper: hpsweep
+  - override hydra/sweeper/sampler: random
+
+hydra:
+  sweeper:
+    direction: [minimize, minimize]
+    study_name: pareto
+    n_trials: 8
+    custom_search_space: extend.add_z
+    params:
+      x: interval(-1, 1)
+
+x: 0
+z: 0
+"""
+
+PARETO_APP = """\
+import hydra
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="config")
+def two_objectives(cfg):
+    return [cfg.x**2, (cfg.x - 1) ** 2 + cfg.z]
+
+
+if __name__ == "__main__":
+    two_objectives()
+"""
+
+EXTEND = """\
+def add_z(cfg, trial):
+    trial.suggest_float("z", 0.0, 0.1)
+"""
+
+
+def test_two_objectives_write_the_pareto_front_and_custom_space_adds_params(tmp_path):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text(MULTI_OBJECTIVE_CONFIG)
+    (tmp_path / "pareto.py").write_text(PARETO_APP)
+    (tmp_path / "extend.py").write_text(EXTEND)
+    proc = subprocess.run(
+        [sys.executable, "pareto.py", "-m", "hydra.sweep.dir=sweep"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    study = load_study(tmp_path / "sweep", "pareto")
+    assert len(study.trials) == 8
+    for t in study.trials:
+        assert 0.0 <= t.params["z"] <= 0.1  # suggested by the custom function...
+        assert t.values[1] == pytest.approx((t.params["x"] - 1) ** 2 + t.params["z"])  # ...used
+    report = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    front = {entry["trial"] for entry in report["pareto_front"]}
+    assert front == {t.number for t in study.best_trials} and front
+
+
+def test_storage_password_never_shows_in_output_or_files(tmp_path):
+    proc = run_cli(
+        "-m",
+        "sweep=mlp",
+        "hydra.sweeper.storage=mysql+nodriver://optuna:s3cret@127.0.0.1:1/db",
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert "optuna:***@127.0.0.1" in proc.stderr
+    assert "s3cret" not in proc.stdout + proc.stderr
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written and not any(b"s3cret" in p.read_bytes() for p in written)

@@ -148,7 +148,7 @@ def test_overfit_one_batch_reaches_full_training_accuracy(tmp_path):
     def stop_when_perfect(epoch, row):
         nonlocal steps
         steps = epoch  # one batch per epoch: epochs are steps
-        return row["train_acc"] == 1.0
+        return "stopped" if row["train_acc"] == 1.0 else None
 
     result = run_trial(cfg, tmp_path, on_epoch_end=stop_when_perfect)
     assert result["status"] == "stopped"

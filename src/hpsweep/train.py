@@ -226,7 +226,7 @@ def run_trial(cfg: DictConfig, trial_dir: Path, on_epoch_end: EpochHook | None =
 
             # -- report: a sweeper's pruner may stop the trial here
             stop = None if on_epoch_end is None else on_epoch_end(epoch, row)
-            if stop is not None:
+            if stop:
                 if not due:
                     save_checkpoint(state, files.last)  # so the stopped trial can be continued
                 status, reason = stop, f"{stop} after epoch {epoch}"

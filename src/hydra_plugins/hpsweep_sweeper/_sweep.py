@@ -153,10 +153,14 @@ class Sweep:
         for name, distribution in self.space.distributions.items():
             log.info("  %s: %s", name, distribution)
 
-        if self.n_jobs == 1:
-            self.work(worker=0)
-        else:
-            self.run_workers()
+        try:
+            if self.n_jobs == 1:
+                self.work(worker=0)
+            else:
+                self.run_workers()
+        except KeyboardInterrupt:
+            log.warning("sweep interrupted; run the same command again to continue the study")
+            sys.exit(130)
 
         study = self.open_study(worker=0)
         write_report(study, self.sweep_dir, self.where, self.top_k)
@@ -179,7 +183,7 @@ class Sweep:
                 directions=self.directions,
                 load_if_exists=True,
             )
-        except (ImportError, ValueError, RuntimeError) as e:
+        except Exception as e:  # drivers and SQLAlchemy raise many types; all mean "cannot open"
             raise SweepError(
                 f"cannot open study {self.study_name} in {self.where}: {mask_password(str(e))}"
             ) from None
