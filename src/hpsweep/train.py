@@ -242,7 +242,12 @@ def run_trial(cfg: DictConfig, trial_dir: Path, on_epoch_end: EpochHook | None =
     model.load_state_dict(load_checkpoint(files.best)["model"])
     test_loss, test_acc = evaluate(model, criterion, splits.test)
     result = _result(cfg, status, reason, history, best, model, elapsed)
-    result.update(test_loss=test_loss, test_acc=test_acc, device=str(device))
+    result.update(
+        test_loss=test_loss,
+        test_acc=test_acc,
+        device=str(device),
+        num_threads=torch.get_num_threads(),
+    )
     write_result(files.result, result)
     plot_curves(files.curves, history, result["best_epoch"], title=trial_dir.name)
     log.info(

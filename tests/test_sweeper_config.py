@@ -1,0 +1,60 @@
+"""The sweeper's config presets compose and build the Optuna objects they name."""
+
+import functools
+
+import optuna
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from hpsweep.config import CONFIG_DIR
+from hydra_plugins.hpsweep_sweeper.config import PRUNERS, SAMPLERS
+from tests.conftest import compose_config
+
+PRUNER_CLASSES = {
+    "none": optuna.pruners.NopPruner,
+    "median": optuna.pruners.MedianPruner,
+    "percentile": optuna.pruners.PercentilePruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+}
+
+
+def sweeper_config(*overrides):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    return cfg.hydra.sweeper
+
+
+@pytest.mark.parametrize("name", sorted(PRUNERS))
+def test_every_pruner_preset_builds_its_pruner(name):
+    sweeper = sweeper_config("hydra/sweeper=hpsweep", f"hydra/sweeper/pruner={name}")
+    assert isinstance(instantiate(sweeper.pruner), PRUNER_CLASSES[name])
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_preset_builds_its_sampler(name):
+    sweeper = sweeper_config("hydra/sweeper=hpsweep", f"hydra/sweeper/sampler={name}")
+    sampler = instantiate(sweeper.sampler)
+    if isinstance(sampler, functools.partial):  # grid: built once the grid is known
+        sampler = sampler(search_space={"x": [1, 2]})
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
+    assert type(sampler).__name__ == sweeper.sampler._target_.rsplit(".", 1)[1]
+
+
+def test_sweep_presets_search_the_documented_keys():
+    mlp = sweeper_config("sweep=mlp")
+    assert set(mlp.params) == {"model.hidden_sizes", "optimizer.lr", "batch_size"}
+    assert mlp.direction == "maximize" and mlp.study_name == "mlp"
+    assert mlp.pruner._target_ == "optuna.pruners.MedianPruner"
+    cnn = sweeper_config("sweep=cnn")
+    assert cnn.pruner._target_ == "optuna.pruners.HyperbandPruner"
+    assert compose_config("sweep=cnn").model._target_ == "hpsweep.models.CNN"
+
+
+def test_sweep_dir_is_stable_per_study():
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["sweep=mlp"], return_hydra_config=True)
+        assert cfg.hydra.sweep.dir == "multirun/mlp"
+        basic = compose("train", return_hydra_config=True)
+        assert basic.hydra.sweep.dir.startswith("multirun/20")  # Hydra's dated default
