@@ -27,11 +27,14 @@ def load_study(sweep_dir: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def write_preset(tmp_path: Path, name: str, body: str) -> str:
-    """Writes conf/sweep/NAME.yaml; returns the override that puts it on the search path."""
+def write_preset(tmp_path: Path, name: str, body: str, defaults: tuple[str, ...] = ()) -> str:
+    """Writes conf/sweep/NAME.yaml, a preset selecting our sweeper (plus `defaults`) with
+    `body`; returns the override that puts it on the search path."""
     folder = tmp_path / "conf" / "sweep"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.yaml").write_text(textwrap.dedent(body))
+    header = ["# @package _global_", "defaults:", "  - override /hydra/sweeper: hpsweep"]
+    header += [f"  - override {entry}" for entry in defaults]
+    (folder / f"{name}.yaml").write_text("\n".join(header) + "\n" + textwrap.dedent(body))
     return f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
 
 
@@ -79,10 +82,6 @@ def test_median_pruner_stops_bad_learning_rates_early_and_keeps_their_files(tmp_
         tmp_path,
         "prune",
         """\
-        # @package _global_
-        defaults:
-          - override /hydra/sweeper: hpsweep
-          - override /hydra/sweeper/pruner: median
         epochs: 4
         hydra:
           sweeper:
@@ -97,6 +96,7 @@ def test_median_pruner_stops_bad_learning_rates_early_and_keeps_their_files(tmp_
               - {optimizer.lr: 1e-6}
               - {optimizer.lr: 2e-6}
         """,
+        defaults=("/hydra/sweeper/pruner: median",),
     )
     proc = run_cli("-m", "sweep=prune", searchpath, *FAST, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -120,10 +120,6 @@ def test_failed_trials_keep_their_reason_and_the_sweep_goes_on(tmp_path):
         tmp_path,
         "failing",
         """\
-        # @package _global_
-        defaults:
-          - override /hydra/sweeper: hpsweep
-          - override /optimizer: sgd
         epochs: 2
         hydra:
           sweeper:
@@ -138,6 +134,7 @@ def test_failed_trials_keep_their_reason_and_the_sweep_goes_on(tmp_path):
               - {optimizer.lr: 0.01, model.hidden_sizes: 0}
               - {optimizer.lr: 0.01, model.hidden_sizes: 32}
         """,
+        defaults=("/optimizer: sgd",),
     )
     proc = run_cli("-m", "sweep=failing", searchpath, *FAST, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -194,9 +191,6 @@ def test_enqueued_params_run_first(tmp_path):
         tmp_path,
         "warm",
         """\
-        # @package _global_
-        defaults:
-          - override /hydra/sweeper: hpsweep
         epochs: 1
         hydra:
           sweeper:
@@ -226,9 +220,6 @@ def test_two_jobs_run_asynchronously_without_batch_barrier(tmp_path):
         tmp_path,
         "async",
         """\
-        # @package _global_
-        defaults:
-          - override /hydra/sweeper: hpsweep
         batch_size: 16
         hydra:
           sweeper:
