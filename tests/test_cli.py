@@ -27,6 +27,7 @@ def test_pigeon_experiment_learns_digit_below_three(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "trial" / "result.json").read_text())
     assert result["num_params"] == 784 * 30 + 30 + 30 * 1 + 1  # 784-30-1, one logit
+    assert result["epochs"] == 10  # the experiment's value, not train.yaml's
     assert result["best_val_acc"] >= 0.90
     rows = read_metrics_csv(tmp_path / "trial" / "metrics.csv")
     assert rows[0]["train_acc"] < rows[-1]["train_acc"]

@@ -176,3 +176,20 @@ def test_plain_hydra_multirun_loads_with_group_choices(tmp_path):
     assert sorted(trials["params_optimizer"]) == ["adam", "sgd"]
     assert set(trials["state"]) == {"COMPLETE"}  # no study here: states from result.json
     assert not list((tmp_path / "grid").glob("*.journal"))
+
+
+@pytest.mark.slow
+def test_notebook_runs_end_to_end(tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    from tests.conftest import REPO
+
+    notebook = nbformat.read(REPO / "notebooks" / "compare_trials.ipynb", as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code")
+    NotebookClient(notebook, timeout=600, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(
+        out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", [])
+    )
+    assert "0 differences" in printed
+    assert len(load_trials(tmp_path / "multirun" / "notebook")) == 8

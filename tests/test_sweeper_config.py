@@ -50,6 +50,9 @@ def test_sweep_presets_search_the_documented_keys():
     cnn = sweeper_config("sweep=cnn")
     assert cnn.pruner._target_ == "optuna.pruners.HyperbandPruner"
     assert compose_config("sweep=cnn").model._target_ == "hpsweep.models.CNN"
+    # a preset's run-level values win over train.yaml's, the command line over both
+    assert compose_config("sweep=mlp").epochs == 5
+    assert compose_config("sweep=mlp", "epochs=2").epochs == 2
 
 
 def test_sweep_dir_is_stable_per_study():
