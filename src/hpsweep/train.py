@@ -302,8 +302,12 @@ def report_to(trial: Any, objective: str) -> EpochHook:
     """The pruning idiom as an epoch hook: report the objective, stop if the pruner says so."""
 
     def hook(epoch: int, row: dict[str, float]) -> str | None:
-        trial.report(row[objective], step=epoch)
-        return "pruned" if trial.should_prune() else None
+        try:
+            trial.report(row[objective], step=epoch)
+            return "pruned" if trial.should_prune() else None
+        except Exception as e:  # the study's storage is away: train on, unpruned, for now
+            log.warning("epoch %d not reported to the study: %s", epoch, str(e).splitlines()[0])
+            return None
 
     return hook
 

@@ -15,16 +15,18 @@ import fcntl
 import logging
 import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 JOURNAL_FILE = "optuna.journal"
 # user attributes we put on trials
@@ -32,6 +34,7 @@ TRIAL_DIR = "trial_dir"  # the trial's dir, relative to the sweep dir
 OVERRIDES = "overrides"  # the command-line overrides that reproduce the trial
 RETRY_OF = "retry_of"  # number of the trial whose worker died, which this one continues
 FAIL_REASON = "fail_reason"
+WORKER = "worker"  # host:pid of the process that runs (or ran) the trial
 # study user attributes
 SEARCH_SPACE = "search_space"
 WARM_STARTED = "warm_started"  # the `enqueue` list has been queued
@@ -42,18 +45,54 @@ def mask_password(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-def open_storage(storage: str | None, sweep_dir: Path) -> BaseStorage | str:
+def open_storage(
+    storage: str | None, sweep_dir: Path, heartbeat_interval: int, grace_period: int
+) -> BaseStorage:
     """An Optuna storage from the sweeper's `storage` setting.
 
     None: a journal file in the sweep dir, safe for many processes on one machine and with no
-    server. A URL (sqlite:///, postgresql://, mysql://): Optuna's RDB storage. Anything else is
-    taken as the path of a journal file.
+    server. A URL (sqlite:///, postgresql://, mysql://): Optuna's RDB storage, with heartbeats,
+    so any worker can tell a trial whose worker (or machine) died after `grace_period` seconds.
+    Anything else is taken as the path of a journal file.
     """
     if storage is not None and "://" in storage:
-        return storage
+        return RDBStorage(
+            storage,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=lambda study, trial: requeue(
+                study, trial, "sent no heartbeat"
+            ),
+        )
     path = sweep_dir / JOURNAL_FILE if storage is None else Path(storage)
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def with_retries(action: Callable[[], T], what: str, where: str, attempts: int = 6) -> T:
+    """`action()`, retried with back-off (1, 2, 4, 8, 16 s) when the storage fails: a database
+    restart or a network blip must not fail a trial whose files are already written."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as e:  # drivers raise many types; a real bug fails again and surfaces
+            if attempt == attempts - 1:
+                raise StorageUnavailable(
+                    f"the study's storage {where} did not answer while {what} "
+                    f"({attempts} tries over {2 ** (attempts - 1) - 1} s): {mask_password(str(e))}"
+                ) from None
+            log.warning(
+                "storage error while %s (%s); retrying in %d s",
+                what,
+                mask_password(str(e)).splitlines()[0],
+                2**attempt,
+            )
+            time.sleep(2**attempt)
+    raise AssertionError("unreachable")
+
+
+class StorageUnavailable(RuntimeError):
+    pass
 
 
 def describe_storage(storage: str | None, sweep_dir: Path) -> str:
@@ -100,27 +139,37 @@ def is_abandoned(trial: FrozenTrial, sweep_dir: Path) -> bool:
 
 
 def requeue_abandoned(study: optuna.Study, sweep_dir: Path) -> list[int]:
-    """Fail each abandoned trial and queue a retry with its parameters and trial dir."""
-    requeued = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not is_abandoned(trial, sweep_dir):
-            continue
+    """Fail each trial whose worker is gone and queue a retry of it."""
+    abandoned = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if is_abandoned(t, sweep_dir)
+    ]
+    for trial in abandoned:
         study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-        study.enqueue_trial(
-            trial.params,
-            user_attrs={
-                TRIAL_DIR: trial.user_attrs[TRIAL_DIR],
-                OVERRIDES: trial.user_attrs.get(OVERRIDES, []),
-                RETRY_OF: trial.user_attrs.get(RETRY_OF, trial.number),
-            },
-        )
-        requeued.append(trial.number)
-        log.warning(
-            "trial %d lost its worker; queued again to resume in %s",
-            trial.number,
-            trial.user_attrs[TRIAL_DIR],
-        )
-    return requeued
+        requeue(study, trial, "its trial dir is no longer locked")
+    return [t.number for t in abandoned]
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial, why: str) -> None:
+    """Queue a retry of a failed trial: same parameters, same trial dir (where the job resumes
+    from last.pt), linked to the trial it continues by `retry_of`."""
+    if TRIAL_DIR not in trial.user_attrs:  # died before it had a dir: nothing to resume
+        return
+    study.enqueue_trial(
+        trial.params,
+        user_attrs={
+            TRIAL_DIR: trial.user_attrs[TRIAL_DIR],
+            OVERRIDES: trial.user_attrs.get(OVERRIDES, []),
+            RETRY_OF: trial.user_attrs.get(RETRY_OF, trial.number),
+        },
+    )
+    log.warning(
+        "trial %d lost its worker (%s); queued again to resume in %s",
+        trial.number,
+        why,
+        trial.user_attrs[TRIAL_DIR],
+    )
 
 
 def superseded(trials: list[FrozenTrial]) -> set[int]:

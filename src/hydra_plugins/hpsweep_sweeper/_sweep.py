@@ -15,7 +15,11 @@ import math
 import multiprocessing
 import os
 import signal
+import socket
 import sys
+import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +30,7 @@ from hydra.errors import CompactHydraException, HydraException
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from optuna.storages import RDBStorage
 from optuna.trial import Trial, TrialState
 
 from hydra_plugins import hpsweep_sweeper
@@ -36,6 +41,7 @@ from hydra_plugins.hpsweep_sweeper._study import (
     OVERRIDES,
     TRIAL_DIR,
     WARM_STARTED,
+    WORKER,
     budget_used,
     check_search_space,
     claim_trial_dir,
@@ -45,10 +51,13 @@ from hydra_plugins.hpsweep_sweeper._study import (
     mask_password,
     open_storage,
     requeue_abandoned,
+    with_retries,
     worker_threads,
 )
 
 log = logging.getLogger(__name__)
+# Optuna sends heartbeats itself only inside Study.optimize; this sweeper sends its own.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 DIRECTIONS = ("maximize", "minimize")
 
@@ -74,6 +83,8 @@ class Sweep:
         allow_space_change: bool,
         threads_per_job: int | None,
         top_k: int,
+        heartbeat_interval: int,
+        grace_period: int,
     ) -> None:
         directions: list[Any] = [direction] if isinstance(direction, str) else list(direction)
         checks = [
@@ -83,6 +94,13 @@ class Sweep:
             ("direction", direction, set(directions) <= set(DIRECTIONS), "maximize or minimize"),
             ("threads_per_job", threads_per_job, (threads_per_job or 1) >= 1, "must be >= 1"),
             ("top_k", top_k, top_k >= 1, "must be >= 1"),
+            ("heartbeat_interval", heartbeat_interval, heartbeat_interval >= 1, "must be >= 1"),
+            (
+                "grace_period",
+                grace_period,
+                grace_period > heartbeat_interval,
+                "must be longer than heartbeat_interval",
+            ),
         ]
         for key, value, ok, expected in checks:
             if not ok:
@@ -101,6 +119,8 @@ class Sweep:
         self.allow_space_change = allow_space_change
         self.threads_per_job = threads_per_job
         self.top_k = top_k
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -175,9 +195,12 @@ class Sweep:
     def open_study(self, worker: int) -> optuna.Study:
         """The study, with a storage client and sampler of this process's own."""
         try:
+            self.client = open_storage(
+                self.storage, self.sweep_dir, self.heartbeat_interval, self.grace_period
+            )
             study = optuna.create_study(
                 study_name=self.study_name,
-                storage=open_storage(self.storage, self.sweep_dir),
+                storage=self.client,
                 sampler=self._sampler(worker),
                 pruner=instantiate(self.pruner_config),
                 directions=self.directions,
@@ -261,7 +284,8 @@ class Sweep:
 
     def claim_next_trial(self, study: optuna.Study) -> tuple[Trial, str, IO[str]] | None:
         with file_lock(self.sweep_dir / ".ask.lock"):
-            requeue_abandoned(study, self.sweep_dir)
+            optuna.storages.fail_stale_trials(study)  # RDB: no heartbeat for grace_period
+            requeue_abandoned(study, self.sweep_dir)  # any storage: trial dir lock released
             trials = study.get_trials(deepcopy=False)
             if len(failures(trials)) > self.max_failure_rate * self.total:
                 return None
@@ -275,6 +299,9 @@ class Sweep:
                 get_method(self.custom_search_space)(self.config, trial)
             trial.set_user_attr(TRIAL_DIR, trial_dir)
             trial.set_user_attr(OVERRIDES, self.space.overrides(trial.params))
+            trial.set_user_attr(WORKER, f"{socket.gethostname()}:{os.getpid()}")
+            if isinstance(self.client, RDBStorage):
+                self.client.record_heartbeat(trial._trial_id)  # alive from the start
             return trial, trial_dir, claim_trial_dir(self.sweep_dir / trial_dir)
 
     def run(self, study: optuna.Study, trial: Trial, trial_dir: str) -> None:
@@ -284,28 +311,60 @@ class Sweep:
             config = self.job_config(overrides, trial.number, trial_dir)
             hpsweep_sweeper._running[0] = trial
             try:
-                ret = run_job(
-                    hydra_context=self.hydra_context,
-                    task_function=self.task_function,
-                    config=config,
-                    job_dir_key="hydra.sweep.dir",
-                    job_subdir_key="hydra.sweep.subdir",
-                )
+                with self.heartbeat(trial):
+                    ret = run_job(
+                        hydra_context=self.hydra_context,
+                        task_function=self.task_function,
+                        config=config,
+                        job_dir_key="hydra.sweep.dir",
+                        job_subdir_key="hydra.sweep.subdir",
+                    )
             finally:
                 hpsweep_sweeper._running[0] = None
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
             values = self.values(ret)
         except optuna.TrialPruned as pruned:
-            study.tell(trial, state=TrialState.PRUNED)
+            self.tell(study, trial, state=TrialState.PRUNED)
             log.info("trial %d pruned: %s", trial.number, pruned)
         except Exception as e:
             reason = f"{type(e).__name__}: {e}"
-            trial.set_user_attr(FAIL_REASON, reason)
-            study.tell(trial, state=TrialState.FAIL)
+            with_retries(lambda: trial.set_user_attr(FAIL_REASON, reason), "saving", self.where)
+            self.tell(study, trial, state=TrialState.FAIL)
             log.error("trial %d failed: %s", trial.number, reason)
         else:
-            study.tell(trial, values)
+            self.tell(study, trial, values=values)
             log.info("trial %d finished: %s", trial.number, ", ".join(f"{v:.6g}" for v in values))
+
+    def tell(self, study: optuna.Study, trial: Trial, **outcome: Any) -> None:
+        what = f"recording trial {trial.number}"
+        with_retries(lambda: study.tell(trial, skip_if_finished=True, **outcome), what, self.where)
+
+    @contextlib.contextmanager
+    def heartbeat(self, trial: Trial) -> Iterator[None]:
+        """RDB storages: beat every heartbeat_interval seconds while the trial runs."""
+        if not isinstance(self.client, RDBStorage):
+            yield
+            return
+        client, stop = self.client, threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat_interval):
+                try:
+                    client.record_heartbeat(trial._trial_id)
+                except Exception as e:  # a missed beat is fine; grace_period allows several
+                    log.warning(
+                        "heartbeat of trial %d failed: %s",
+                        trial.number,
+                        mask_password(str(e)).splitlines()[0],
+                    )
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def job_config(self, overrides: list[str], number: int, trial_dir: str) -> DictConfig:
         config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)

@@ -39,6 +39,10 @@ class HpsweepSweeperConf:
     enqueue: list[dict[str, Any]] = field(default_factory=list)  # params to run first
     allow_space_change: bool = False  # continue a study whose search space differs
     threads_per_job: int | None = None  # torch threads per worker; null = cores // n_jobs
+    # RDB storages: a running trial's worker writes a heartbeat every heartbeat_interval s; a
+    # trial silent for grace_period s is failed by any worker and run again where it stopped.
+    heartbeat_interval: int = 10
+    grace_period: int = 60
     top_k: int = 5  # trials in the table logged at the end
 
 

@@ -1,0 +1,220 @@
+"""Many workers on one study: PostgreSQL (real server) and the embedded journal storage."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from hpsweep.metrics import read_metrics_csv
+from hydra_plugins.hpsweep_sweeper import _study
+from tests.test_sweeper import FAST, load_study
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """HPSWEEP_TEST_POSTGRES_URL (.ci/run sets it). In CI an unreachable server fails these
+    tests; elsewhere they skip, saying how to enable them."""
+    url = os.environ.get("HPSWEEP_TEST_POSTGRES_URL")
+    how = "set HPSWEEP_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/test"
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"HPSWEEP_TEST_POSTGRES_URL is not set; {how}")
+        pytest.skip(f"no PostgreSQL for the scale-out tests: {how}")
+    try:
+        optuna.get_all_study_summaries(url)
+    except Exception as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {_study.mask_password(url)} is unreachable: {e}")
+        pytest.skip(f"PostgreSQL at {_study.mask_password(url)} is unreachable ({e}); {how}")
+    return url
+
+
+def start_workers(n, cwd, *overrides):
+    args = [
+        sys.executable,
+        "-m",
+        "hpsweep.train",
+        "-m",
+        "sweep=mlp",
+        "num_threads=1",
+        "hydra/sweeper/pruner=none",
+        *FAST,
+        *overrides,
+    ]
+    return [
+        subprocess.Popen(
+            args,
+            cwd=cwd,
+            start_new_session=True,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(n)
+    ]
+
+
+def open_study(storage, tmp_path, name):
+    if storage == "journal":
+        return load_study(tmp_path / "multirun" / name, name)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+@pytest.fixture(params=["postgres", "journal"])
+def storage(request, tmp_path):
+    """(storage setting for the sweeper, study name); the PostgreSQL study is deleted after."""
+    name = f"scale_{uuid.uuid4().hex[:8]}"
+    if request.param == "journal":
+        yield "journal", name
+        return
+    url = request.getfixturevalue("postgres_url")
+    yield url, name
+    optuna.delete_study(study_name=name, storage=url)
+
+
+def sweep_overrides(storage, name, n_trials):
+    setting, _ = storage
+    overrides = [f"hydra.sweeper.study_name={name}", f"hydra.sweeper.n_trials={n_trials}"]
+    if setting != "journal":
+        overrides.append(f"hydra.sweeper.storage={setting}")
+    return overrides
+
+
+@pytest.mark.slow
+def test_three_workers_share_one_study_and_run_exactly_n_trials(tmp_path, storage):
+    setting, name = storage
+    workers = start_workers(3, tmp_path, "epochs=2", *sweep_overrides(storage, name, 12))
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0], outputs
+    study = open_study(setting, tmp_path, name)
+    assert len(study.trials) == 12
+    assert all(t.state in FINISHED for t in study.trials)
+    sweep = tmp_path / "multirun" / name
+    dirs = {t.user_attrs["trial_dir"] for t in study.trials}
+    assert len(dirs) == 12 and dirs == {p.name for p in sweep.glob("trial_*")}
+    for trial in study.trials:
+        result = json.loads((sweep / trial.user_attrs["trial_dir"] / "result.json").read_text())
+        assert result["value"] == trial.value
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 3  # all three took part
+
+
+@pytest.mark.slow
+def test_killed_worker_trial_is_retried_from_its_checkpoint_by_the_others(tmp_path, storage):
+    setting, name = storage
+    workers = start_workers(
+        3, tmp_path, "epochs=6", "batch_size=16", *sweep_overrides(storage, name, 6)
+    )
+    victim = workers[0]
+    sweep = tmp_path / "multirun" / name
+    deadline = time.monotonic() + 300
+    target = None
+    while target is None:
+        assert time.monotonic() < deadline and victim.poll() is None
+        time.sleep(0.1)
+        try:
+            running = open_study(setting, tmp_path, name).get_trials(states=(TrialState.RUNNING,))
+        except (KeyError, ValueError, FileNotFoundError):  # the study is not there yet
+            continue
+        for trial in running:
+            metrics = sweep / trial.user_attrs.get("trial_dir", "-") / "metrics.csv"
+            mine = trial.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+            if mine and metrics.exists() and len(read_metrics_csv(metrics)) >= 2:
+                target = trial
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    outputs = [w.communicate(timeout=600)[0] for w in workers[1:]]
+    assert [w.returncode for w in workers[1:]] == [0, 0], outputs
+
+    study = open_study(setting, tmp_path, name)
+    finished = [t for t in study.trials if t.state in FINISHED]
+    assert len(finished) == 6
+    assert study.trials[target.number].state == TrialState.FAIL
+    retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == target.number)
+    assert retry.state == TrialState.COMPLETE and retry.params == target.params
+    trial_dir = sweep / target.user_attrs["trial_dir"]
+    assert retry.user_attrs["trial_dir"] == target.user_attrs["trial_dir"]
+    assert [r["epoch"] for r in read_metrics_csv(trial_dir / "metrics.csv")] == list(range(1, 7))
+    assert "resuming" in (trial_dir / "train.log").read_text()
+
+
+def test_password_never_appears_in_logs_or_files(tmp_path, postgres_url):
+    name = f"secret_{uuid.uuid4().hex[:8]}"
+    # trust auth on the test server accepts any password: the sweep runs for real
+    url = postgres_url.replace("postgres@", "postgres:s3cretpw@", 1)
+    assert "s3cretpw" in url
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpsweep.train",
+            "-m",
+            "sweep=mlp",
+            "epochs=1",
+            *FAST,
+            f"hydra.sweeper.storage={url}",
+            f"hydra.sweeper.study_name={name}",
+            "hydra.sweeper.n_trials=2",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert "s3cretpw" not in proc.stdout + proc.stderr
+        files = [p for p in (tmp_path / "multirun").rglob("*") if p.is_file()]
+        assert len(files) > 10
+        assert not [p for p in files if b"s3cretpw" in p.read_bytes()]
+        assert "postgres:***@" in (tmp_path / "multirun" / name / "multirun.yaml").read_text()
+    finally:
+        optuna.delete_study(study_name=name, storage=postgres_url)
+
+
+def test_stale_heartbeat_fails_the_trial_and_queues_a_retry_in_its_dir(tmp_path):
+    storage = _study.open_storage(f"sqlite:///{tmp_path}/hb.db", tmp_path, 1, 2)
+    assert isinstance(storage, RDBStorage)
+    study = optuna.create_study(study_name="hb", storage=storage)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    trial.set_user_attr("trial_dir", "trial_0000")
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(4)  # well past grace_period (heartbeats are stored to the second): presumed dead
+    optuna.storages.fail_stale_trials(study)
+    failed, retry = study.get_trials()
+    assert failed.state == TrialState.FAIL
+    assert retry.state == TrialState.WAITING
+    assert retry.user_attrs["retry_of"] == 0 and retry.user_attrs["trial_dir"] == "trial_0000"
+    assert retry.system_attrs["fixed_params"] == failed.params
+
+
+def test_storage_errors_are_retried_with_backoff_then_reported(monkeypatch):
+    sleeps = []
+    monkeypatch.setattr(_study.time, "sleep", sleeps.append)
+    calls = iter([OSError("connection reset"), OSError("connection refused"), "told"])
+
+    def flaky():
+        outcome = next(calls)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert _study.with_retries(flaky, "recording trial 3", "db") == "told"
+    assert sleeps == [1, 2]
+
+    def down():
+        raise OSError("could not connect to postgresql://u:pw@db/x")
+
+    with pytest.raises(_study.StorageUnavailable, match="did not answer while recording") as info:
+        _study.with_retries(down, "recording trial 3", "postgresql://u:***@db/x")
+    assert "pw@" not in str(info.value)
