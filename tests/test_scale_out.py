@@ -1,5 +1,6 @@
 """Many workers on one study: PostgreSQL (real server) and the embedded journal storage."""
 
+import io
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import time
 import uuid
 
 import optuna
+import pandas as pd
 import pytest
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
@@ -218,3 +220,40 @@ def test_storage_errors_are_retried_with_backoff_then_reported(monkeypatch):
     with pytest.raises(_study.StorageUnavailable, match="did not answer while recording") as info:
         _study.with_retries(down, "recording trial 3", "postgresql://u:***@db/x")
     assert "pw@" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_the_sweep_and_results_load(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpsweep.train",
+            "-m",
+            "sweep=mlp",
+            "epochs=1",
+            *FAST,
+            "hydra/launcher=submitit_local",
+            "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.n_trials=4",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    sweep = tmp_path / "multirun" / "mlp"
+    assert list(sweep.glob(".submitit/*")), "the jobs did not go through submitit"
+    compare = subprocess.run(
+        [sys.executable, "-m", "hpsweep.cli", "compare", str(sweep), "--format", "csv"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert compare.returncode == 0, compare.stderr
+    table = pd.read_csv(io.StringIO(compare.stdout))
+    assert sorted(table["number"]) == [0, 1, 2, 3]
+    assert set(table["state"]) == {"COMPLETE"}
+    study = load_study(sweep, "mlp")
+    assert sorted(table["value"]) == sorted(t.value for t in study.trials)

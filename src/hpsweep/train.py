@@ -329,4 +329,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the importable module's main, not this __main__ copy: launchers that pickle the task
+    # function (submitit) can then refer to it by name.
+    from hpsweep.train import main as importable_main
+
+    importable_main()

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import optuna
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
 from hydra.errors import CompactHydraException, HydraException
 from hydra.types import HydraContext, TaskFunction
@@ -58,6 +59,7 @@ from hydra_plugins.hpsweep_sweeper._study import (
 log = logging.getLogger(__name__)
 # Optuna sends heartbeats itself only inside Study.optimize; this sweeper sends its own.
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+warnings.filterwarnings("ignore", message=r"optuna\.storages\._heartbeat\.fail_stale_trials is")
 
 DIRECTIONS = ("maximize", "minimize")
 
@@ -129,6 +131,13 @@ class Sweep:
         self.task_function = task_function
         self.config = config
         self.sweep_dir = Path(config.hydra.sweep.dir)
+        # Another Hydra launcher (submitit for SLURM): trials go through it, one job per call,
+        # from n_jobs threads. Jobs then run elsewhere, so they cannot be pruned.
+        self.launcher = None
+        if not str(config.hydra.launcher._target_).endswith("BasicLauncher"):
+            self.launcher = Plugins.instance().instantiate_launcher(
+                hydra_context=hydra_context, task_function=task_function, config=config
+            )
 
     # -- the sweep, in the process that was started --------------------------------------------
 
@@ -174,7 +183,9 @@ class Sweep:
             log.info("  %s: %s", name, distribution)
 
         try:
-            if self.n_jobs == 1:
+            if self.launcher is not None:
+                self.run_slots()
+            elif self.n_jobs == 1:
                 self.work(worker=0)
             else:
                 self.run_workers()
@@ -264,9 +275,30 @@ class Sweep:
         except KeyboardInterrupt:
             sys.exit(130)
 
+    def run_slots(self) -> None:
+        study = self.open_study(worker=0)
+        crashed: list[str] = []
+
+        def slot() -> None:
+            try:
+                self.serve(study)
+            except Exception:
+                log.exception("%s stopped", threading.current_thread().name)
+                crashed.append(threading.current_thread().name)
+
+        slots = [threading.Thread(target=slot, name=f"slot-{i}") for i in range(self.n_jobs)]
+        for thread in slots:
+            thread.start()
+        for thread in slots:
+            thread.join()
+        if crashed:
+            raise SweepError(f"{', '.join(crashed)} stopped with an error; see the log above")
+
     def work(self, worker: int) -> None:
+        self.serve(self.open_study(worker))
+
+    def serve(self, study: optuna.Study) -> None:
         """Run trials until the study has its n_trials (or too many failed)."""
-        study = self.open_study(worker)
         while (claimed := self.claim_next_trial(study)) is not None:
             trial, trial_dir, lock = claimed
             try:
@@ -308,20 +340,12 @@ class Sweep:
         overrides = trial.user_attrs[OVERRIDES]
         log.info("trial %d (%s): %s", trial.number, trial_dir, " ".join(overrides))
         try:
-            config = self.job_config(overrides, trial.number, trial_dir)
-            hpsweep_sweeper._running[0] = trial
-            try:
-                with self.heartbeat(trial):
-                    ret = run_job(
-                        hydra_context=self.hydra_context,
-                        task_function=self.task_function,
-                        config=config,
-                        job_dir_key="hydra.sweep.dir",
-                        job_subdir_key="hydra.sweep.subdir",
-                    )
-            finally:
-                hpsweep_sweeper._running[0] = None
-                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            with self.heartbeat(trial):
+                if self.launcher is None:
+                    ret = self.run_here(trial, trial_dir, overrides)
+                else:  # one job per call: the slot frees when this trial ends, not a batch
+                    overrides = [*overrides, f"hydra.sweep.subdir={trial_dir}"]
+                    [ret] = self.launcher.launch([overrides], initial_job_idx=trial.number)
             values = self.values(ret)
         except optuna.TrialPruned as pruned:
             self.tell(study, trial, state=TrialState.PRUNED)
@@ -334,6 +358,22 @@ class Sweep:
         else:
             self.tell(study, trial, values=values)
             log.info("trial %d finished: %s", trial.number, ", ".join(f"{v:.6g}" for v in values))
+
+    def run_here(self, trial: Trial, trial_dir: str, overrides: list[str]) -> JobReturn:
+        """The job in this process, where it can report to its trial and be pruned."""
+        config = self.job_config(overrides, trial.number, trial_dir)
+        hpsweep_sweeper._running[0] = trial
+        try:
+            return run_job(
+                hydra_context=self.hydra_context,
+                task_function=self.task_function,
+                config=config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+        finally:
+            hpsweep_sweeper._running[0] = None
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
     def tell(self, study: optuna.Study, trial: Trial, **outcome: Any) -> None:
         what = f"recording trial {trial.number}"
