@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -220,3 +221,31 @@ def check_search_space(
 
 def worker_threads(n_jobs: int) -> int:
     return max(1, len(os.sched_getaffinity(0)) // n_jobs)
+
+
+@contextlib.contextmanager
+def heartbeat(client: BaseStorage, trial: optuna.Trial, interval: int) -> Iterator[None]:
+    """RDB storages: record the trial's heartbeat every `interval` seconds while it runs."""
+    if not isinstance(client, RDBStorage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                client.record_heartbeat(trial._trial_id)
+            except Exception as e:  # a missed beat is fine; grace_period allows several
+                log.warning(
+                    "heartbeat of trial %d failed: %s",
+                    trial.number,
+                    mask_password(str(e)).splitlines()[0],
+                )
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -5,21 +5,17 @@ finished, so one slow trial idles every other slot. Here each of the `n_jobs` wo
 forked process that asks the study for a trial, runs the job in-process through Hydra's
 `run_job` (the job sees its Optuna trial and can be pruned), tells the result and asks again.
 Forking after the task's imports means a worker pays for `import torch` once, not per trial.
+With another Hydra launcher selected (submitit, for SLURM), `n_jobs` threads each hand it one
+trial at a time instead, so there is no batch barrier there either.
 """
 
-import contextlib
-import ctypes
 import functools
 import logging
 import math
-import multiprocessing
 import os
-import signal
 import socket
 import sys
-import threading
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,12 +45,14 @@ from hydra_plugins.hpsweep_sweeper._study import (
     describe_storage,
     failures,
     file_lock,
+    heartbeat,
     mask_password,
     open_storage,
     requeue_abandoned,
     with_retries,
     worker_threads,
 )
+from hydra_plugins.hpsweep_sweeper._workers import run_forked, run_threads
 
 log = logging.getLogger(__name__)
 # Optuna sends heartbeats itself only inside Study.optimize; this sweeper sends its own.
@@ -184,11 +182,15 @@ class Sweep:
 
         try:
             if self.launcher is not None:
-                self.run_slots()
+                crashed = run_threads(self.n_jobs, self.serve, self.open_study(worker=0))
             elif self.n_jobs == 1:
                 self.work(worker=0)
+                crashed = []
             else:
-                self.run_workers()
+                threads = self.threads_per_job or worker_threads(self.n_jobs)
+                crashed = run_forked(self.n_jobs, self.work, threads)
+            if crashed:
+                raise SweepError(f"{', '.join(crashed)} stopped with an error; see the log above")
         except KeyboardInterrupt:
             log.warning("sweep interrupted; run the same command again to continue the study")
             sys.exit(130)
@@ -242,58 +244,6 @@ class Sweep:
     def _is_grid(self) -> bool:
         return str(self.sampler_config.get("_target_", "")).endswith("GridSampler")
 
-    def run_workers(self) -> None:
-        context = multiprocessing.get_context("fork")
-        workers = [
-            context.Process(target=self.worker_process, args=(i,), name=f"hpsweep-worker-{i}")
-            for i in range(self.n_jobs)
-        ]
-        for worker in workers:
-            worker.start()
-        try:
-            for worker in workers:
-                worker.join()
-        except KeyboardInterrupt:
-            for worker in workers:  # they got the SIGINT too, and stop on their own
-                worker.join()
-            raise
-        crashed = [f"{w.name} (exit code {w.exitcode})" for w in workers if w.exitcode != 0]
-        if crashed:
-            raise SweepError(f"{', '.join(crashed)} stopped with an error; see the log above")
-
-    # -- a worker --------------------------------------------------------------------------------
-
-    def worker_process(self, worker: int) -> None:
-        die_with_parent()
-        threads = self.threads_per_job or worker_threads(self.n_jobs)
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        torch = sys.modules.get("torch")  # the task's framework, if it has one loaded
-        if torch is not None:
-            torch.set_num_threads(threads)
-        try:
-            self.work(worker)
-        except KeyboardInterrupt:
-            sys.exit(130)
-
-    def run_slots(self) -> None:
-        study = self.open_study(worker=0)
-        crashed: list[str] = []
-
-        def slot() -> None:
-            try:
-                self.serve(study)
-            except Exception:
-                log.exception("%s stopped", threading.current_thread().name)
-                crashed.append(threading.current_thread().name)
-
-        slots = [threading.Thread(target=slot, name=f"slot-{i}") for i in range(self.n_jobs)]
-        for thread in slots:
-            thread.start()
-        for thread in slots:
-            thread.join()
-        if crashed:
-            raise SweepError(f"{', '.join(crashed)} stopped with an error; see the log above")
-
     def work(self, worker: int) -> None:
         self.serve(self.open_study(worker))
 
@@ -340,7 +290,7 @@ class Sweep:
         overrides = trial.user_attrs[OVERRIDES]
         log.info("trial %d (%s): %s", trial.number, trial_dir, " ".join(overrides))
         try:
-            with self.heartbeat(trial):
+            with heartbeat(self.client, trial, self.heartbeat_interval):
                 if self.launcher is None:
                     ret = self.run_here(trial, trial_dir, overrides)
                 else:  # one job per call: the slot frees when this trial ends, not a batch
@@ -379,33 +329,6 @@ class Sweep:
         what = f"recording trial {trial.number}"
         with_retries(lambda: study.tell(trial, skip_if_finished=True, **outcome), what, self.where)
 
-    @contextlib.contextmanager
-    def heartbeat(self, trial: Trial) -> Iterator[None]:
-        """RDB storages: beat every heartbeat_interval seconds while the trial runs."""
-        if not isinstance(self.client, RDBStorage):
-            yield
-            return
-        client, stop = self.client, threading.Event()
-
-        def beat() -> None:
-            while not stop.wait(self.heartbeat_interval):
-                try:
-                    client.record_heartbeat(trial._trial_id)
-                except Exception as e:  # a missed beat is fine; grace_period allows several
-                    log.warning(
-                        "heartbeat of trial %d failed: %s",
-                        trial.number,
-                        mask_password(str(e)).splitlines()[0],
-                    )
-
-        thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-
     def job_config(self, overrides: list[str], number: int, trial_dir: str) -> DictConfig:
         config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(config):
@@ -436,16 +359,3 @@ class Sweep:
                 config.hydra.sweeper.storage = mask_password(config.hydra.sweeper.storage)
             config.hydra.overrides.hydra = [mask_password(o) for o in config.hydra.overrides.hydra]
         return config
-
-
-def die_with_parent() -> None:
-    """Linux: get SIGTERM when the sweep process dies (even by SIGKILL), instead of running on
-    as an orphan. The trial then stays RUNNING with its lock free: the next start resumes it."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent was already gone before prctl
-        sys.exit(1)
-
-
-PR_SET_PDEATHSIG = 1

@@ -1,0 +1,82 @@
+"""Running the worker loop in parallel: forked processes, or threads that feed a Hydra launcher."""
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def run_forked(n_jobs: int, work: Callable[[int], None], threads: int) -> list[str]:
+    """`work(i)` in n_jobs forked processes; returns the names of those that failed.
+
+    Forked, not spawned: the children start with the task's imports (torch) already done.
+    """
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(target=_worker, args=(work, i, threads), name=f"hpsweep-worker-{i}")
+        for i in range(n_jobs)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        for worker in workers:
+            worker.join()
+    except KeyboardInterrupt:
+        for worker in workers:  # they got the SIGINT too, and stop on their own
+            worker.join()
+        raise
+    return [f"{w.name} (exit code {w.exitcode})" for w in workers if w.exitcode != 0]
+
+
+def _worker(work: Callable[[int], None], index: int, threads: int) -> None:
+    die_with_parent()
+    # Oversubscribed cores make parallel trials slower than serial ones: each worker gets its
+    # share of threads, for torch (already imported) and for libraries that read the variable.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    try:
+        work(index)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def die_with_parent() -> None:
+    """Linux: get SIGTERM when the sweep process dies (even by SIGKILL), instead of running on
+    as an orphan. The trial then stays RUNNING with its lock free: the next start resumes it."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent was already gone before prctl
+        sys.exit(1)
+
+
+def run_threads(n_jobs: int, serve: Callable[[Any], None], study: Any) -> list[str]:
+    """`serve(study)` in n_jobs threads (each waits on jobs that run elsewhere); returns the
+    names of those that failed."""
+    crashed: list[str] = []
+
+    def slot() -> None:
+        try:
+            serve(study)
+        except Exception:
+            log.exception("%s stopped", threading.current_thread().name)
+            crashed.append(threading.current_thread().name)
+
+    slots = [threading.Thread(target=slot, name=f"slot-{i}") for i in range(n_jobs)]
+    for thread in slots:
+        thread.start()
+    for thread in slots:
+        thread.join()
+    return crashed
