@@ -1,5 +1,6 @@
 """Many workers on one study: PostgreSQL (real server) and the embedded journal storage."""
 
+import contextlib
 import io
 import json
 import os
@@ -12,7 +13,8 @@ import uuid
 import optuna
 import pandas as pd
 import pytest
-from optuna.storages import RDBStorage
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from hpsweep.metrics import read_metrics_csv
@@ -257,3 +259,47 @@ def test_submitit_local_launcher_runs_the_sweep_and_results_load(tmp_path):
     assert set(table["state"]) == {"COMPLETE"}
     study = load_study(sweep, "mlp")
     assert sorted(table["value"]) == sorted(t.value for t in study.trials)
+
+
+def journal_study(tmp_path):
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal")))
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    trial.set_user_attr("trial_dir", "trial_0000")
+    return study, trial
+
+
+def test_running_trial_with_a_free_lock_is_failed_and_requeued(tmp_path):
+    study, _ = journal_study(tmp_path)
+    assert _study.requeue_abandoned(study, tmp_path) == [0]
+    failed, retry = study.get_trials()
+    assert failed.state == TrialState.FAIL and retry.state == TrialState.WAITING
+    assert retry.user_attrs == {"trial_dir": "trial_0000", "overrides": [], "retry_of": 0}
+
+
+def test_running_trial_with_a_held_lock_is_left_alone(tmp_path):
+    study, _ = journal_study(tmp_path)
+    lock = _study.claim_trial_dir(tmp_path / "trial_0000")  # its worker, alive
+    try:
+        assert _study.requeue_abandoned(study, tmp_path) == []
+    finally:
+        lock.close()
+    assert [t.state for t in study.get_trials()] == [TrialState.RUNNING]
+
+
+def test_trial_finishing_while_it_is_checked_is_not_run_twice(tmp_path, monkeypatch):
+    # Its worker tells the study and unlocks the trial dir right between the check's read of
+    # the RUNNING trials and its look at the lock: the lock is free, yet nothing is lost.
+    study, trial = journal_study(tmp_path)
+    real_lock = _study.file_lock
+
+    @contextlib.contextmanager
+    def lock_taken_just_after_the_trial_finished(path, blocking=True):
+        study.tell(trial.number, 0.5)
+        with real_lock(path, blocking) as held:
+            yield held
+
+    monkeypatch.setattr(_study, "file_lock", lock_taken_just_after_the_trial_finished)
+    assert _study.requeue_abandoned(study, tmp_path) == []
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE]

@@ -130,26 +130,26 @@ def claim_trial_dir(path: Path) -> IO[str]:
     return f
 
 
-def is_abandoned(trial: FrozenTrial, sweep_dir: Path) -> bool:
-    """A RUNNING trial whose worker is gone: nobody holds its trial dir's lock."""
-    trial_dir = trial.user_attrs.get(TRIAL_DIR)
-    if trial.state != TrialState.RUNNING or trial_dir is None:
-        return False
-    with file_lock(sweep_dir / trial_dir / ".lock", blocking=False) as held:
-        return held is not None
-
-
 def requeue_abandoned(study: optuna.Study, sweep_dir: Path) -> list[int]:
-    """Fail each trial whose worker is gone and queue a retry of it."""
-    abandoned = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if is_abandoned(t, sweep_dir)
-    ]
-    for trial in abandoned:
-        study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-        requeue(study, trial, "its trial dir is no longer locked")
-    return [t.number for t in abandoned]
+    """Fail each RUNNING trial whose worker is gone and queue a retry of it.
+
+    Gone: nobody holds its trial dir's lock. A worker tells the study before it unlocks, so
+    the state is read again while holding the lock: a trial that finished in between is left
+    alone instead of being run twice.
+    """
+    requeued = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if TRIAL_DIR not in trial.user_attrs:
+            continue
+        with file_lock(sweep_dir / trial.user_attrs[TRIAL_DIR] / ".lock", blocking=False) as free:
+            if free is None:
+                continue  # its worker holds the lock: alive
+            if study.get_trials(deepcopy=False)[trial.number].state != TrialState.RUNNING:
+                continue
+            study.tell(trial.number, state=TrialState.FAIL)
+            requeue(study, trial, "its trial dir is no longer locked")
+            requeued.append(trial.number)
+    return requeued
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial, why: str) -> None:
