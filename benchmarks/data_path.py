@@ -10,14 +10,12 @@ benchmarks/results/data_path.json.
 """
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from common import write_result  # benchmarks/ is on sys.path when run as a script
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
@@ -25,7 +23,6 @@ from hpsweep.data import iterate_batches, load_splits
 from hpsweep.models import CNN, MLP
 from hpsweep.training import make_criterion, train_one_epoch
 
-RESULTS = Path(__file__).parent / "results"
 MODELS = {
     "mlp 784-30-10": lambda: MLP((1, 28, 28), 10, hidden_sizes=30),
     "cnn 16/32": lambda: CNN((1, 28, 28), 10, channels=16, hidden_size=128),
@@ -92,25 +89,7 @@ def main() -> None:
                 flush=True,
             )
 
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "data_path.json"
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "data_path",
-                "command": "python benchmarks/data_path.py" + (" --quick" if args.quick else ""),
-                "repeats": repeats,
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "cpu_count": os.cpu_count(),
-                "machine": platform.platform(),
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {out}")
+    write_result("data_path", rows, quick=args.quick, extra={"repeats": repeats})
 
 
 if __name__ == "__main__":

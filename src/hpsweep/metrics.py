@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure  # at import, not per plot: sweep workers inherit it
+from matplotlib.ticker import MaxNLocator
+
 from hpsweep.checkpoint import atomic_write_bytes
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
@@ -84,11 +87,10 @@ def plot_curves(
 ) -> None:
     """Loss and accuracy per epoch, train vs validation, side by side."""
     # Figure without pyplot: no global state, no GUI backend, safe in worker processes.
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
     epochs = [row["epoch"] for row in history]
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    # Fixed margins: a constrained layout would cost 0.1 s, a third of a small trial's overhead.
+    fig = Figure(figsize=(10, 4))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.88, wspace=0.22)
     for ax, metric in zip(fig.subplots(1, 2), ("loss", "acc"), strict=True):
         for split, style in (("train", "--"), ("val", "-")):
             values = [row[f"{split}_{metric}"] for row in history]

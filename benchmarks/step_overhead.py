@@ -1,0 +1,131 @@
+"""Time per optimizer step of the 784-30-10 MLP vs the compute limit (its matrix products alone),
+and the step variants that decide the overhead.
+
+    python benchmarks/step_overhead.py [--quick]
+
+At small batches a step is dominated by fixed framework cost (kernel launches, autograd
+bookkeeping, the optimizer's Python loop), not arithmetic. Every variant runs interleaved with
+the others, repeat by repeat, on the same data; the table shows microseconds per step and the
+ratio to the bare matmul loop. Writes benchmarks/results/step_overhead.json.
+"""
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from common import write_result  # benchmarks/ is on sys.path when run as a script
+
+from hpsweep.models import MLP
+from hpsweep.training import count_correct, make_criterion, train_one_epoch
+
+
+def make_batches(batch_size: int, steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(steps * batch_size, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (steps * batch_size,), generator=gen)
+    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(y), batch_size)]
+
+
+def step_loop(
+    optimizer_factory: Callable, metrics: str = "hpsweep", set_to_none: bool = True
+) -> Callable:
+    """metrics: "hpsweep" runs hpsweep.training.train_one_epoch (metrics reduced once per
+    epoch); "per-step sums" adds to on-device sums every step; "item" calls loss.item() every
+    step; "none" keeps no metrics."""
+
+    def run(batches: list) -> float:
+        torch.manual_seed(0)
+        model = MLP((1, 28, 28), 10, hidden_sizes=30)
+        optimizer = optimizer_factory(model.parameters())
+        criterion = make_criterion(10)
+        start = time.perf_counter()
+        if metrics == "hpsweep":
+            train_one_epoch(model, optimizer, criterion, batches)
+            return (time.perf_counter() - start) / len(batches)
+        loss_sum = torch.zeros(())
+        correct = torch.zeros((), dtype=torch.long)
+        for x, y in batches:
+            optimizer.zero_grad(set_to_none=set_to_none)
+            logits = model(x)
+            loss = criterion(logits, y)
+            loss.backward()
+            optimizer.step()
+            if metrics == "item":
+                loss_sum += loss.item()  # a host sync per step, as many tutorials do
+            elif metrics == "per-step sums":
+                loss_sum += loss.detach() * len(y)
+                correct += count_correct(logits.detach(), y)
+        return (time.perf_counter() - start) / len(batches)
+
+    return run
+
+
+def matmul_loop(batches: list) -> float:
+    """The forward and backward matrix products of the same MLP, nothing else."""
+    w1, w2 = torch.randn(30, 784), torch.randn(10, 30)
+    start = time.perf_counter()
+    for x, _ in batches:
+        x = x.flatten(1)
+        h = x @ w1.T  # forward
+        out = h @ w2.T
+        g_out = out  # stands in for the loss gradient
+        _ = g_out.T @ h  # dW2
+        g_h = g_out @ w2  # dh
+        _ = g_h.T @ x  # dW1
+    return (time.perf_counter() - start) / len(batches)
+
+
+def variants() -> dict[str, Callable]:
+    sgd = lambda **kw: lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, **kw)  # noqa: E731
+    adam = lambda **kw: lambda p: torch.optim.Adam(p, lr=1e-3, **kw)  # noqa: E731
+    return {
+        "matmuls only (compute limit)": matmul_loop,
+        "train_one_epoch, SGD for-loop": step_loop(sgd(foreach=False)),
+        "train_one_epoch, SGD foreach": step_loop(sgd(foreach=True)),
+        "train_one_epoch, Adam for-loop": step_loop(adam(foreach=False)),
+        "train_one_epoch, Adam foreach": step_loop(adam(foreach=True)),
+        "train_one_epoch, Adam fused": step_loop(adam(fused=True)),
+        "SGD, metrics summed every step": step_loop(sgd(foreach=False), "per-step sums"),
+        "SGD, loss.item() every step": step_loop(sgd(foreach=False), "item"),
+        "SGD, zero_grad(set_to_none=False)": step_loop(sgd(foreach=False), "none", False),
+        "SGD, no metrics at all": step_loop(sgd(foreach=False), "none"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    args = parser.parse_args()
+    steps, repeats = (300, 3) if args.quick else (1500, 5)
+    rows = []
+    for batch_size in (32, 256):
+        batches = make_batches(batch_size, steps)
+        times: dict[str, list[float]] = {name: [] for name in variants()}
+        for _ in range(repeats):
+            for name, run in variants().items():
+                times[name].append(run(batches))
+        floor = statistics.median(times["matmuls only (compute limit)"])
+        for name, samples in times.items():
+            us = statistics.median(samples) * 1e6
+            rows.append(
+                {
+                    "batch_size": batch_size,
+                    "variant": name,
+                    "us_per_step": us,
+                    "x_compute_limit": us / (floor * 1e6),
+                }
+            )
+            print(
+                f"batch {batch_size:>3}  {name:<36} {us:8.1f} us/step  "
+                f"{us / (floor * 1e6):5.1f}x the matmuls",
+                flush=True,
+            )
+    write_result(
+        "step_overhead", rows, quick=args.quick, extra={"steps": steps, "repeats": repeats}
+    )
+
+
+if __name__ == "__main__":
+    main()
