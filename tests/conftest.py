@@ -19,12 +19,15 @@ def compose_config(*overrides: str) -> DictConfig:
         return compose(config_name="train", overrides=list(overrides))
 
 
+TRAIN_CMD = [sys.executable, "-m", "hpsweep.train"]  # what hpsweep-train runs
+
+
 def run_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """`python -m hpsweep.train ARGS` in a fresh process, as a user would run it."""
     return subprocess.run(
-        [sys.executable, "-m", "hpsweep.train", *args],
+        [*TRAIN_CMD, *args],
         cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from hpsweep.metrics import read_metrics_csv
 from hydra_plugins.hpsweep_sweeper import _study
+from tests.conftest import TRAIN_CMD, run_cli
 from tests.test_sweeper import FAST, load_study
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -45,9 +46,7 @@ def postgres_url():
 
 def start_workers(n, cwd, *overrides):
     args = [
-        sys.executable,
-        "-m",
-        "hpsweep.train",
+        *TRAIN_CMD,
         "-m",
         "sweep=mlp",
         "num_threads=1",
@@ -156,23 +155,15 @@ def test_password_never_appears_in_logs_or_files(tmp_path, postgres_url):
     # trust auth on the test server accepts any password: the sweep runs for real
     url = postgres_url.replace("postgres@", "postgres:s3cretpw@", 1)
     assert "s3cretpw" in url
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hpsweep.train",
-            "-m",
-            "sweep=mlp",
-            "epochs=1",
-            *FAST,
-            f"hydra.sweeper.storage={url}",
-            f"hydra.sweeper.study_name={name}",
-            "hydra.sweeper.n_trials=2",
-        ],
+    proc = run_cli(
+        "-m",
+        "sweep=mlp",
+        "epochs=1",
+        *FAST,
+        f"hydra.sweeper.storage={url}",
+        f"hydra.sweeper.study_name={name}",
+        "hydra.sweeper.n_trials=2",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     try:
         assert proc.returncode == 0, proc.stderr
@@ -226,23 +217,15 @@ def test_storage_errors_are_retried_with_backoff_then_reported(monkeypatch):
 
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_the_sweep_and_results_load(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hpsweep.train",
-            "-m",
-            "sweep=mlp",
-            "epochs=1",
-            *FAST,
-            "hydra/launcher=submitit_local",
-            "hydra.sweeper.n_jobs=2",
-            "hydra.sweeper.n_trials=4",
-        ],
+    proc = run_cli(
+        "-m",
+        "sweep=mlp",
+        "epochs=1",
+        *FAST,
+        "hydra/launcher=submitit_local",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=4",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     sweep = tmp_path / "multirun" / "mlp"

@@ -17,7 +17,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from hpsweep.metrics import read_metrics_csv
-from tests.conftest import run_cli
+from tests.conftest import TRAIN_CMD, run_cli
 
 FAST = ("data.train_size=2000", "data.val_size=500")
 
@@ -254,9 +254,7 @@ def test_two_jobs_run_asynchronously_without_batch_barrier(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
 def test_stopped_sweep_resumes_the_interrupted_trial_from_its_checkpoint(tmp_path, sig):
     args = [
-        sys.executable,
-        "-m",
-        "hpsweep.train",
+        *TRAIN_CMD,
         "-m",
         "sweep=mlp",
         "hydra.sweeper.n_trials=3",
