@@ -18,7 +18,7 @@ import torch
 from common import write_result  # benchmarks/ is on sys.path when run as a script
 
 from hpsweep.models import MLP
-from hpsweep.training import count_correct, make_criterion, train_one_epoch
+from hpsweep.training import make_criterion, train_one_epoch
 
 
 def make_batches(batch_size: int, steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -31,9 +31,8 @@ def make_batches(batch_size: int, steps: int) -> list[tuple[torch.Tensor, torch.
 def step_loop(
     optimizer_factory: Callable, metrics: str = "hpsweep", set_to_none: bool = True
 ) -> Callable:
-    """metrics: "hpsweep" runs hpsweep.training.train_one_epoch (metrics reduced once per
-    epoch); "per-step sums" adds to on-device sums every step; "item" calls loss.item() every
-    step; "none" keeps no metrics."""
+    """metrics: "hpsweep" runs hpsweep.training.train_one_epoch (on-device sums every step);
+    "item" calls loss.item() every step; "none" keeps no metrics."""
 
     def run(batches: list) -> float:
         torch.manual_seed(0)
@@ -45,7 +44,6 @@ def step_loop(
             train_one_epoch(model, optimizer, criterion, batches)
             return (time.perf_counter() - start) / len(batches)
         loss_sum = torch.zeros(())
-        correct = torch.zeros((), dtype=torch.long)
         for x, y in batches:
             optimizer.zero_grad(set_to_none=set_to_none)
             logits = model(x)
@@ -54,9 +52,6 @@ def step_loop(
             optimizer.step()
             if metrics == "item":
                 loss_sum += loss.item()  # a host sync per step, as many tutorials do
-            elif metrics == "per-step sums":
-                loss_sum += loss.detach() * len(y)
-                correct += count_correct(logits.detach(), y)
         return (time.perf_counter() - start) / len(batches)
 
     return run
@@ -87,7 +82,6 @@ def variants() -> dict[str, Callable]:
         "train_one_epoch, Adam for-loop": step_loop(adam(foreach=False)),
         "train_one_epoch, Adam foreach": step_loop(adam(foreach=True)),
         "train_one_epoch, Adam fused": step_loop(adam(fused=True)),
-        "SGD, metrics summed every step": step_loop(sgd(foreach=False), "per-step sums"),
         "SGD, loss.item() every step": step_loop(sgd(foreach=False), "item"),
         "SGD, zero_grad(set_to_none=False)": step_loop(sgd(foreach=False), "none", False),
         "SGD, no metrics at all": step_loop(sgd(foreach=False), "none"),

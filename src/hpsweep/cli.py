@@ -13,7 +13,13 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from hpsweep.results import SweepDirError, load_trials, trial_by_number, trial_dirs
+from hpsweep.results import (
+    SweepDirError,
+    best_trial,
+    load_trials,
+    trial_by_number,
+    trial_dirs,
+)
 
 DEFAULT_COLUMNS = [
     "number",
@@ -79,15 +85,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    trials = load_trials(args.sweep_dir)
-    complete = trials[trials["state"] == "COMPLETE"]
-    if complete.empty:
-        raise SweepDirError(f"no trial in {args.sweep_dir} has completed")
-    best = complete.iloc[0]
+    best = best_trial(args.sweep_dir)
     trial_dir = Path(best["trial_dir"])
     overrides = [str(o) for o in OmegaConf.load(trial_dir / ".hydra" / "overrides.yaml")]
     print(f"best trial {best['number']} ({trial_dir}): {best['objective']} = {best['value']}")
-    for column in (c for c in trials.columns if c.startswith("params_")):
+    for column in (c for c in best.index if c.startswith("params_")):
         print(f"  {column[len('params_') :]} = {best[column]}")
     print("reproduce: hpsweep-train " + " ".join(shlex.quote(o) for o in overrides))
     return 0
@@ -97,14 +99,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from hpsweep.metrics import TrialFiles, read_metrics_csv
     from hpsweep.reproduce import compare_metrics, reproduce
 
-    trials = load_trials(args.sweep_dir)
     if args.trial is None:
-        complete = trials[trials["state"] == "COMPLETE"]
-        if complete.empty:
-            raise SweepDirError(f"no trial in {args.sweep_dir} has completed; pass --trial N")
-        row = complete.iloc[0]
+        row = best_trial(args.sweep_dir)
     else:
-        row = trial_by_number(trials, args.trial)
+        row = trial_by_number(load_trials(args.sweep_dir), args.trial)
     trial_dir = Path(row["trial_dir"])
     out = args.out or Path(args.sweep_dir) / "reproduce" / trial_dir.name
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -20,11 +20,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hpsweep.metrics import TrialFiles
+from hydra_plugins.hpsweep_sweeper import JOURNAL_FILE, TRIAL_DIR
 
 # result.json status -> Optuna's state names, so files and study read the same
 STATES = {"complete": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL", "stopped": "COMPLETE"}
 METRIC_COLUMNS = {"train_loss", "train_acc", "val_loss", "val_acc"}
-JOURNAL_FILE = "optuna.journal"
 
 
 class SweepDirError(ValueError):
@@ -100,7 +100,7 @@ def load_study_trials(sweep_dir: Path, storage: Any = None) -> dict[str, Any]:
     by_dir: dict[str, Any] = {}
     for study in open_studies(sweep_dir, storage):
         for trial in study.get_trials(deepcopy=False):
-            name = trial.user_attrs.get("trial_dir")
+            name = trial.user_attrs.get(TRIAL_DIR)
             if name and (name not in by_dir or trial.number > by_dir[name].number):
                 by_dir[name] = trial
     return by_dir

@@ -6,6 +6,10 @@ the Optuna-heavy code lives in those, so a plain `hpsweep-train` run does not pa
 
 from typing import Any
 
+# Names the sweeper's files and the study share, read back by hpsweep.results.
+JOURNAL_FILE = "optuna.journal"  # the default storage, in the sweep dir
+TRIAL_DIR = "trial_dir"  # user attribute: the trial's dir, relative to the sweep dir
+
 _running: list[Any] = [None]
 
 

@@ -26,12 +26,12 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from hydra_plugins.hpsweep_sweeper import JOURNAL_FILE, TRIAL_DIR
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-JOURNAL_FILE = "optuna.journal"
 # user attributes we put on trials
-TRIAL_DIR = "trial_dir"  # the trial's dir, relative to the sweep dir
 OVERRIDES = "overrides"  # the command-line overrides that reproduce the trial
 RETRY_OF = "retry_of"  # number of the trial whose worker died, which this one continues
 FAIL_REASON = "fail_reason"

@@ -182,9 +182,9 @@ class Sweep:
 
         try:
             if self.launcher is not None:
-                crashed = run_threads(self.n_jobs, self.serve, self.open_study(worker=0))
+                crashed = run_threads(self.n_jobs, self.serve, study)
             elif self.n_jobs == 1:
-                self.work(worker=0)
+                self.serve(study)
                 crashed = []
             else:
                 threads = self.threads_per_job or worker_threads(self.n_jobs)
@@ -195,7 +195,6 @@ class Sweep:
             log.warning("sweep interrupted; run the same command again to continue the study")
             sys.exit(130)
 
-        study = self.open_study(worker=0)
         write_report(study, self.sweep_dir, self.where, self.top_k)
         failed = failures(study.get_trials(deepcopy=False))
         if len(failed) > self.max_failure_rate * self.total:
