@@ -77,6 +77,27 @@ def test_rerunning_the_same_command_continues_the_study(tmp_path):
     assert len(load_study(sweep, "mlp").trials) == 3
 
 
+def test_epoch_budget_and_timeout_end_the_sweep_before_n_trials(tmp_path):
+    # Pruned trials count the epochs they ran; the budget is checked before each new trial.
+    args = ("-m", "sweep=mlp", *FAST, "hydra.sweeper.n_trials=50")
+    proc = run_cli(*args, "epochs=3", "hydra.sweeper.epoch_budget=7", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    trials = load_study(tmp_path / "multirun" / "mlp", "mlp").trials
+    spent = [len(t.intermediate_values) for t in trials]
+    assert sum(spent[:-1]) < 7 <= sum(spent), spent  # the last trial crossed the budget
+    assert "epoch budget of 7 spent" in proc.stderr + proc.stdout
+
+    # A timeout shorter than one trial (12 epochs of 2,000 images at batch 32, several
+    # seconds): the first trial runs to its end, no second one starts.
+    long_trial = ("epochs=12", "batch_size=32", "hydra.sweeper.params.batch_size=32")
+    timeout = ("hydra.sweeper.study_name=t", "hydra.sweeper.timeout=1")
+    proc = run_cli(*args, *long_trial, *timeout, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    [trial] = load_study(tmp_path / "multirun" / "t", "t").trials
+    assert trial.state == TrialState.COMPLETE and len(trial.intermediate_values) == 12
+    assert trial.duration.total_seconds() > 1  # else this test would not test the timeout
+
+
 def test_median_pruner_stops_bad_learning_rates_early_and_keeps_their_files(tmp_path):
     searchpath = write_preset(
         tmp_path,

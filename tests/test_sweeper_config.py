@@ -1,6 +1,7 @@
 """The sweeper's config presets compose and build the Optuna objects they name."""
 
 import functools
+import re
 
 import optuna
 import pytest
@@ -61,3 +62,23 @@ def test_sweep_dir_is_stable_per_study():
         assert cfg.hydra.sweep.dir == "multirun/mlp"
         basic = compose("train", return_hydra_config=True)
         assert basic.hydra.sweep.dir.startswith("multirun/20")  # Hydra's dated default
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("n_jobs=0", "hydra.sweeper.n_jobs=0: must be >= 1"),
+        ("threads_per_job=0", "hydra.sweeper.threads_per_job=0: must be >= 1, or null"),
+        ("timeout=0", "hydra.sweeper.timeout=0.0: seconds > 0, or null"),
+        ("epoch_budget=0", "hydra.sweeper.epoch_budget=0: must be >= 1, or null"),
+        ("grace_period=5", "hydra.sweeper.grace_period=5: must be longer than heartbeat_interval"),
+        ("direction=up", "hydra.sweeper.direction='up': maximize or minimize"),
+    ],
+)
+def test_bad_sweeper_settings_are_refused_by_name_before_any_trial(override, message):
+    from hydra_plugins.hpsweep_sweeper._sweep import Sweep, SweepError
+
+    settings = sweeper_config("sweep=mlp", f"hydra.sweeper.{override}")
+    settings = {k: v for k, v in settings.items() if not k.startswith("_") and k != "defaults"}
+    with pytest.raises(SweepError, match=re.escape(message)):
+        Sweep(**settings)

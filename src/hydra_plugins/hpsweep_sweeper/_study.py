@@ -191,6 +191,11 @@ def budget_used(trials: list[FrozenTrial]) -> int:
     return len(trials) - len(superseded(trials))
 
 
+def epochs_spent(trials: list[FrozenTrial]) -> int:
+    """Epochs the study's jobs have reported, running and superseded trials included."""
+    return sum(len(t.intermediate_values) for t in trials)
+
+
 def failures(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Failed trials that no retry continues."""
     gone = superseded(trials)

@@ -15,6 +15,7 @@ import math
 import os
 import socket
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import IO, Any
@@ -43,6 +44,7 @@ from hydra_plugins.hpsweep_sweeper._study import (
     check_search_space,
     claim_trial_dir,
     describe_storage,
+    epochs_spent,
     failures,
     file_lock,
     heartbeat,
@@ -75,6 +77,8 @@ class Sweep:
         study_name: str,
         storage: str | None,
         n_trials: int,
+        timeout: float | None,
+        epoch_budget: int | None,
         n_jobs: int,
         max_failure_rate: float,
         params: DictConfig | None,
@@ -89,10 +93,22 @@ class Sweep:
         directions: list[Any] = [direction] if isinstance(direction, str) else list(direction)
         checks = [
             ("n_trials", n_trials, n_trials >= 1, "must be >= 1"),
+            ("timeout", timeout, timeout is None or timeout > 0, "seconds > 0, or null"),
+            (
+                "epoch_budget",
+                epoch_budget,
+                epoch_budget is None or epoch_budget >= 1,
+                "must be >= 1, or null",
+            ),
             ("n_jobs", n_jobs, n_jobs >= 1, "must be >= 1"),
             ("max_failure_rate", max_failure_rate, 0 <= max_failure_rate <= 1, "must be in [0, 1]"),
             ("direction", direction, set(directions) <= set(DIRECTIONS), "maximize or minimize"),
-            ("threads_per_job", threads_per_job, (threads_per_job or 1) >= 1, "must be >= 1"),
+            (
+                "threads_per_job",
+                threads_per_job,
+                threads_per_job is None or threads_per_job >= 1,
+                "must be >= 1, or null",
+            ),
             ("top_k", top_k, top_k >= 1, "must be >= 1"),
             ("heartbeat_interval", heartbeat_interval, heartbeat_interval >= 1, "must be >= 1"),
             (
@@ -111,6 +127,8 @@ class Sweep:
         self.study_name = study_name
         self.storage = storage
         self.n_trials = n_trials
+        self.timeout = timeout
+        self.epoch_budget = epoch_budget
         self.n_jobs = n_jobs
         self.max_failure_rate = max_failure_rate
         self.params = {} if params is None else OmegaConf.to_container(params)
@@ -140,6 +158,14 @@ class Sweep:
     # -- the sweep, in the process that was started --------------------------------------------
 
     def sweep(self, arguments: list[str]) -> None:
+        # CLOCK_MONOTONIC is system-wide on Linux, so forked workers share this start.
+        self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        if self.epoch_budget is not None and self.launcher is not None:
+            raise SweepError(
+                f"hydra.sweeper.epoch_budget={self.epoch_budget}: jobs run through "
+                f"{self.config.hydra.launcher._target_} do not report epochs to the study; "
+                "use hydra.sweeper.n_trials or timeout"
+            )
         try:
             self.space = parse_search_space(self.params, arguments)  # type: ignore[arg-type]
             grid = self.space.grid_values() if self._is_grid() else None
@@ -272,6 +298,12 @@ class Sweep:
                 return None
             waiting = any(t.state == TrialState.WAITING for t in trials)
             if not waiting and budget_used(trials) >= self.total:
+                return None
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                log.info("timeout of %g s reached: no new trials", self.timeout)
+                return None
+            if self.epoch_budget is not None and epochs_spent(trials) >= self.epoch_budget:
+                log.info("epoch budget of %d spent: no new trials", self.epoch_budget)
                 return None
             trial = study.ask()  # a queued trial (warm start, retry) first, else a new one
             trial_dir = trial.user_attrs.get(TRIAL_DIR, f"trial_{trial.number:04d}")

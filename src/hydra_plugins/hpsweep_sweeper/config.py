@@ -31,6 +31,11 @@ class HpsweepSweeperConf:
     # or an Optuna storage URL (sqlite:///..., postgresql://..., mysql://...), or a journal path.
     storage: str | None = None
     n_trials: int = 20  # the study's total, counted across re-runs and workers
+    # Budgets that end a sweep before n_trials (trials already running finish): seconds since
+    # this command started, and epochs spent by all of the study's trials (each epoch a job
+    # reports counts, so a trial pruned after 2 epochs costs 2). null: no limit.
+    timeout: float | None = None
+    epoch_budget: int | None = None
     n_jobs: int = 1  # trials run at once, each in its own worker process
     # End the sweep once more than this fraction of n_trials has failed (0.0: at the first).
     max_failure_rate: float = 0.5
