@@ -13,7 +13,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHMARKS = ["data_path.py", "step_overhead.py", "sweep_speed.py", "search_efficiency.py"]
+BENCHMARKS = [
+    "data_path.py",
+    "step_overhead.py",
+    "sweep_speed.py",
+    "search_efficiency.py",
+    "accuracy_anchor.py",
+]
 
 
 def main() -> None:

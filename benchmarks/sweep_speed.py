@@ -5,8 +5,10 @@
 1. Per-trial overhead: a sweep of trials that each train one tiny epoch (64 images), so nearly
    all their time is the sweep's own: config composition, study ask/tell, trial dir files,
    checkpoints, curves.png, the test-set report. Measured with n_jobs 1 and 2.
-2. Parallel scaling: the same 8 trials (a grid: identical work in every run) with 1 worker,
-   2 workers x cores/2 threads (the default), and 2 workers x all cores (oversubscribed).
+2. Parallel scaling: the same 20 trials (the `mlp` preset's widths x batch sizes as a grid, at
+   one learning rate: identical work in every run) with 1 worker (all cores, the default, and
+   1 thread, for reference), 2 workers x cores/2 threads (the default), and 2 workers x all
+   cores (oversubscribed).
 
 Times come from the study (trial start/complete) and each trial's result.json; the runs go one
 after the other in this process, so their ratios are side by side. Writes
@@ -86,23 +88,28 @@ def main() -> None:
             )
 
         print(
-            f"parallel scaling: 8 trials x {epochs} epochs on mnist_mini, {cores} cores", flush=True
+            f"parallel scaling: 20 trials x {epochs} epochs on mnist_mini, {cores} cores",
+            flush=True,
         )
         grid = [
             "hydra/sweeper/sampler=grid",
-            "hydra.sweeper.n_trials=8",
-            "model.hidden_sizes=choice(32,64,128,256)",
-            "optimizer.lr=choice(0.001,0.003)",
-            "batch_size=64",
+            "hydra.sweeper.n_trials=20",
+            "model.hidden_sizes=choice(16,32,64,128,256)",
+            "batch_size=choice(32,64,128,256)",
+            "optimizer.lr=0.001",
             f"epochs={epochs}",
         ]
         base = None
         for label, n_jobs, threads in (
             ("1 worker x all cores", 1, None),
+            ("1 worker x 1 thread", 1, 1),
             ("2 workers x cores/2", 2, None),
             ("2 workers x all cores", 2, cores),
         ):
+            # one worker runs trials in the sweep's own process: its threads are num_threads
             extra = [] if threads is None else [f"hydra.sweeper.threads_per_job={threads}"]
+            if n_jobs == 1 and threads is not None:
+                extra = [f"num_threads={threads}"]
             r = measure(
                 folder, f"scaling{len(rows)}", *grid, f"hydra.sweeper.n_jobs={n_jobs}", *extra
             )

@@ -244,6 +244,15 @@ def test_submitit_local_launcher_runs_the_sweep_and_results_load(tmp_path):
     assert sorted(table["value"]) == sorted(t.value for t in study.trials)
 
 
+def test_epoch_budget_is_refused_with_a_launcher_whose_jobs_cannot_report(tmp_path):
+    args = ("-m", "sweep=mlp", "hydra/launcher=submitit_local", "hydra.sweeper.epoch_budget=5")
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "hydra.sweeper.epoch_budget=5: jobs run through" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("multirun/mlp/trial_*"))
+
+
 def journal_study(tmp_path):
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal")))
     study = optuna.create_study(storage=storage)
