@@ -19,6 +19,7 @@ import json
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import yaml
 from common import load_study, run_sweep, write_result
@@ -27,37 +28,41 @@ WIDTHS, BATCH_SIZES, LRS = (16, 32, 64, 128, 256), (32, 64, 128, 256), (0.0001, 
 QUICK_WIDTHS, QUICK_BATCH_SIZES = (16, 64, 256), (32, 256)
 
 
+class Trial(NamedTuple):
+    epochs: int  # epochs it ran (a pruned trial: until it was stopped)
+    value: float  # its best val acc
+    seconds: float  # its training time (result.json wall_time_s)
+    params: Any
+
+
 def joined(values: tuple) -> str:
     return ",".join(map(str, values))
 
 
-def curve(trials: list[tuple], budget: int) -> list[tuple[int, float, float]]:
+def curve(trials: list[Trial], budget: int) -> list[tuple[int, float, float]]:
     """(epochs spent, seconds spent, best so far) after each trial, within the budget."""
     points, spent, seconds, best = [], 0, 0.0, 0.0
-    for epochs, value, wall, _ in trials:
-        if spent + epochs > budget:
+    for t in trials:
+        if spent + t.epochs > budget:
             break
-        spent, seconds, best = spent + epochs, seconds + wall, max(best, value)
+        spent, seconds, best = spent + t.epochs, seconds + t.seconds, max(best, t.value)
         points.append((spent, seconds, best))
     return points
 
 
-def optuna_trials(folder: Path, name: str, *overrides: str) -> tuple[list, float]:
+def optuna_trials(folder: Path, name: str, *overrides: str) -> tuple[list[Trial], float]:
     wall = run_sweep(folder, "sweep=mlp", f"hydra.sweeper.study_name={name}", *overrides)
     sweep = folder / "multirun" / name
     trials = []
     for t in sorted(load_study(sweep, name).trials, key=lambda t: t.datetime_start):
         result = json.loads((sweep / t.user_attrs["trial_dir"] / "result.json").read_text())
-        trials.append((result["epochs_run"], result["value"], result["wall_time_s"], t.params))
+        trials.append(Trial(result["epochs_run"], result["value"], result["wall_time_s"], t.params))
     return trials, wall
 
 
-def best_params(trials: list[tuple], budget: int) -> dict | list:
-    within = trials[: len(curve(trials, budget))]
-    return max(within, key=lambda t: t[1])[3]
-
-
-def grid_trials(folder: Path, epochs: int, widths: tuple, batch_sizes: tuple) -> tuple[list, float]:
+def grid_trials(
+    folder: Path, epochs: int, widths: tuple, batch_sizes: tuple
+) -> tuple[list[Trial], float]:
     grid = [
         f"model.hidden_sizes={joined(widths)}",
         f"optimizer.lr={joined(LRS)}",
@@ -70,8 +75,34 @@ def grid_trials(folder: Path, epochs: int, widths: tuple, batch_sizes: tuple) ->
     for path in dirs:
         r = json.loads(path.read_text())
         params = yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text())
-        trials.append((r["epochs_run"], r["value"], r["wall_time_s"], params))
+        trials.append(Trial(r["epochs_run"], r["value"], r["wall_time_s"], params))
     return trials, wall
+
+
+def summary(
+    method: str,
+    seed: int | None,
+    trials: list[Trial],
+    wall: float,
+    budget: int,
+    grid_best: float | None = None,
+) -> dict:
+    points = curve(trials, budget)
+    best = points[-1][2]
+    within = trials[: len(points)]
+    return {
+        "method": method,
+        "seed": seed,
+        "best_val_acc": best,
+        "epochs": points[-1][0],
+        "train_seconds": points[-1][1],
+        "process_seconds": wall,
+        # for the grid itself: when it found its own best
+        "epochs_to_grid_best": next((e for e, _, b in points if b >= (grid_best or best)), None),
+        "trials": len(points),
+        "best_params": max(within, key=lambda t: t.value).params,
+        "curve": points,
+    }
 
 
 def main() -> None:
@@ -96,26 +127,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         trials, wall = grid_trials(folder, epochs, widths, batch_sizes)
-        points = curve(trials, budget)
-        grid_best = points[-1][2]
-        reach = next(e for e, _, b in points if b >= grid_best)
-        rows.append(
-            {
-                "method": "grid (BasicSweeper)",
-                "seed": None,
-                "best_val_acc": grid_best,
-                "epochs": points[-1][0],
-                "train_seconds": points[-1][1],
-                "process_seconds": wall,
-                "epochs_to_grid_best": reach,
-                "trials": len(points),
-                "best_params": best_params(trials, budget),
-                "curve": points,
-            }
-        )
+        rows.append(summary("grid (BasicSweeper)", None, trials, wall, budget))
+        grid_best = rows[0]["best_val_acc"]
         print(
             f"{'grid (BasicSweeper)':<20}         best {grid_best:.4f}  "
-            f"reached after {reach} of {budget} epochs",
+            f"reached after {rows[0]['epochs_to_grid_best']} of {budget} epochs",
             flush=True,
         )
         for method, overrides in methods.items():
@@ -131,25 +147,10 @@ def main() -> None:
                     f"hydra.sweeper.epoch_budget={budget}",
                     f"hydra.sweeper.n_trials={budget}",  # the budget ends the sweep first
                 )
-                points = curve(trials, budget)
-                reach = next((e for e, _, b in points if b >= grid_best), None)
-                rows.append(
-                    {
-                        "method": method,
-                        "seed": seed,
-                        "best_val_acc": points[-1][2],
-                        "epochs": points[-1][0],
-                        "train_seconds": points[-1][1],
-                        "process_seconds": wall,
-                        "epochs_to_grid_best": reach,
-                        "trials": len(points),
-                        "best_params": best_params(trials, budget),
-                        "curve": points,
-                    }
-                )
+                rows.append(summary(method, seed, trials, wall, budget, grid_best))
                 print(
-                    f"{method:<20} seed {seed}  best {points[-1][2]:.4f}  "
-                    f"grid's best reached after {reach} of {budget} epochs",
+                    f"{method:<20} seed {seed}  best {rows[-1]['best_val_acc']:.4f}  grid's best "
+                    f"reached after {rows[-1]['epochs_to_grid_best']} of {budget} epochs",
                     flush=True,
                 )
     target = 0.4 * budget
