@@ -262,6 +262,38 @@ def journal_study(tmp_path):
     return study, trial
 
 
+JOURNAL_WRITER = """
+import os, signal, sys
+from pathlib import Path
+import optuna
+from hydra_plugins.hpsweep_sweeper._study import open_storage
+
+storage = open_storage(None, Path("multirun/s"), heartbeat_interval=10, grace_period=30)
+study = optuna.create_study(storage=storage, study_name="s", load_if_exists=True)
+if sys.argv[1] == "die":  # killed mid-append, while it holds the journal's lock
+    os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
+study.ask()
+"""
+
+
+@pytest.mark.slow
+def test_journal_lock_left_by_a_killed_writer_is_taken_over(tmp_path):
+    # The sweep dir is relative to the working dir, as in every sweep. Optuna takes over a
+    # stale lock after 30 s; with a relative journal path it waited forever (CI hung on it).
+    def writer(action):
+        cmd = [sys.executable, "-c", JOURNAL_WRITER, action]
+        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    assert writer("die").returncode == -signal.SIGKILL
+    assert (tmp_path / "multirun" / "s" / "optuna.journal.lock").is_symlink()
+    survivor = writer("ask")
+    assert survivor.returncode == 0, survivor.stderr
+    study = optuna.load_study(
+        study_name="s", storage=_study.open_storage(None, tmp_path / "multirun" / "s", 10, 30)
+    )
+    assert len(study.trials) == 2
+
+
 def test_running_trial_with_a_free_lock_is_failed_and_requeued(tmp_path):
     study, _ = journal_study(tmp_path)
     assert _study.requeue_abandoned(study, tmp_path) == [0]

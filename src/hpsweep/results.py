@@ -88,7 +88,7 @@ def open_studies(sweep_dir: Path, storage: Any = None) -> list[Any]:
     from optuna.storages.journal import JournalFileBackend
 
     if storage is None:
-        storage = JournalStorage(JournalFileBackend(str(journal)))
+        storage = JournalStorage(JournalFileBackend(str(journal.absolute())))  # see open_storage
     return [
         optuna.load_study(study_name=summary.study_name, storage=storage)
         for summary in optuna.get_all_study_summaries(storage)
