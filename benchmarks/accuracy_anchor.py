@@ -88,7 +88,7 @@ def main() -> None:
             "timeout_minutes": minutes,
             "max_epochs": epochs,
             "trials": {s.lower(): int(n) for s, n in states.items()},
-            "references": dict((name, acc) for name, acc in REFERENCES),
+            "references": dict(REFERENCES),
         },
     )
 

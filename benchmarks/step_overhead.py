@@ -57,6 +57,9 @@ def step_loop(
     return run
 
 
+COMPILE_SECONDS: dict[int, float] = {}  # batch size -> seconds to compile and run 2 steps
+
+
 def compiled_loop(optimizer_factory: Callable) -> Callable:
     """train_one_epoch on torch.compile(model). The model is compiled once per batch size and
     reused across repeats, so only the steps are timed; the compile time is kept apart."""
@@ -76,9 +79,6 @@ def compiled_loop(optimizer_factory: Callable) -> Callable:
         return (time.perf_counter() - start) / len(batches)
 
     return run
-
-
-COMPILE_SECONDS: dict[int, float] = {}
 
 
 def matmul_loop(batches: list) -> float:
