@@ -84,11 +84,11 @@ def open_studies(sweep_dir: Path, storage: Any = None) -> list[Any]:
     if storage is None and not journal.is_file():
         return []
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+
+    from hydra_plugins.hpsweep_sweeper._study import journal_storage
 
     if storage is None:
-        storage = JournalStorage(JournalFileBackend(str(journal.absolute())))  # see open_storage
+        storage = journal_storage(journal)
     return [
         optuna.load_study(study_name=summary.study_name, storage=storage)
         for summary in optuna.get_all_study_summaries(storage)

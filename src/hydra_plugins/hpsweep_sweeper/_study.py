@@ -67,6 +67,10 @@ def open_storage(
         )
     path = sweep_dir / JOURNAL_FILE if storage is None else Path(storage)
     path.parent.mkdir(parents=True, exist_ok=True)
+    return journal_storage(path)
+
+
+def journal_storage(path: Path) -> JournalStorage:
     # Absolute: Optuna's lock is a symlink to this path, and it takes over a lock left by a
     # killed writer (after 30 s) only if the link resolves; a relative one dangles in the
     # sweep dir, and every other worker then waits for it forever.
