@@ -50,9 +50,6 @@ def run_sweep(folder: Path, *overrides: str) -> float:
 
 
 def load_study(sweep_dir: Path, name: str):
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+    from hydra_plugins.hpsweep_sweeper import load_sweep_study
 
-    storage = JournalStorage(JournalFileBackend(str(sweep_dir / "optuna.journal")))
-    return optuna.load_study(study_name=name, storage=storage)
+    return load_sweep_study(sweep_dir, name)

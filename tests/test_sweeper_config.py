@@ -6,9 +6,11 @@ import re
 import optuna
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from hpsweep.config import CONFIG_DIR
+from hydra_plugins.hpsweep_sweeper import config as sweeper_conf
 from hydra_plugins.hpsweep_sweeper.config import PRUNERS, SAMPLERS
 from tests.conftest import compose_config
 
@@ -76,9 +78,19 @@ def test_sweep_dir_is_stable_per_study():
     ],
 )
 def test_bad_sweeper_settings_are_refused_by_name_before_any_trial(override, message):
-    from hydra_plugins.hpsweep_sweeper._sweep import Sweep, SweepError
+    from hydra_plugins.hpsweep_sweeper._sweep import SweepError
 
     settings = sweeper_config("sweep=mlp", f"hydra.sweeper.{override}")
-    settings = {k: v for k, v in settings.items() if not k.startswith("_") and k != "defaults"}
-    with pytest.raises(SweepError, match=re.escape(message)):
-        Sweep(**settings)
+    with pytest.raises(InstantiationException, match=re.escape(message)) as refused:
+        instantiate(settings)  # as Hydra builds the sweeper, before it runs any trial
+    assert isinstance(refused.value.__cause__, SweepError)  # shown without a traceback
+
+
+def test_sweeper_reads_its_settings_as_the_typed_config():
+    sweeper = instantiate(sweeper_config("sweep=mlp", "hydra.sweeper.timeout=30"))
+    # the module's class now: Hydra's plugin scan runs the module again, making a new class
+    assert isinstance(sweeper.settings, sweeper_conf.HpsweepSweeperConf)
+    assert sweeper.settings.study_name == "mlp"  # interpolations resolved
+    assert sweeper.settings.timeout == 30.0
+    assert sweeper.settings.pruner == PRUNERS["median"]  # plain values, not config nodes
+    assert isinstance(sweeper.settings.params, dict)

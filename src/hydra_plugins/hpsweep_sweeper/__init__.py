@@ -1,21 +1,74 @@
 """hpsweep's Optuna sweeper for Hydra: `hydra/sweeper=hpsweep`.
 
+What others may use: the names the sweeper's files and its study share, the study of a sweep,
+and `current_trial()` for the job. Everything in a `_module` is the sweeper's own.
+
 Hydra imports every module of a plugin at start-up, except those whose names begin with "_":
-the Optuna-heavy code lives in those, so a plain `hpsweep-train` run does not pay for it.
+the Optuna-heavy code lives in those, and this face imports optuna only when called, so a plain
+`hpsweep-train` run does not pay for it.
 """
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-# Names the sweeper's files and the study share, read back by hpsweep.results.
+if TYPE_CHECKING:
+    import optuna
+
 JOURNAL_FILE = "optuna.journal"  # the default storage, in the sweep dir
-TRIAL_DIR = "trial_dir"  # user attribute: the trial's dir, relative to the sweep dir
+# user attributes the sweeper puts on trials
+TRIAL_DIR = "trial_dir"  # the trial's dir, relative to the sweep dir
+OVERRIDES = "overrides"  # the command-line overrides that reproduce the trial
+RETRY_OF = "retry_of"  # number of the trial whose worker died, which this one continues
+FAIL_REASON = "fail_reason"
+WORKER = "worker"  # host:pid of the process that runs (or ran) the trial
 
-_running: list[Any] = [None]
+
+def open_sweep_storage(
+    sweep_dir: Path | str, storage: str | None = None
+) -> "optuna.storages.BaseStorage":
+    """The Optuna storage of a sweep, opened as the sweeper opens it: `storage` is the
+    sweeper's setting (null: the journal file in the sweep dir; a URL; a journal path)."""
+    from hydra_plugins.hpsweep_sweeper._study import open_storage
+    from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf as Conf
+
+    # Heartbeats matter only to the workers that send them; a reader keeps the defaults.
+    return open_storage(storage, Path(sweep_dir), Conf.heartbeat_interval, Conf.grace_period)
 
 
-def current_trial() -> Any:
+def load_sweep_study(
+    sweep_dir: Path | str, study_name: str, storage: str | None = None
+) -> "optuna.Study":
+    """The optuna.Study `study_name` of a sweep (see `open_sweep_storage` for `storage`)."""
+    import optuna
+
+    journal = Path(sweep_dir) / JOURNAL_FILE
+    if storage is None and not journal.is_file():  # opening it would leave an empty journal
+        raise FileNotFoundError(f"{journal} does not exist: no sweep with storage=null ran there")
+    return optuna.load_study(study_name=study_name, storage=open_sweep_storage(sweep_dir, storage))
+
+
+# A plain value, not a ContextVar: Hydra's plugin scan runs this module a second time, so the
+# job's `current_trial` is no longer the module's, and submitit (cloudpickle) then pickles it by
+# value, globals included; a ContextVar cannot be pickled.
+_running: "optuna.Trial | None" = None
+
+
+def current_trial() -> "optuna.Trial | None":
     """The optuna.Trial of the job running in this process, or None outside a sweep.
 
     A job reports its objective to it every epoch and stops when the pruner says so.
     """
-    return _running[0]
+    return _running
+
+
+@contextlib.contextmanager
+def running_trial(trial: "optuna.Trial") -> Iterator[None]:
+    """`current_trial()` is `trial` inside this block (the sweeper runs each job in one)."""
+    global _running
+    _running = trial
+    try:
+        yield
+    finally:
+        _running = None

@@ -26,17 +26,12 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.hpsweep_sweeper import JOURNAL_FILE, TRIAL_DIR
+from hydra_plugins.hpsweep_sweeper import JOURNAL_FILE, OVERRIDES, RETRY_OF, TRIAL_DIR
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# user attributes we put on trials
-OVERRIDES = "overrides"  # the command-line overrides that reproduce the trial
-RETRY_OF = "retry_of"  # number of the trial whose worker died, which this one continues
-FAIL_REASON = "fail_reason"
-WORKER = "worker"  # host:pid of the process that runs (or ran) the trial
-# study user attributes
+# study user attributes (the trials' are in the package's face)
 SEARCH_SPACE = "search_space"
 WARM_STARTED = "warm_started"  # the `enqueue` list has been queued
 

@@ -9,9 +9,10 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -62,7 +63,7 @@ def die_with_parent() -> None:
         sys.exit(1)
 
 
-def run_threads(n_jobs: int, serve: Callable[[Any], None], study: Any) -> list[str]:
+def run_threads(n_jobs: int, serve: Callable[[T], None], study: T) -> list[str]:
     """`serve(study)` in n_jobs threads (each waits on jobs that run elsewhere); returns the
     names of those that failed."""
     crashed: list[str] = []

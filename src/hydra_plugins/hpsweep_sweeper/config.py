@@ -11,6 +11,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
+# The one list of the sweeper's settings: it receives them as this dataclass (_sweep.read_settings).
 @dataclass
 class HpsweepSweeperConf:
     _target_: str = "hydra_plugins.hpsweep_sweeper.sweeper.HpsweepSweeper"

@@ -1,24 +1,35 @@
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from hydra_plugins.hpsweep_sweeper._sweep import JobContext
+
+# Hydra imports this module at every start-up: the sweeper's code (and Optuna) is imported only
+# when it is used, from _sweep.
 
 
 class HpsweepSweeper(Sweeper):
     """Optuna sweeper: asynchronous parallel trials, pruning, resumable studies."""
 
     def __init__(self, **settings: Any) -> None:
-        from hydra_plugins.hpsweep_sweeper._sweep import Sweep  # Optuna: only when sweeping
+        from hydra_plugins.hpsweep_sweeper._sweep import read_settings
 
-        self.sweep_impl = Sweep(**settings)
+        self.settings = read_settings(settings)  # a wrong value fails here, before any trial
+        self.context: JobContext | None = None  # from setup, which Hydra calls before sweep
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        self.sweep_impl.setup(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
+        from hydra_plugins.hpsweep_sweeper._sweep import job_context
+
+        self.context = job_context(hydra_context, task_function, config)
 
     def sweep(self, arguments: list[str]) -> None:
-        self.sweep_impl.sweep(arguments)
+        from hydra_plugins.hpsweep_sweeper._sweep import Sweep
+
+        if self.context is None:
+            raise RuntimeError("HpsweepSweeper.sweep was called before setup")
+        Sweep(self.settings, self.context, arguments).run()
