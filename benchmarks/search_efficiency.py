@@ -15,7 +15,6 @@ benchmarks/results/search_efficiency.json.
 """
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -23,6 +22,9 @@ from typing import Any, NamedTuple
 
 import yaml
 from common import load_study, run_sweep, write_result
+
+from hpsweep.record import TrialFiles
+from hydra_plugins.hpsweep_sweeper import TRIAL_DIR
 
 WIDTHS, BATCH_SIZES, LRS = (16, 32, 64, 128, 256), (32, 64, 128, 256), (0.0001, 0.001, 0.01, 0.1)
 QUICK_WIDTHS, QUICK_BATCH_SIZES = (16, 64, 256), (32, 256)
@@ -55,8 +57,8 @@ def optuna_trials(folder: Path, name: str, *overrides: str) -> tuple[list[Trial]
     sweep = folder / "multirun" / name
     trials = []
     for t in sorted(load_study(sweep, name).trials, key=lambda t: t.datetime_start):
-        result = json.loads((sweep / t.user_attrs["trial_dir"] / "result.json").read_text())
-        trials.append(Trial(result["epochs_run"], result["value"], result["wall_time_s"], t.params))
+        result = TrialFiles(sweep / t.user_attrs[TRIAL_DIR]).read_result()
+        trials.append(Trial(result.epochs_run, result.value, result.wall_time_s, t.params))
     return trials, wall
 
 
@@ -73,9 +75,9 @@ def grid_trials(
     dirs = sorted((folder / "grid").glob("*/result.json"), key=lambda p: int(p.parent.name))
     trials = []
     for path in dirs:
-        r = json.loads(path.read_text())
+        r = TrialFiles(path.parent).read_result()
         params = yaml.safe_load((path.parent / ".hydra" / "overrides.yaml").read_text())
-        trials.append(Trial(r["epochs_run"], r["value"], r["wall_time_s"], params))
+        trials.append(Trial(r.epochs_run, r.value, r.wall_time_s, params))
     return trials, wall
 
 

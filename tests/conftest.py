@@ -1,17 +1,21 @@
+"""Fixtures and helpers shared by the test modules (which import nothing from each other)."""
+
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-import hpsweep.train  # noqa: F401  (registers the config schema)
-from hpsweep.config import CONFIG_DIR
+from hpsweep.config import CONFIG_DIR  # importing it registers the config schema
+from hpsweep.record import TrialFiles, TrialResult
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+FAST = ("data.train_size=2000", "data.val_size=500")  # trials of a second or so
 
 
 def compose_config(*overrides: str) -> DictConfig:
@@ -34,6 +38,27 @@ def run_cli(
         text=True,
         timeout=600,
     )
+
+
+def read_result(trial_dir: Path) -> TrialResult:
+    result = TrialFiles(trial_dir).read_result()
+    assert result is not None, f"{trial_dir} has no result.json"
+    return result
+
+
+def read_metrics(trial_dir: Path) -> list[dict[str, float]]:
+    return TrialFiles(trial_dir).read_metrics()
+
+
+def write_preset(tmp_path: Path, name: str, body: str, defaults: tuple[str, ...] = ()) -> str:
+    """Writes conf/sweep/NAME.yaml, a preset selecting our sweeper (plus `defaults`) with
+    `body`; returns the override that puts it on the search path."""
+    folder = tmp_path / "conf" / "sweep"
+    folder.mkdir(parents=True, exist_ok=True)
+    header = ["# @package _global_", "defaults:", "  - override /hydra/sweeper: hpsweep"]
+    header += [f"  - override {entry}" for entry in defaults]
+    (folder / f"{name}.yaml").write_text("\n".join(header) + "\n" + textwrap.dedent(body))
+    return f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
 
 
 @pytest.fixture(scope="session")

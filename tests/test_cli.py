@@ -1,11 +1,10 @@
 """The `hpsweep-train` command as a user runs it: fresh processes, from an unrelated folder."""
 
-import json
-
 import pytest
+from omegaconf import OmegaConf
 
-from hpsweep.metrics import TrialFiles, read_metrics_csv
-from tests.conftest import run_cli
+from hpsweep.record import Status, TrialFiles
+from tests.conftest import read_result, run_cli
 
 
 def test_defaults_train_on_embedded_data_and_write_all_trial_files(tmp_path):
@@ -16,20 +15,20 @@ def test_defaults_train_on_embedded_data_and_write_all_trial_files(tmp_path):
         assert path.stat().st_size > 0, path
     assert (files.dir / ".hydra" / "config.yaml").is_file()
     assert "epoch 3/3" in (files.dir / "train.log").read_text()
-    result = json.loads(files.result.read_text())
-    assert result["epochs_run"] == 3 and result["status"] == "complete"
-    assert result["best_val_acc"] >= 0.90
-    assert result["test_acc"] >= 0.85
+    result = files.read_result()
+    assert result.epochs_run == 3 and result.status is Status.COMPLETE
+    assert result.best_val_acc >= 0.90
+    assert result.test_acc >= 0.85
 
 
 def test_pigeon_experiment_learns_digit_below_three(tmp_path):
     proc = run_cli("+experiment=pigeon", "hydra.run.dir=trial", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "trial" / "result.json").read_text())
-    assert result["num_params"] == 784 * 30 + 30 + 30 * 1 + 1  # 784-30-1, one logit
-    assert result["epochs"] == 10  # the experiment's value, not train.yaml's
-    assert result["best_val_acc"] >= 0.90
-    rows = read_metrics_csv(tmp_path / "trial" / "metrics.csv")
+    result = read_result(tmp_path / "trial")
+    assert result.num_params == 784 * 30 + 30 + 30 * 1 + 1  # 784-30-1, one logit
+    assert result.epochs == 10  # the experiment's value, not train.yaml's
+    assert result.best_val_acc >= 0.90
+    rows = TrialFiles(tmp_path / "trial").read_metrics()
     assert rows[0]["train_acc"] < rows[-1]["train_acc"]
 
 
@@ -98,7 +97,7 @@ def test_truncated_checkpoint_is_reported_clearly(tmp_path):
     assert proc.returncode != 0
     assert "last.pt is unreadable (truncated or corrupt)" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert len(read_metrics_csv(files.metrics)) == 1
+    assert len(files.read_metrics()) == 1
 
 
 @pytest.mark.parametrize(("dataset", "min_val_acc"), [("mnist", 0.9), ("fashion_mnist", 0.75)])
@@ -111,10 +110,26 @@ def test_full_dataset_trains_one_epoch(tmp_path, data_root, dataset, min_val_acc
         env={"HPSWEEP_DATA_ROOT": data_root},
     )
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "trial" / "result.json").read_text())
-    assert result["epochs_run"] == 1
-    assert result["best_val_acc"] >= min_val_acc
-    assert result["test_acc"] >= min_val_acc - 0.05  # the 10,000 official test images
+    result = read_result(tmp_path / "trial")
+    assert result.epochs_run == 1
+    assert result.best_val_acc >= min_val_acc
+    assert result.test_acc >= min_val_acc - 0.05  # the 10,000 official test images
+
+
+@pytest.mark.slow
+def test_fashion_cnn_experiment_builds_the_benchmarks_cnn_and_learns(tmp_path, data_root):
+    proc = run_cli(
+        "+experiment=fashion_cnn",
+        "epochs=1",
+        "hydra.run.dir=trial",
+        cwd=tmp_path,
+        env={"HPSWEEP_DATA_ROOT": data_root},
+    )
+    assert proc.returncode == 0, proc.stderr
+    config = OmegaConf.load(tmp_path / "trial" / ".hydra" / "config.yaml")
+    assert config.data.dataset == "fashion_mnist" and config.model.batch_norm is True
+    result = read_result(tmp_path / "trial")
+    assert result.best_val_acc >= 0.85  # one epoch; ten reach about 0.918
 
 
 def test_multirun_writes_one_complete_trial_dir_per_combination(tmp_path):
@@ -128,9 +143,9 @@ def test_multirun_writes_one_complete_trial_dir_per_combination(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     results = {
-        p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/result.json")
+        p.parent.name: read_result(p.parent) for p in (tmp_path / "sweep").glob("*/result.json")
     }
     assert sorted(results) == ["0", "1", "2", "3"]
-    assert all(r["status"] == "complete" and r["best_val_acc"] > 0.8 for r in results.values())
-    params = {r["num_params"] for r in results.values()}
+    assert all(r.status is Status.COMPLETE and r.best_val_acc > 0.8 for r in results.values())
+    params = {r.num_params for r in results.values()}
     assert params == {784 * h + h + h * 10 + 10 for h in (16, 64)}

@@ -107,19 +107,27 @@ def test_gradient_clipping_bounds_the_update(mini):
 
 
 def test_train_one_epoch_zeroes_gradients_every_step(mini):
-    # Two identical batches with zero_grad each step equal two separate single steps; with
-    # accumulated gradients the second step would be twice as large.
-    batch = (mini.train.x[:32], mini.train.y[:32])
-    results = []
-    for batches in ([batch, batch], [batch]):
-        torch.manual_seed(0)
-        model = MLP(mini.input_shape, 10, hidden_sizes=8)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        train_one_epoch(model, opt, make_criterion(10), batches)
-        if len(batches) == 1:
-            train_one_epoch(model, opt, make_criterion(10), batches)
-        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
-    assert torch.equal(results[0], results[1])
+    # Reference: each step's update is lr times that step's own gradient, computed apart with
+    # torch.autograd.grad (which never accumulates). Stale gradients are planted first, as a
+    # previous epoch or a forgotten zero_grad would leave them.
+    batches = [(mini.train.x[i : i + 32], mini.train.y[i : i + 32]) for i in (0, 32)]
+    torch.manual_seed(0)
+    model = MLP(mini.input_shape, 10, hidden_sizes=8)
+    expected = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    for x, y in batches:
+        reference = MLP(mini.input_shape, 10, hidden_sizes=8)
+        with torch.no_grad():
+            for p, value in zip(reference.parameters(), expected, strict=True):
+                p.copy_(value)
+        loss = make_criterion(10)(reference(x), y)
+        grads = torch.autograd.grad(loss, list(reference.parameters()))
+        expected = [value - 0.1 * g for value, g in zip(expected, grads, strict=True)]
+
+    train_one_epoch(model, torch.optim.SGD(model.parameters(), lr=0.1), make_criterion(10), batches)
+    for p, value in zip(model.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.detach(), value, rtol=0, atol=1e-6)
 
 
 def test_binary_accuracy_counts_positive_logit_as_class_one():

@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 
 from hpsweep.cli import main as hpsweep
 from hpsweep.results import best_config, best_trial, load_curves, load_trials
-from tests.conftest import run_cli
-from tests.test_sweeper import FAST, load_study
+from hydra_plugins.hpsweep_sweeper import load_sweep_study as load_study
+from tests.conftest import FAST, read_result, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,8 @@ def test_load_trials_has_a_typed_row_per_trial_matching_study_and_files(sweep):
     for row in trials.itertuples():
         trial = by_number[row.number]
         assert row.state == trial.state.name
-        result = json.loads((sweep / trial.user_attrs["trial_dir"] / "result.json").read_text())
-        assert row.value == result["value"]
+        result = read_result(sweep / trial.user_attrs["trial_dir"])
+        assert row.value == result.value
         assert trials.loc[row.Index, "params_optimizer.lr"] == trial.params["optimizer.lr"]
     complete = trials[trials["state"] == "COMPLETE"]["value"]
     assert list(complete) == sorted(complete, reverse=True)  # best first (maximize)

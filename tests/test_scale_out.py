@@ -2,7 +2,6 @@
 
 import contextlib
 import io
-import json
 import os
 import signal
 import subprocess
@@ -13,14 +12,12 @@ import uuid
 import optuna
 import pandas as pd
 import pytest
-from optuna.storages import JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from hpsweep.metrics import read_metrics_csv
-from hydra_plugins.hpsweep_sweeper import _study
-from tests.conftest import TRAIN_CMD, run_cli
-from tests.test_sweeper import FAST, load_study
+from hydra_plugins.hpsweep_sweeper import _study, open_sweep_storage
+from hydra_plugins.hpsweep_sweeper import load_sweep_study as load_study
+from tests.conftest import FAST, TRAIN_CMD, read_metrics, read_result, run_cli
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -106,8 +103,8 @@ def test_three_workers_share_one_study_and_run_exactly_n_trials(tmp_path, storag
     dirs = {t.user_attrs["trial_dir"] for t in study.trials}
     assert len(dirs) == 12 and dirs == {p.name for p in sweep.glob("trial_*")}
     for trial in study.trials:
-        result = json.loads((sweep / trial.user_attrs["trial_dir"] / "result.json").read_text())
-        assert result["value"] == trial.value
+        result = read_result(sweep / trial.user_attrs["trial_dir"])
+        assert result.value == trial.value
     assert len({t.user_attrs["worker"] for t in study.trials}) == 3  # all three took part
 
 
@@ -131,7 +128,7 @@ def test_killed_worker_trial_is_retried_from_its_checkpoint_by_the_others(tmp_pa
         for trial in running:
             metrics = sweep / trial.user_attrs.get("trial_dir", "-") / "metrics.csv"
             mine = trial.user_attrs.get("worker", "").endswith(f":{victim.pid}")
-            if mine and metrics.exists() and len(read_metrics_csv(metrics)) >= 2:
+            if mine and metrics.exists() and len(read_metrics(metrics.parent)) >= 2:
                 target = trial
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
@@ -146,7 +143,7 @@ def test_killed_worker_trial_is_retried_from_its_checkpoint_by_the_others(tmp_pa
     assert retry.state == TrialState.COMPLETE and retry.params == target.params
     trial_dir = sweep / target.user_attrs["trial_dir"]
     assert retry.user_attrs["trial_dir"] == target.user_attrs["trial_dir"]
-    assert [r["epoch"] for r in read_metrics_csv(trial_dir / "metrics.csv")] == list(range(1, 7))
+    assert [r["epoch"] for r in read_metrics(trial_dir)] == list(range(1, 7))
     assert "resuming" in (trial_dir / "train.log").read_text()
 
 
@@ -254,8 +251,7 @@ def test_epoch_budget_is_refused_with_a_launcher_whose_jobs_cannot_report(tmp_pa
 
 
 def journal_study(tmp_path):
-    storage = JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal")))
-    study = optuna.create_study(storage=storage)
+    study = optuna.create_study(storage=open_sweep_storage(tmp_path))
     trial = study.ask()
     trial.suggest_float("x", 0, 1)
     trial.set_user_attr("trial_dir", "trial_0000")
@@ -266,9 +262,9 @@ JOURNAL_WRITER = """
 import os, signal, sys
 from pathlib import Path
 import optuna
-from hydra_plugins.hpsweep_sweeper._study import open_storage
+from hydra_plugins.hpsweep_sweeper import open_sweep_storage
 
-storage = open_storage(None, Path("multirun/s"), heartbeat_interval=10, grace_period=30)
+storage = open_sweep_storage(Path("multirun/s"))
 study = optuna.create_study(storage=storage, study_name="s", load_if_exists=True)
 if sys.argv[1] == "die":  # killed mid-append, while it holds the journal's lock
     os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
@@ -288,9 +284,7 @@ def test_journal_lock_left_by_a_killed_writer_is_taken_over(tmp_path):
     assert (tmp_path / "multirun" / "s" / "optuna.journal.lock").is_symlink()
     survivor = writer("ask")
     assert survivor.returncode == 0, survivor.stderr
-    study = optuna.load_study(
-        study_name="s", storage=_study.open_storage(None, tmp_path / "multirun" / "s", 10, 30)
-    )
+    study = load_study(tmp_path / "multirun" / "s", "s")
     assert len(study.trials) == 2
 
 

@@ -1,42 +1,20 @@
 """The hpsweep sweeper through the real CLI: studies, trial dirs, pruning, resume, failures."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import optuna
 import pytest
 import yaml
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from hpsweep.metrics import read_metrics_csv
-from tests.conftest import TRAIN_CMD, run_cli
-
-FAST = ("data.train_size=2000", "data.val_size=500")
-
-
-def load_study(sweep_dir: Path, name: str) -> optuna.Study:
-    storage = JournalStorage(JournalFileBackend(str(sweep_dir / "optuna.journal")))
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def write_preset(tmp_path: Path, name: str, body: str, defaults: tuple[str, ...] = ()) -> str:
-    """Writes conf/sweep/NAME.yaml, a preset selecting our sweeper (plus `defaults`) with
-    `body`; returns the override that puts it on the search path."""
-    folder = tmp_path / "conf" / "sweep"
-    folder.mkdir(parents=True, exist_ok=True)
-    header = ["# @package _global_", "defaults:", "  - override /hydra/sweeper: hpsweep"]
-    header += [f"  - override {entry}" for entry in defaults]
-    (folder / f"{name}.yaml").write_text("\n".join(header) + "\n" + textwrap.dedent(body))
-    return f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+from hpsweep.record import Status
+from hydra_plugins.hpsweep_sweeper import load_sweep_study as load_study
+from tests.conftest import FAST, TRAIN_CMD, read_metrics, read_result, run_cli, write_preset
 
 
 def states(study: optuna.Study) -> list[str]:
@@ -51,15 +29,15 @@ def test_mlp_preset_runs_n_trials_and_names_the_best(tmp_path):
     assert len(study.trials) == 8
     assert sorted(p.name for p in sweep.glob("trial_*")) == [f"trial_{i:04d}" for i in range(8)]
     for trial in study.trials:
-        result = json.loads((sweep / trial.user_attrs["trial_dir"] / "result.json").read_text())
+        result = read_result(sweep / trial.user_attrs["trial_dir"])
         if trial.state == TrialState.COMPLETE:
-            assert result["value"] == trial.value
+            assert result.value == trial.value
         assert set(trial.params) == {"model.hidden_sizes", "optimizer.lr", "batch_size"}
 
     report = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    best = json.loads((sweep / report["best_trial_dir"] / "result.json").read_text())
+    best = read_result(sweep / report["best_trial_dir"])
     assert report["best_trial"] == study.best_trial.number
-    assert report["best_value"] == best["value"] == study.best_value
+    assert report["best_value"] == best.value == study.best_value
     assert f"optimizer.lr={report['best_params']['optimizer.lr']!r}" in report["best_overrides"]
     best_config = yaml.safe_load((sweep / "best_config.yaml").read_text())
     assert best_config["batch_size"] == report["best_params"]["batch_size"]
@@ -133,10 +111,10 @@ def test_median_pruner_stops_bad_learning_rates_early_and_keeps_their_files(tmp_
     assert pruned and all(t.params["optimizer.lr"] < 1e-5 for t in pruned)
     for trial in pruned:
         trial_dir = sweep / trial.user_attrs["trial_dir"]
-        result = json.loads((trial_dir / "result.json").read_text())
-        assert result["status"] == "pruned"
-        assert result["epochs_run"] < 4
-        assert len(read_metrics_csv(trial_dir / "metrics.csv")) == result["epochs_run"]
+        result = read_result(trial_dir)
+        assert result.status is Status.PRUNED
+        assert result.epochs_run < 4
+        assert len(read_metrics(trial_dir)) == result.epochs_run
         assert (trial_dir / "checkpoints" / "last.pt").is_file()
         assert (trial_dir / "curves.png").is_file()
 
@@ -171,8 +149,8 @@ def test_failed_trials_keep_their_reason_and_the_sweep_goes_on(tmp_path):
     assert diverged.state == rejected.state == TrialState.FAIL
     assert "TrainingDiverged" in diverged.user_attrs["fail_reason"]
     assert "model.hidden_sizes=0" in rejected.user_attrs["fail_reason"]
-    result = json.loads((sweep / "trial_0000" / "result.json").read_text())
-    assert result["status"] == "failed" and "TrainingDiverged" in result["reason"]
+    result = read_result(sweep / "trial_0000")
+    assert result.status is Status.FAIL and "TrainingDiverged" in result.reason
     assert study.trials[2].state == TrialState.COMPLETE
 
 
@@ -269,10 +247,7 @@ def test_two_jobs_run_asynchronously_without_batch_barrier(tmp_path):
     assert len(during) >= 2
     # 2 workers on this machine's cores: each trial got cores // 2 torch threads
     sweep = tmp_path / "multirun" / "async"
-    threads = {
-        json.loads((sweep / t.user_attrs["trial_dir"] / "result.json").read_text())["num_threads"]
-        for t in trials
-    }
+    threads = {read_result(sweep / t.user_attrs["trial_dir"]).num_threads for t in trials}
     assert threads == {max(1, len(os.sched_getaffinity(0)) // 2)}
 
 
@@ -299,7 +274,7 @@ def test_stopped_sweep_resumes_the_interrupted_trial_from_its_checkpoint(tmp_pat
     )
     metrics = sweep / "trial_0001" / "metrics.csv"  # stop once trial 1 is well under way
     deadline = time.monotonic() + 120
-    while not (metrics.exists() and len(read_metrics_csv(metrics)) >= 3):
+    while not (metrics.exists() and len(read_metrics(metrics.parent)) >= 3):
         assert time.monotonic() < deadline and stopped.poll() is None
         time.sleep(0.05)
     os.killpg(stopped.pid, sig)  # the whole process group, as a terminal does
@@ -309,7 +284,7 @@ def test_stopped_sweep_resumes_the_interrupted_trial_from_its_checkpoint(tmp_pat
     assert len(left) == 1, output
     interrupted = left[0]
     trial_dir = sweep / interrupted.user_attrs["trial_dir"]
-    epochs_before = len(read_metrics_csv(trial_dir / "metrics.csv"))
+    epochs_before = len(read_metrics(trial_dir))
     assert epochs_before < 8, output
     if sig == signal.SIGINT:
         assert stopped.returncode == 130
@@ -329,7 +304,7 @@ def test_stopped_sweep_resumes_the_interrupted_trial_from_its_checkpoint(tmp_pat
     assert retry.params == interrupted.params
     assert retry.user_attrs["trial_dir"] == interrupted.user_attrs["trial_dir"]
     # the epochs continue after the checkpoint instead of starting over
-    assert [r["epoch"] for r in read_metrics_csv(trial_dir / "metrics.csv")] == list(range(1, 9))
+    assert [r["epoch"] for r in read_metrics(trial_dir)] == list(range(1, 9))
     assert "resuming" in (trial_dir / "train.log").read_text()
 
 

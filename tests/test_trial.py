@@ -1,17 +1,20 @@
 """run_trial end to end on composed configs: files, resume, checkpoints, failures."""
 
-import json
 import math
 
 import pandas as pd
 import pytest
 import torch
 
+from hpsweep import trial
 from hpsweep.checkpoint import load_checkpoint
+from hpsweep.data import load_splits
 from hpsweep.errors import CheckpointError
-from hpsweep.metrics import TrialFiles, read_metrics_csv
-from hpsweep.train import TrainingDiverged, run_trial
-from tests.conftest import compose_config
+from hpsweep.models import MLP
+from hpsweep.record import Status, TrialFiles, TrialResult
+from hpsweep.training import evaluate, make_criterion
+from hpsweep.trial import TrainingDiverged, run_trial
+from tests.conftest import compose_config, read_metrics, read_result
 
 # Small and quick, but exercising every RNG stream: dropout (global RNG) and shuffling.
 DATA = ("data.train_size=2000", "data.val_size=500")
@@ -39,9 +42,9 @@ def assert_same_run(dir_a, dir_b):
     metrics_a = pd.read_csv(a.metrics).drop(columns="seconds")
     metrics_b = pd.read_csv(b.metrics).drop(columns="seconds")
     pd.testing.assert_frame_equal(metrics_a, metrics_b, check_exact=True)
-    result_a, result_b = json.loads(a.result.read_text()), json.loads(b.result.read_text())
+    result_a, result_b = read_result(dir_a), read_result(dir_b)
     for key in ("value", "best_epoch", "test_acc", "test_loss", "epochs_run"):
-        assert result_a[key] == result_b[key], key
+        assert getattr(result_a, key) == getattr(result_b, key), key
 
 
 def test_trial_writes_consistent_files(tmp_path):
@@ -51,30 +54,26 @@ def test_trial_writes_consistent_files(tmp_path):
     for path in (files.metrics, files.result, files.curves, files.last, files.best):
         assert path.stat().st_size > 0, path
 
-    rows = read_metrics_csv(files.metrics)
+    rows = files.read_metrics()
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     best_row = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))  # ties: earliest epoch
-    assert result == json.loads(files.result.read_text())
-    assert result["best_epoch"] == best_row["epoch"]
-    assert result["value"] == result["best_val_acc"] == best_row["val_acc"]
-    assert result["status"] == "complete" and result["epochs_run"] == 4
-    assert result["num_params"] == 784 * 32 + 32 + 32 * 10 + 10
+    assert result == TrialResult.from_json(files.result.read_text())
+    assert result.best_epoch == best_row["epoch"]
+    assert result.value == result.best_val_acc == best_row["val_acc"]
+    assert result.status is Status.COMPLETE and result.epochs_run == 4
+    assert result.num_params == 784 * 32 + 32 + 32 * 10 + 10
 
     # best.pt holds the best epoch, and evaluating it on the test set gives the logged numbers
     best = load_checkpoint(files.best)
-    assert best["epoch"] == result["best_epoch"]
+    assert best["epoch"] == result.best_epoch
     assert best["config"]["model"]["hidden_sizes"] == 32
-    from hpsweep.data import load_splits
-    from hpsweep.models import MLP
-    from hpsweep.training import evaluate, make_criterion
-
     splits = load_splits("mnist_mini", val_size=500, train_size=2000)
     model = MLP(splits.input_shape, 10, hidden_sizes=32, dropout=0.2)
     model.load_state_dict(best["model"])
     assert evaluate(model, make_criterion(10), splits.test) == (
-        result["test_loss"],
-        result["test_acc"],
+        result.test_loss,
+        result.test_acc,
     )
 
 
@@ -136,42 +135,91 @@ def test_resume_with_another_config_is_refused(tmp_path):
     run_trial(compose_config(*SMALL, "epochs=1"), tmp_path)
     with pytest.raises(CheckpointError, match=r"optimizer\.lr: 0\.001 -> 0\.01"):
         run_trial(compose_config(*SMALL, "epochs=2", "optimizer.lr=0.01"), tmp_path)
-    assert len(read_metrics_csv(TrialFiles(tmp_path).metrics)) == 1
+    assert len(read_metrics(tmp_path)) == 1
 
 
 def test_overfit_one_batch_reaches_full_training_accuracy(tmp_path):
+    # One batch per epoch, so epochs are steps. 64 images memorized well within 100 steps;
+    # the epoch budget is far above that, so the stop is the hook's, not the budget's.
     cfg = compose_config(
-        "overfit_batches=1", "epochs=200", "checkpoint_every=200", "data.val_size=500"
+        "overfit_batches=1", "epochs=1000", "checkpoint_every=1000", "data.val_size=500"
     )
-    steps = 0
 
     def stop_when_perfect(epoch, row):
-        nonlocal steps
-        steps = epoch  # one batch per epoch: epochs are steps
-        return "stopped" if row["train_acc"] == 1.0 else None
+        return Status.COMPLETE if row["train_acc"] == 1.0 else None
 
     result = run_trial(cfg, tmp_path, on_epoch_end=stop_when_perfect)
-    assert result["status"] == "stopped"
-    assert steps <= 200
-    assert read_metrics_csv(TrialFiles(tmp_path).metrics)[-1]["train_acc"] == 1.0
+    rows = read_metrics(tmp_path)
+    assert result.status is Status.COMPLETE and result.reason.startswith("stopped early")
+    assert rows[-1]["train_acc"] == 1.0 and len(rows) <= 100
+    assert rows[0]["train_acc"] < 0.5  # it learned: one step does not memorize the batch
+    assert read_result(tmp_path) == result
+
+
+def test_epoch_hook_returning_anything_but_a_status_fails_the_trial(tmp_path):
+    with pytest.raises(TypeError, match="an epoch hook returned True"):
+        run_trial(compose_config(*SMALL, "epochs=2"), tmp_path, on_epoch_end=lambda e, r: True)
+    assert read_result(tmp_path).status is Status.FAIL
 
 
 def test_diverging_loss_fails_the_trial_with_the_reason(tmp_path):
     cfg = compose_config(*SMALL, "epochs=3", "optimizer=sgd", "optimizer.lr=1e6")
     with pytest.raises(TrainingDiverged, match=r"lower optimizer\.lr"):
         run_trial(cfg, tmp_path)
-    result = json.loads(TrialFiles(tmp_path).result.read_text())
-    assert result["status"] == "failed"
-    assert "TrainingDiverged" in result["reason"]
-    assert result["value"] is None or math.isfinite(result["value"])
+    result = read_result(tmp_path)
+    assert result.status is Status.FAIL
+    assert "TrainingDiverged" in result.reason
+    assert result.value is None or math.isfinite(result.value)
 
 
 @pytest.mark.parametrize("objective", ["val_acc", "val_loss"])
 def test_best_epoch_follows_the_objective_direction(tmp_path, objective):
     result = run_trial(compose_config(*SMALL, "epochs=3", f"objective={objective}"), tmp_path)
-    rows = read_metrics_csv(TrialFiles(tmp_path).metrics)
+    rows = read_metrics(tmp_path)
     values = [r[objective] for r in rows]
     target = max(values) if objective == "val_acc" else min(values)
-    assert result["value"] == target
-    assert result["best_epoch"] == rows[values.index(target)]["epoch"]
-    assert result["direction"] == ("maximize" if objective == "val_acc" else "minimize")
+    assert result.value == target
+    assert result.best_epoch == rows[values.index(target)]["epoch"]
+    assert result.direction == ("maximize" if objective == "val_acc" else "minimize")
+
+
+def test_final_report_tests_the_best_epochs_weights_not_the_last(tmp_path, monkeypatch):
+    real_evaluate = trial.evaluate
+    scripted = iter([(1.0, 0.5), (0.5, 0.9), (0.8, 0.6)])  # validation: epoch 2 is the best
+
+    def evaluate(model, criterion, split):
+        is_val = len(split) == 500  # SMALL's validation split; the test split has 2,000
+        return next(scripted) if is_val else real_evaluate(model, criterion, split)
+
+    monkeypatch.setattr(trial, "evaluate", evaluate)
+    result = run_trial(compose_config(*SMALL, "epochs=3"), tmp_path)
+    assert result.best_epoch == 2 and result.value == 0.9
+
+    files = TrialFiles(tmp_path)
+    splits = load_splits("mnist_mini", val_size=500, train_size=2000)
+    model = MLP(splits.input_shape, 10, hidden_sizes=32, dropout=0.2)
+    scores = {}
+    for name, path in (("best", files.best), ("last", files.last)):
+        model.load_state_dict(load_checkpoint(path)["model"])
+        scores[name] = real_evaluate(model, make_criterion(10), splits.test)
+    assert scores["best"] == (result.test_loss, result.test_acc)
+    assert scores["last"] != scores["best"]  # so the test above tells the two apart
+
+
+def test_training_batches_are_shuffled_anew_every_epoch(tmp_path, monkeypatch):
+    first_batches = []
+    real_iterate = trial.iterate_batches
+
+    def iterate_batches(split, batch_size, generator=None):
+        batches = real_iterate(split, batch_size, generator)
+        x, y = next(batches)
+        first_batches.append(y.clone())
+        yield x, y
+        yield from batches
+
+    monkeypatch.setattr(trial, "iterate_batches", iterate_batches)
+    run_trial(compose_config(*SMALL, "epochs=2"), tmp_path)
+    train_y = load_splits("mnist_mini", val_size=500, train_size=2000).train.y
+    unshuffled = train_y[: len(first_batches[0])]
+    assert not torch.equal(first_batches[0], unshuffled)
+    assert not torch.equal(first_batches[0], first_batches[1])

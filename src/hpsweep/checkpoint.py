@@ -8,13 +8,13 @@ and config (the resolved config as plain containers). Only tensors and plain con
 
 import io
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hpsweep.errors import CheckpointError
+from hpsweep.record import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +28,6 @@ RESUMABLE_CHANGES = {
     "data.root",
     "data.download",
 }
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and a rename: readers (and a resume after a
-    crash) see the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_checkpoint(state: dict[str, Any], *paths: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from hpsweep.record import Status
 from hpsweep.results import (
     SweepDirError,
     best_trial,
@@ -29,7 +30,7 @@ DEFAULT_COLUMNS = [
     "best_epoch",
     "test_acc",
     "epochs_run",
-    "seconds",
+    "wall_time_s",
 ]
 FORMATS = ("table", "csv", "markdown", "json")
 
@@ -96,7 +97,7 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from hpsweep.metrics import TrialFiles, read_metrics_csv
+    from hpsweep.record import TrialFiles
     from hpsweep.reproduce import compare_metrics, reproduce
 
     if args.trial is None:
@@ -108,7 +109,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(f"re-running trial {row['number']} from {trial_dir}/.hydra/config.yaml into {out}")
     reproduced = reproduce(trial_dir, out)
-    original = read_metrics_csv(TrialFiles(trial_dir).metrics)
+    original = TrialFiles(trial_dir).read_metrics()
     differences = compare_metrics(original, reproduced, args.tolerance)
     if not differences:
         exact = "exactly" if args.tolerance == 0 else f"within {args.tolerance}"
@@ -144,9 +145,7 @@ def parser() -> argparse.ArgumentParser:
     compare = command("compare", "table of the top trials", cmd_compare)
     compare.add_argument("--top", type=int, default=10, help="rows to show (default 10)")
     compare.add_argument("--sort", help="column to sort by; --sort=-COLUMN for descending")
-    compare.add_argument(
-        "--state", choices=["complete", "pruned", "fail", "running"], type=str.lower
-    )
+    compare.add_argument("--state", choices=[s.value.lower() for s in Status], type=str.lower)
     compare.add_argument("--format", choices=FORMATS, default="table")
     compare.add_argument("--columns", help="comma-separated; a trailing * matches a prefix")
     command("best", "the best trial and the command that reproduces it", cmd_best)

@@ -10,7 +10,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from hpsweep.errors import ConfigError
-from hpsweep.metrics import OBJECTIVES
+from hpsweep.record import OBJECTIVES
 
 CONFIG_DIR = Path(__file__).parent / "conf"  # a symlink to the repo's conf/ in a source tree
 DEVICES = "auto, cpu, cuda, cuda:N"
@@ -18,25 +18,29 @@ DEVICES = "auto, cpu, cuda, cuda:N"
 
 @dataclass
 class TrainConfig:
-    # Config groups: each holds a `_target_` that hydra.utils.instantiate builds.
+    """Types of the run-level keys; their values (and what each means) are in conf/train.yaml.
+
+    Config groups hold a `_target_` that hydra.utils.instantiate builds.
+    """
+
     data: Any = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING
-    scheduler: Any = None  # null = constant learning rate
+    scheduler: Any = None  # no scheduler group chosen: a constant learning rate
 
-    seed: int = 0
-    epochs: int = 3
-    batch_size: int = 64
-    device: str = "auto"
-    num_threads: int | None = None  # torch intra-op threads; null = torch's default
-    grad_clip_norm: float | None = None  # null = no clipping
-    overfit_batches: int = 0  # N > 0: train on the same N batches every epoch (sanity check)
-    checkpoint_every: int = 1  # epochs between writes of last.pt (best.pt: whenever it improves)
-    objective: str = "val_acc"
+    seed: int = MISSING
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    device: str = MISSING
+    num_threads: int | None = MISSING
+    grad_clip_norm: float | None = MISSING
+    overfit_batches: int = MISSING
+    checkpoint_every: int = MISSING
+    objective: str = MISSING
 
 
-def register_schema() -> None:
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+# At import, as Hydra's own examples do: whoever composes `train` has imported this module.
+ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -1,16 +1,15 @@
 """Re-run a trial from its saved composed config and compare the new metrics, epoch by epoch."""
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hpsweep.metrics import TrialFiles, read_metrics_csv
-from hpsweep.train import run_trial
+from hpsweep.record import SPLIT_METRICS, TrialFiles
+from hpsweep.trial import run_trial
 
-COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+COMPARED = (*SPLIT_METRICS, "lr")
 
 
 @dataclass(frozen=True)
@@ -31,15 +30,13 @@ def reproduce(trial_dir: Path, out_dir: Path) -> list[dict[str, float]]:
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another --out")
     config = OmegaConf.load(trial_dir / ".hydra" / "config.yaml")
     assert isinstance(config, DictConfig)
-    original = TrialFiles(trial_dir)
-    if original.result.is_file():
-        threads = json.loads(original.result.read_text()).get("num_threads")
-        if threads and config.get("num_threads") is None:
-            torch.set_num_threads(threads)
+    original = TrialFiles(trial_dir).read_result()
+    if original is not None and original.num_threads and config.get("num_threads") is None:
+        torch.set_num_threads(original.num_threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, out_dir / "config.yaml")
     run_trial(config, out_dir)
-    return read_metrics_csv(TrialFiles(out_dir).metrics)
+    return TrialFiles(out_dir).read_metrics()
 
 
 def compare_metrics(

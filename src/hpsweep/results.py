@@ -9,8 +9,6 @@ Works on sweeps of the hpsweep sweeper (multirun/<study>/trial_NNNN/) and on pla
 multiruns of hpsweep-train (multirun/<date>/<time>/<n>/).
 """
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +17,23 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from hpsweep.metrics import TrialFiles
-from hydra_plugins.hpsweep_sweeper import JOURNAL_FILE, TRIAL_DIR
+from hpsweep.record import SPLIT_METRICS, Status, TrialFiles, TrialResult
+from hydra_plugins.hpsweep_sweeper import FAIL_REASON, JOURNAL_FILE, TRIAL_DIR, open_sweep_storage
 
-# result.json status -> Optuna's state names, so files and study read the same
-STATES = {"complete": "COMPLETE", "pruned": "PRUNED", "failed": "FAIL", "stopped": "COMPLETE"}
-METRIC_COLUMNS = {"train_loss", "train_acc", "val_loss", "val_acc"}
+# load_trials' columns taken from result.json as they are
+RESULT_COLUMNS = (
+    "objective",
+    "direction",
+    "value",
+    "best_epoch",
+    "best_val_acc",
+    "best_val_loss",
+    "test_acc",
+    "test_loss",
+    "epochs_run",
+    "wall_time_s",
+    "num_params",
+)
 
 
 class SweepDirError(ValueError):
@@ -78,24 +87,21 @@ def swept_keys(sweep_dir: str | Path) -> dict[str, bool]:
     return {k: False for k, v in values.items() if len(v) > 1}
 
 
-def open_studies(sweep_dir: Path, storage: Any = None) -> list[Any]:
+def open_studies(sweep_dir: Path, storage: str | None = None) -> list[Any]:
     """The Optuna studies of the sweep: from `storage`, else its journal file; [] without."""
     journal = sweep_dir / JOURNAL_FILE
     if storage is None and not journal.is_file():
         return []
     import optuna
 
-    from hydra_plugins.hpsweep_sweeper._study import journal_storage
-
-    if storage is None:
-        storage = journal_storage(journal)
+    client = open_sweep_storage(sweep_dir, storage)
     return [
-        optuna.load_study(study_name=summary.study_name, storage=storage)
-        for summary in optuna.get_all_study_summaries(storage)
+        optuna.load_study(study_name=summary.study_name, storage=client)
+        for summary in optuna.get_all_study_summaries(client)
     ]
 
 
-def load_study_trials(sweep_dir: Path, storage: Any = None) -> dict[str, Any]:
+def load_study_trials(sweep_dir: Path, storage: str | None = None) -> dict[str, Any]:
     """trial dir name -> the newest Optuna FrozenTrial recorded for it."""
     by_dir: dict[str, Any] = {}
     for study in open_studies(sweep_dir, storage):
@@ -106,13 +112,14 @@ def load_study_trials(sweep_dir: Path, storage: Any = None) -> dict[str, Any]:
     return by_dir
 
 
-def load_trials(sweep_dir: str | Path, storage: Any = None) -> pd.DataFrame:
+def load_trials(sweep_dir: str | Path, storage: str | None = None) -> pd.DataFrame:
     """One row per trial dir, sorted by the objective in its direction (best first).
 
-    Columns: number, state, objective, direction, value, best_epoch, best_val_acc, best_val_loss,
-    test_acc, test_loss, epochs_run, seconds, num_params, params_<key> for every swept key
-    (typed, from the composed config), trial_dir, best_checkpoint, fail_reason.
-    `storage`: an Optuna storage (URL) for a study that is not in a journal file in the dir.
+    Columns: number, state (a Status value), objective, direction, value, best_epoch,
+    best_val_acc, best_val_loss, test_acc, test_loss, epochs_run, wall_time_s (the trial's
+    training time), num_params, params_<key> for every swept key (typed, from the composed
+    config), trial_dir, best_checkpoint, fail_reason.
+    `storage`: the sweep's storage URL when its study is not in the dir's journal file.
     """
     sweep = Path(sweep_dir)
     dirs = trial_dirs(sweep)
@@ -122,34 +129,25 @@ def load_trials(sweep_dir: str | Path, storage: Any = None) -> pd.DataFrame:
     directions = set()
     for trial_dir in dirs:
         files = TrialFiles(trial_dir)
-        result = json.loads(files.result.read_text()) if files.result.is_file() else {}
+        result = files.read_result()
         hydra_cfg = OmegaConf.load(trial_dir / ".hydra" / "hydra.yaml").hydra
         config = OmegaConf.load(trial_dir / ".hydra" / "config.yaml")
         study_trial = study_trials.get(trial_dir.name)
-        if result.get("direction"):
-            directions.add(result["direction"])
+        if result is not None and result.direction:
+            directions.add(result.direction)
+        status = Status.RUNNING if result is None else result.status
         row: dict[str, Any] = {
             "number": study_trial.number if study_trial else int(hydra_cfg.job.num),
-            "state": study_trial.state.name if study_trial else _state(result),
-            "objective": result.get("objective"),
-            "direction": result.get("direction"),
-            "value": result.get("value"),
-            "best_epoch": result.get("best_epoch"),
-            "best_val_acc": result.get("best_val_acc"),
-            "best_val_loss": result.get("best_val_loss"),
-            "test_acc": result.get("test_acc"),
-            "test_loss": result.get("test_loss"),
-            "epochs_run": result.get("epochs_run", 0),
-            "seconds": result.get("wall_time_s"),
-            "num_params": result.get("num_params"),
+            "state": study_trial.state.name if study_trial else status.value,
+            **_result_columns(result),
         }
         for key in keys:
             row[f"params_{key}"] = _param(config, hydra_cfg.runtime.choices, key)
         row["trial_dir"] = str(trial_dir)
         row["best_checkpoint"] = str(files.best) if files.best.is_file() else None
-        reason = result.get("reason") if result.get("status") == "failed" else None
+        reason = result.reason if result is not None and status is Status.FAIL else None
         if study_trial is not None and reason is None:
-            reason = study_trial.user_attrs.get("fail_reason")
+            reason = study_trial.user_attrs.get(FAIL_REASON)
         row["fail_reason"] = reason
         rows.append(row)
 
@@ -161,9 +159,12 @@ def load_trials(sweep_dir: str | Path, storage: Any = None) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def _state(result: dict[str, Any]) -> str:
-    # no result.json: the job is still running, or its worker died before writing one
-    return STATES.get(result.get("status", ""), "RUNNING")
+def _result_columns(result: TrialResult | None) -> dict[str, Any]:
+    """The table's columns from result.json; a trial without one has only epochs_run = 0."""
+    columns = dict.fromkeys(RESULT_COLUMNS) | {"epochs_run": 0}
+    if result is not None:
+        columns.update({name: getattr(result, name) for name in RESULT_COLUMNS})
+    return columns
 
 
 def _param(config: DictConfig | ListConfig, choices: DictConfig, key: str) -> Any:
@@ -179,11 +180,11 @@ def load_curves(sweep_dir: str | Path) -> pd.DataFrame:
     """Per-epoch metrics of every trial in long form: trial, epoch, metric, split, value."""
     frames = []
     for trial_dir in trial_dirs(sweep_dir):
-        metrics = TrialFiles(trial_dir).metrics
-        if not metrics.is_file():
+        files = TrialFiles(trial_dir)
+        if not files.metrics.is_file():
             continue
-        wide = pd.read_csv(metrics)
-        long = wide.melt(id_vars="epoch", value_vars=sorted(METRIC_COLUMNS), var_name="column")
+        wide = pd.DataFrame(files.read_metrics())
+        long = wide.melt(id_vars="epoch", value_vars=sorted(SPLIT_METRICS), var_name="column")
         long[["split", "metric"]] = long["column"].str.split("_", n=1, expand=True)
         long.insert(0, "trial", _job_number(trial_dir))
         frames.append(long[["trial", "epoch", "metric", "split", "value"]])
@@ -192,7 +193,7 @@ def load_curves(sweep_dir: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def best_trial(sweep_dir: str | Path, storage: Any = None) -> pd.Series:
+def best_trial(sweep_dir: str | Path, storage: str | None = None) -> pd.Series:
     """The best COMPLETE trial's row of `load_trials`."""
     trials = load_trials(sweep_dir, storage)
     complete = trials[(trials["state"] == "COMPLETE") & trials["value"].notna()]
@@ -201,7 +202,7 @@ def best_trial(sweep_dir: str | Path, storage: Any = None) -> pd.Series:
     return complete.iloc[0]
 
 
-def best_config(sweep_dir: str | Path, storage: Any = None) -> DictConfig:
+def best_config(sweep_dir: str | Path, storage: str | None = None) -> DictConfig:
     config = OmegaConf.load(
         Path(best_trial(sweep_dir, storage)["trial_dir"]) / ".hydra" / "config.yaml"
     )
@@ -215,7 +216,3 @@ def trial_by_number(trials: pd.DataFrame, number: int) -> pd.Series:
         known = ", ".join(str(n) for n in sorted(trials["number"]))
         raise SweepDirError(f"no trial {number} in this sweep; its trials are: {known}")
     return match.iloc[0]
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

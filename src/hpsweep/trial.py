@@ -1,0 +1,368 @@
+"""One trial, start to end: build, resume, train epoch by epoch, checkpoint, report.
+
+`run_trial` takes a composed config and a trial dir, so tests, `hpsweep reproduce` and the
+sweeper call it directly; only `hpsweep.train` knows about the command line.
+"""
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+import torch._dynamo
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from tqdm import tqdm
+
+from hpsweep.checkpoint import (
+    capture_rng,
+    config_changes,
+    load_checkpoint,
+    load_resume_state,
+    restore_rng,
+    save_checkpoint,
+)
+from hpsweep.config import check_config, resolve_device
+from hpsweep.data import Split, Splits, iterate_batches, num_batches
+from hpsweep.errors import CheckpointError, ConfigError
+from hpsweep.models import count_parameters
+from hpsweep.plots import plot_curves, save_png
+from hpsweep.record import OBJECTIVES, Status, TrialFiles, TrialResult, is_better
+from hpsweep.training import evaluate, make_criterion, train_one_epoch
+
+log = logging.getLogger(__name__)
+# torch._dynamo above: use_deterministic_algorithms() and fused Adam import it on first use,
+# 1.5 s here. Imported with this module, a sweep's forked workers start with it loaded instead
+# of paying for it each; a single run pays the same, only earlier.
+
+# Called after each epoch's checkpoint with (epoch, metrics row). Returns None to go on,
+# Status.PRUNED to stop the trial as pruned (a sweeper's pruner), or Status.COMPLETE to stop it
+# early as complete (early stopping); the trial dir then holds a result like any other.
+EpochHook = Callable[[int, dict[str, float]], Status | None]
+STOPPING = (Status.PRUNED, Status.COMPLETE)
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+@dataclass
+class Job:
+    """What a config builds: everything the epochs need."""
+
+    cfg: DictConfig
+    config: dict[str, Any]  # resolved, plain: saved in checkpoints, compared on resume
+    device: torch.device
+    splits: Splits
+    train: Split  # the training split iterated (overfit_batches: its first batches only)
+    model: nn.Module
+    optimizer: Optimizer
+    scheduler: LRScheduler | None
+    criterion: nn.Module
+    shuffle: torch.Generator  # batch order: its own stream, apart from init and dropout
+
+
+@dataclass
+class Progress:
+    """What a checkpoint carries from one epoch to the next."""
+
+    epoch: int = 0  # the last epoch done
+    history: list[dict[str, float]] = field(default_factory=list)  # metrics.csv rows
+    best: dict[str, float] | None = None  # the row of the epoch best.pt holds
+    elapsed: float = 0.0  # seconds spent on this trial, across resumes
+
+    def add(self, row: dict[str, float], objective: str) -> bool:
+        """Record an epoch's row; True if it is the new best."""
+        self.epoch = int(row["epoch"])
+        self.history.append(row)
+        improved = is_better(
+            row[objective], None if self.best is None else self.best[objective], objective
+        )
+        if improved:
+            self.best = row
+        return improved
+
+
+def run_trial(
+    cfg: DictConfig, trial_dir: Path, on_epoch_end: EpochHook | None = None
+) -> TrialResult:
+    """Train (or resume) the trial in `trial_dir`; returns what it writes to result.json."""
+    job = build(cfg)  # all that can reject the config runs before any file is written
+    files = TrialFiles(Path(trial_dir))
+    progress = resume(job, files)
+    files.checkpoints.mkdir(parents=True, exist_ok=True)
+
+    status, reason = Status.COMPLETE, None
+    started = time.perf_counter() - progress.elapsed  # the trial's clock, across resumes
+    try:
+        for epoch in range(progress.epoch + 1, cfg.epochs + 1):
+            row = run_epoch(job, epoch)
+            improved = progress.add(row, cfg.objective)
+            progress.elapsed = time.perf_counter() - started
+            due = save_epoch(job, progress, files, improved)
+            log_epoch(row, cfg.epochs)
+
+            # -- report: a sweeper's pruner (or an early-stopping rule) may stop the trial here
+            stop = None if on_epoch_end is None else on_epoch_end(epoch, row)
+            if stop is not None:
+                if stop not in STOPPING:
+                    raise TypeError(
+                        f"an epoch hook returned {stop!r}; expected one of {STOPPING} or None"
+                    )
+                if not due:
+                    save_checkpoint(checkpoint(job, progress), files.last)  # so it can be continued
+                how = "pruned" if stop is Status.PRUNED else "stopped early"
+                status, reason = stop, f"{how} after epoch {epoch}"
+                break
+    except Exception as e:
+        progress.elapsed = time.perf_counter() - started
+        files.write_result(result_of(job, progress, Status.FAIL, f"{type(e).__name__}: {e}"))
+        raise
+    progress.elapsed = time.perf_counter() - started
+    return final_report(job, progress, files, status, reason)
+
+
+# -- build -----------------------------------------------------------------------------------
+
+
+def build(cfg: DictConfig) -> Job:
+    check_config(cfg)
+    device = resolve_device(cfg.device)
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    make_deterministic()
+    torch.manual_seed(cfg.seed)  # model init and dropout
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+
+    splits = _instantiate("data", cfg.data, device=device)
+    model = _instantiate(
+        "model", cfg.model, input_shape=splits.input_shape, num_outputs=splits.num_outputs
+    ).to(device)
+    optimizer = _call("optimizer", _instantiate("optimizer", cfg.optimizer), model.parameters())
+    scheduler = None
+    if cfg.scheduler is not None:
+        scheduler = _call("scheduler", _instantiate("scheduler", cfg.scheduler), optimizer)
+    return Job(
+        cfg=cfg,
+        config=cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)),
+        device=device,
+        splits=splits,
+        train=_training_split(splits.train, cfg.overfit_batches, cfg.batch_size),
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        criterion=make_criterion(splits.num_outputs),
+        shuffle=shuffle,
+    )
+
+
+def make_deterministic() -> None:
+    # cuBLAS reads this when CUDA initializes; without it deterministic mode errors on CUDA.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def _training_split(train: Split, overfit_batches: int, batch_size: int) -> Split:
+    if not overfit_batches:
+        return train
+    n = overfit_batches * batch_size
+    if n > len(train):
+        raise ConfigError(
+            "overfit_batches",
+            overfit_batches,
+            f"overfit_batches * batch_size must be <= {len(train)} training images",
+        )
+    return Split(train.x[:n], train.y[:n])
+
+
+def _instantiate(key: str, node: DictConfig, **kwargs: Any) -> Any:
+    # _convert_="all": plain lists in the objects, so optimizer state (e.g. Adam's betas) stays
+    # loadable with weights_only=True.
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, ConfigError):
+            raise e.__cause__ from None
+        raise ConfigError(key, node.get("_target_"), str(e).replace("\n", " ")) from None
+
+
+def _call(key: str, factory: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return factory(*args)
+    except (TypeError, ValueError) as e:  # torch validates its own arguments, e.g. Adam's betas
+        raise ConfigError(key, factory, str(e)) from None
+
+
+# -- resume ----------------------------------------------------------------------------------
+
+
+def resume(job: Job, files: TrialFiles) -> Progress:
+    """Load the trial's checkpoint into the job, if it has one; a new trial starts at epoch 0."""
+    state = load_resume_state(files.checkpoints)
+    if state is None:
+        return Progress()
+    changes = config_changes(state["config"], job.config)
+    if changes:
+        raise CheckpointError(
+            f"{files.checkpoints} was written with another config ({'; '.join(changes)}). "
+            "Resuming would mix two runs: give this run its own dir (hydra.run.dir=...) "
+            "or delete that folder to start over."
+        )
+    job.model.load_state_dict(state["model"])
+    job.optimizer.load_state_dict(state["optimizer"])
+    if job.scheduler is not None:
+        job.scheduler.load_state_dict(state["scheduler"])
+    restore_rng(state["rng"], job.shuffle)
+    log.info("resuming %s after epoch %d", files.dir, state["epoch"])
+    return Progress(state["epoch"], state["history"], state["best"], state["elapsed"])
+
+
+# -- one epoch -------------------------------------------------------------------------------
+
+
+def run_epoch(job: Job, epoch: int) -> dict[str, float]:
+    """Train one epoch, then evaluate on validation; the test set waits for the final report."""
+    cfg = job.cfg
+    started = time.perf_counter()
+    lr = job.optimizer.param_groups[0]["lr"]
+
+    # -- train: a fresh shuffle per epoch (overfit_batches: the same batches each time)
+    batches = iterate_batches(
+        job.train, cfg.batch_size, None if cfg.overfit_batches else job.shuffle
+    )
+    batches = tqdm(
+        batches,
+        total=num_batches(job.train, cfg.batch_size),
+        leave=False,
+        desc=f"epoch {epoch}",
+        disable=not sys.stderr.isatty(),
+    )
+    train_loss, train_acc = train_one_epoch(
+        job.model, job.optimizer, job.criterion, batches, cfg.grad_clip_norm
+    )
+    if not math.isfinite(train_loss):
+        raise TrainingDiverged(
+            f"train loss is {train_loss} in epoch {epoch}; lower optimizer.lr or set grad_clip_norm"
+        )
+
+    # -- evaluate, then step the schedule for the next epoch
+    val_loss, val_acc = evaluate(job.model, job.criterion, job.splits.val)
+    if job.scheduler is not None:
+        job.scheduler.step()
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "lr": lr,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+# -- record and checkpoint -------------------------------------------------------------------
+
+
+def checkpoint(job: Job, progress: Progress) -> dict[str, Any]:
+    return {
+        "model": job.model.state_dict(),
+        "optimizer": job.optimizer.state_dict(),
+        "scheduler": None if job.scheduler is None else job.scheduler.state_dict(),
+        "epoch": progress.epoch,
+        "rng": capture_rng(job.shuffle),
+        "history": progress.history,
+        "best": progress.best,
+        "elapsed": progress.elapsed,
+        "config": job.config,
+    }
+
+
+def save_epoch(job: Job, progress: Progress, files: TrialFiles, improved: bool) -> bool:
+    """last.pt every checkpoint_every epochs and at the end, best.pt when the objective
+    improved, metrics.csv every epoch; returns whether last.pt was written."""
+    cfg = job.cfg
+    due = progress.epoch % cfg.checkpoint_every == 0 or progress.epoch == cfg.epochs
+    paths = ([files.last] if due else []) + ([files.best] if improved else [])
+    save_checkpoint(checkpoint(job, progress), *paths)
+    files.write_metrics(progress.history)
+    return due
+
+
+def log_epoch(row: dict[str, float], epochs: int) -> None:
+    log.info(
+        "epoch %d/%d | train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.3g | %.1fs",
+        row["epoch"],
+        epochs,
+        row["train_loss"],
+        row["train_acc"],
+        row["val_loss"],
+        row["val_acc"],
+        row["lr"],
+        row["seconds"],
+    )
+
+
+# -- final report ----------------------------------------------------------------------------
+
+
+def final_report(
+    job: Job, progress: Progress, files: TrialFiles, status: Status, reason: str | None
+) -> TrialResult:
+    """The test set, once, on the best checkpoint's weights; then result.json and curves.png."""
+    job.model.load_state_dict(load_checkpoint(files.best)["model"])
+    test_loss, test_acc = evaluate(job.model, job.criterion, job.splits.test)
+    result = result_of(job, progress, status, reason, test_loss=test_loss, test_acc=test_acc)
+    files.write_result(result)
+    best_epoch = result.best_epoch
+    save_png(plot_curves(progress.history, best_epoch, title=files.dir.name), files.curves)
+    log.info(
+        "best epoch %s: %s %.4f | test acc %.4f | %s",
+        best_epoch,
+        result.objective,
+        result.value,
+        test_acc,
+        files.result,
+    )
+    return result
+
+
+def result_of(
+    job: Job,
+    progress: Progress,
+    status: Status,
+    reason: str | None,
+    test_loss: float | None = None,
+    test_acc: float | None = None,
+) -> TrialResult:
+    cfg, best = job.cfg, progress.best or {}
+    return TrialResult(
+        status=status,
+        reason=reason,
+        objective=cfg.objective,
+        direction=OBJECTIVES[cfg.objective],
+        value=best.get(cfg.objective),
+        best_epoch=None if not best else int(best["epoch"]),
+        best_val_acc=best.get("val_acc"),
+        best_val_loss=best.get("val_loss"),
+        test_acc=test_acc,
+        test_loss=test_loss,
+        epochs_run=len(progress.history),
+        epochs=cfg.epochs,
+        wall_time_s=progress.elapsed,
+        num_params=count_parameters(job.model),
+        seed=cfg.seed,
+        torch_version=torch.__version__,
+        device=str(job.device),
+        num_threads=torch.get_num_threads(),
+    )
