@@ -1,0 +1,169 @@
+"""Mutation check: plant each bug below in a copy of src/ and run the tests that guard it.
+
+    python .ci/mutants.py [NAME ...]      (from the repo root, in the venv that runs the tests)
+
+A mutant is "caught" when at least one test fails with it; every one must be. Each runs only
+the test files that should catch it (`-x`, default suite, no slow tests), so the whole check
+takes a few minutes instead of one full suite per mutant. Exit code 1 if any survives.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Mutant(NamedTuple):
+    name: str
+    file: str  # under src/
+    original: str  # must occur exactly once
+    mutated: str
+    tests: tuple[str, ...]
+
+
+MUTANTS = [
+    Mutant(
+        "delete zero_grad",
+        "hpsweep/training.py",
+        "        optimizer.zero_grad(set_to_none=True)\n",
+        "",
+        ("tests/test_models_and_steps.py",),
+    ),
+    Mutant(
+        "drop the RNG restore on resume",
+        "hpsweep/trial.py",
+        '    restore_rng(state["rng"], job.shuffle)\n',
+        "",
+        ("tests/test_trial.py",),
+    ),
+    Mutant(
+        "skip model.eval() in evaluate",
+        "hpsweep/training.py",
+        "    model.eval()\n",
+        "",
+        ("tests/test_models_and_steps.py::test_evaluate_restores_mode_and_leaves_weights_alone",),
+    ),
+    Mutant(
+        "swap the objective's direction",
+        "hpsweep/record.py",
+        'OBJECTIVES = {"val_acc": "maximize", "val_loss": "minimize"}',
+        'OBJECTIVES = {"val_acc": "minimize", "val_loss": "maximize"}',
+        ("tests/test_record.py", "tests/test_trial.py"),
+    ),
+    Mutant(
+        "skip the atomic rename (write in place)",
+        "hpsweep/record.py",
+        '    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")\n',
+        "    tmp = path\n",
+        ("tests/test_record.py",),
+    ),
+    Mutant(
+        "drop the pruning report",
+        "hpsweep/train.py",
+        "            trial.report(row[objective], step=epoch)\n",
+        "",
+        (
+            "tests/test_sweeper.py::test_median_pruner_stops_bad_learning_rates_early_and_keeps_their_files",
+        ),
+    ),
+    Mutant(
+        "no shuffling of training batches",
+        "hpsweep/trial.py",
+        "None if cfg.overfit_batches else job.shuffle",
+        "None",
+        ("tests/test_trial.py::test_training_batches_are_shuffled_anew_every_epoch",),
+    ),
+    Mutant(
+        "test set evaluated on validation",
+        "hpsweep/trial.py",
+        "evaluate(job.model, job.criterion, job.splits.test)",
+        "evaluate(job.model, job.criterion, job.splits.val)",
+        ("tests/test_trial.py",),
+    ),
+    Mutant(
+        "final report on the last epoch's weights, not best.pt",
+        "hpsweep/trial.py",
+        '    job.model.load_state_dict(load_checkpoint(files.best)["model"])\n',
+        "",
+        ("tests/test_trial.py::test_final_report_tests_the_best_epochs_weights_not_the_last",),
+    ),
+    Mutant(
+        "gradient clipping ignored",
+        "hpsweep/training.py",
+        "        if grad_clip_norm is not None:\n",
+        "        if False:\n",
+        ("tests/test_models_and_steps.py",),
+    ),
+    Mutant(
+        "optimizer state not restored on resume",
+        "hpsweep/trial.py",
+        '    job.optimizer.load_state_dict(state["optimizer"])\n',
+        "",
+        ("tests/test_trial.py",),
+    ),
+]
+
+
+def run_tests(src: Path, tests: tuple[str, ...]) -> tuple[int, str, float]:
+    """pytest over `tests` with `src` first on the path, for this process's imports and for the
+    CLI processes the tests start; returns (exit code, the first failure's line, seconds)."""
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    failed = [line for line in proc.stdout.splitlines() if line.startswith("FAILED")]
+    return proc.returncode, (failed or [""])[0], time.perf_counter() - started
+
+
+def mutate(mutant: Mutant, workdir: Path) -> Path:
+    src = workdir / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.copytree(REPO / "src", src)  # conf/ is a symlink: copied as files
+    path = src / mutant.file
+    text = path.read_text()
+    if text.count(mutant.original) != 1:
+        raise SystemExit(f"{mutant.name}: the line to mutate is not once in {mutant.file}")
+    path.write_text(text.replace(mutant.original, mutant.mutated))
+    return src
+
+
+def main() -> int:
+    chosen = [m for m in MUTANTS if not sys.argv[1:] or m.name in sys.argv[1:]]
+    # Without the mutations the same tests must pass, or "caught" would mean nothing.
+    baseline = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+    code, failure, seconds = run_tests(REPO / "src", baseline)
+    if code != 0:
+        print(f"the tests fail without any mutation (exit {code}, {seconds:.0f} s): {failure}")
+        return 2
+    survivors = []
+    print(f"{'mutant':<55} {'result':<8} {'seconds':>7}  first failure")
+    with tempfile.TemporaryDirectory() as tmp:
+        for mutant in chosen:
+            code, failure, seconds = run_tests(mutate(mutant, Path(tmp)), mutant.tests)
+            caught = code == 1  # 1: tests ran and some failed; others are errors, not catches
+            result = "caught" if caught else "SURVIVED"
+            print(
+                f"{mutant.name:<55} {result:<8} {seconds:>7.1f}  {failure.removeprefix('FAILED ')}"
+            )
+            if not caught:
+                survivors.append(mutant.name)
+    if survivors:
+        print(f"{len(survivors)} of {len(chosen)} mutants survived: {', '.join(survivors)}")
+        return 1
+    print(f"all {len(chosen)} mutants caught")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
