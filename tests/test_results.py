@@ -93,9 +93,9 @@ def test_compare_filters_sorts_and_formats(sweep, capsys):
                 str(sweep),
                 "--state",
                 "complete",
-                "--sort=-seconds",
+                "--sort=-wall_time_s",
                 "--columns",
-                "number,seconds,state",
+                "number,wall_time_s,state",
                 "--format",
                 "json",
             ]
@@ -104,7 +104,9 @@ def test_compare_filters_sorts_and_formats(sweep, capsys):
     )
     rows = json.loads(capsys.readouterr().out)
     assert rows and all(r["state"] == "COMPLETE" for r in rows)
-    assert [r["seconds"] for r in rows] == sorted((r["seconds"] for r in rows), reverse=True)
+    assert [r["wall_time_s"] for r in rows] == sorted(
+        (r["wall_time_s"] for r in rows), reverse=True
+    )
     assert hpsweep(["compare", str(sweep), "--format", "markdown", "--top", "2"]) == 0
     markdown = capsys.readouterr().out.splitlines()
     assert markdown[0].startswith("| number | state | value |") and len(markdown) == 4
