@@ -78,3 +78,26 @@ def data_root() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return str(root)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """HPSWEEP_TEST_POSTGRES_URL (.ci/run sets it). In CI an unreachable server fails the tests
+    that use it; elsewhere they skip, saying how to enable them."""
+    import optuna
+
+    from hydra_plugins.hpsweep_sweeper._study import mask_password
+
+    url = os.environ.get("HPSWEEP_TEST_POSTGRES_URL")
+    how = "set HPSWEEP_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/test"
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"HPSWEEP_TEST_POSTGRES_URL is not set; {how}")
+        pytest.skip(f"no PostgreSQL for this test: {how}")
+    try:
+        optuna.get_all_study_summaries(url)
+    except Exception as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {mask_password(url)} is unreachable: {e}")
+        pytest.skip(f"PostgreSQL at {mask_password(url)} is unreachable ({e}); {how}")
+    return url

@@ -22,25 +22,6 @@ from tests.conftest import FAST, TRAIN_CMD, read_metrics, read_result, run_cli
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    """HPSWEEP_TEST_POSTGRES_URL (.ci/run sets it). In CI an unreachable server fails these
-    tests; elsewhere they skip, saying how to enable them."""
-    url = os.environ.get("HPSWEEP_TEST_POSTGRES_URL")
-    how = "set HPSWEEP_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/test"
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail(f"HPSWEEP_TEST_POSTGRES_URL is not set; {how}")
-        pytest.skip(f"no PostgreSQL for the scale-out tests: {how}")
-    try:
-        optuna.get_all_study_summaries(url)
-    except Exception as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at {_study.mask_password(url)} is unreachable: {e}")
-        pytest.skip(f"PostgreSQL at {_study.mask_password(url)} is unreachable ({e}); {how}")
-    return url
-
-
 def start_workers(n, cwd, *overrides):
     args = [
         *TRAIN_CMD,
@@ -187,7 +168,7 @@ def test_stale_heartbeat_fails_the_trial_and_queues_a_retry_in_its_dir(tmp_path)
     assert failed.state == TrialState.FAIL
     assert retry.state == TrialState.WAITING
     assert retry.user_attrs["retry_of"] == 0 and retry.user_attrs["trial_dir"] == "trial_0000"
-    assert retry.system_attrs["fixed_params"] == failed.params
+    assert retry.params == failed.params and retry.system_attrs["retry_history"] == [0]
 
 
 def test_storage_errors_are_retried_with_backoff_then_reported(monkeypatch):

@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from hydra.errors import CompactHydraException
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -51,6 +53,9 @@ def _worker(work: Callable[[int], None], index: int, threads: int) -> None:
         work(index)
     except KeyboardInterrupt:
         sys.exit(130)
+    except CompactHydraException as e:  # a message for the user (storage gone for minutes)
+        log.error("%s stopped: %s", multiprocessing.current_process().name, e)
+        sys.exit(1)
 
 
 def die_with_parent() -> None:

@@ -24,8 +24,10 @@ class HpsweepSweeperConf:
     pruner: Any = (
         MISSING  # hydra/sweeper/pruner=none|median|percentile|successive_halving|hyperband
     )
-    # "maximize" or "minimize"; a list of them for several objectives (the job returns a list)
-    direction: Any = "maximize"
+    # "maximize" or "minimize"; a list of them for several objectives (the job returns a list).
+    # null: the direction of hpsweep-train's `objective` (val_acc up, val_loss down); maximize
+    # for other task functions. Set for hpsweep-train, it must agree with the objective.
+    direction: Any = None
     # The study's name: re-running a sweep with the same name and storage continues it.
     study_name: str = "${hydra.job.name}"
     # null: a journal file in the sweep dir (no server, safe for many processes on one machine);
@@ -44,6 +46,9 @@ class HpsweepSweeperConf:
     custom_search_space: str | None = None  # "module.fn": fn(cfg, trial) suggests more params
     enqueue: list[dict[str, Any]] = field(default_factory=list)  # params to run first
     allow_space_change: bool = False  # continue a study whose search space differs
+    # A trial whose worker died (killed, out of memory, machine lost) runs again from its last
+    # checkpoint at most this many times; then it is FAIL and counts toward max_failure_rate.
+    max_retries: int = 2
     threads_per_job: int | None = None  # torch threads per worker; null = cores // n_jobs
     # RDB storages: a running trial's worker writes a heartbeat every heartbeat_interval s; a
     # trial silent for grace_period s is failed by any worker and run again where it stopped.

@@ -1,0 +1,202 @@
+"""The journal file, the default storage: Optuna's file backend, made to survive any crash.
+
+Optuna appends one JSON record per line while it holds the journal's lock. A writer killed
+mid-append leaves its line cut short; Optuna's reader skips that last line, but the next append
+lands on the same line, and from then on every read of the journal fails ("cannot open study").
+Here:
+- an append first ends a cut last line, so each record starts on a line of its own;
+- a read skips a line that holds no record instead of failing on all that follow;
+- on open, a damaged journal is rewritten without its damaged lines, under the journal lock,
+  with the original kept next to it (`optuna.journal.bak-<time>`).
+Records are numbered by their order among the lines that hold one, which a repair keeps, so a
+process that read the journal before another one repaired it reads on where it was.
+"""
+
+import contextlib
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages.journal._storage import JournalOperation
+
+log = logging.getLogger(__name__)
+
+# Optuna writes each record as {"op_code":..., ...}; inside a string value the quotes are
+# escaped, so this marks where a record begins, also when it was glued onto a cut one.
+RECORD_START = b'{"op_code":'
+OP_CODES = {int(op) for op in JournalOperation}
+
+
+class JournalUnreadable(RuntimeError):
+    pass
+
+
+def parse_line(line: bytes) -> tuple[dict[str, Any] | None, int, str | None]:
+    """(the record in a journal line or None, where it starts in the line, what is wrong with
+    the line or None). A line ends with its newline: one without is cut off."""
+    if not line.endswith(b"\n"):
+        return None, 0, "cut off"
+    record = _record(line)
+    if record is not None:
+        return record, 0, None
+    # A record appended onto a cut one (by Optuna itself, before this module) is whole.
+    start = line.find(RECORD_START, 1)
+    while start != -1:
+        record = _record(line[start:])
+        if record is not None:
+            return record, start, "a cut record, with a whole one glued on: that one is kept"
+        start = line.find(RECORD_START, start + 1)
+    return None, 0, "not a record"
+
+
+def _record(text: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return None
+    # Optuna's replay fails on a record without these: such a line is no record either.
+    if isinstance(value, dict) and value.get("op_code") in OP_CODES and "worker_id" in value:
+        return value
+    return None
+
+
+class JournalFile(JournalFileBackend):
+    """Optuna's JournalFileBackend that never appends onto a cut line and reads around lines
+    that hold no record."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock = JournalFileSymlinkLock(str(path))  # Optuna's own lock, and its default
+        super().__init__(str(path), lock_obj=self.lock)
+        self._file: tuple[int, int] | None = None  # (device, inode) that _resume is about
+        # record number -> (byte offset, line number) of the line after the record before it
+        self._resume: dict[int, tuple[int, int]] = {0: (0, 1)}
+        self.damaged: dict[int, str] = {}  # line number -> what is wrong with it
+
+    def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
+        with open(self.path, "rb") as f:
+            stat = os.fstat(f.fileno())
+            if (stat.st_dev, stat.st_ino) != self._file:  # first read, or a repair replaced it
+                self._file = (stat.st_dev, stat.st_ino)
+                self._resume = {0: (0, 1)}
+                self.damaged = {}
+            number = log_number_from if log_number_from in self._resume else 0
+            offset, line_number = self._resume[number]
+            f.seek(offset)
+            for line in f:
+                record, _, problem = parse_line(line)
+                if problem == "cut off":  # being written, or its writer died: not yet a record
+                    self.damaged[line_number] = problem
+                    return
+                offset += len(line)
+                if problem is not None and self.damaged.get(line_number) != problem:
+                    self.damaged[line_number] = problem
+                    log.warning(
+                        "journal %s: line %d read around: %s", self.path, line_number, problem
+                    )
+                line_number += 1
+                if record is None:
+                    continue
+                number += 1
+                self._resume[number] = (offset, line_number)
+                if number > log_number_from:
+                    yield record
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in logs).encode()
+        self.lock.acquire()
+        try:
+            with open(self.path, "ab+") as f:
+                if f.seek(0, os.SEEK_END) > 0:
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":  # a writer died mid-append: end its line first
+                        data = b"\n" + data
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            self.lock.release()
+
+
+def open_journal(path: Path) -> JournalStorage:
+    """The journal at `path` (absolute), repaired first if a crash damaged it."""
+    backend = JournalFile(path)
+    try:
+        storage = JournalStorage(backend)  # reads around damaged lines
+    except Exception as e:  # a record Optuna cannot replay: nothing here can fix that
+        raise JournalUnreadable(unreadable(path, f"{type(e).__name__}: {e}")) from None
+    if backend.damaged:
+        backend.lock.acquire()  # no writer may append while the file is replaced
+        try:
+            repair(path)
+        except OSError as e:  # a read-only sweep dir, say: reading around still works
+            log.warning("journal %s: not repaired (%s); its damaged lines are skipped", path, e)
+        finally:
+            backend.lock.release()
+    return storage
+
+
+def repair(path: Path) -> Path | None:
+    """Rewrite the journal with the records of its good lines only (and those glued onto a cut
+    one), the original kept as a backup next to it; returns the backup, or None if the journal
+    is sound. Call it holding the journal's lock."""
+    data = path.read_bytes()
+    kept: list[bytes] = []
+    problems: list[str] = []
+    for number, line in enumerate(io.BytesIO(data), start=1):
+        record, start, problem = parse_line(line)
+        if record is not None:
+            kept.append(line[start:])
+        if problem is not None:
+            problems.append(f"line {number} ({problem})")
+    if not problems:
+        return None  # a line that was being written when it was read is whole now
+    if not kept and any(not p.endswith("(cut off)") for p in problems):
+        # not one record, yet lines that are not one: no journal (or no longer one)
+        raise JournalUnreadable(unreadable(path, "none of its lines is an Optuna record"))
+    backup = backup_path(path)
+    backup.write_bytes(data)
+    temporary = path.with_name(f"{path.name}.repair")
+    with open(temporary, "wb") as f:
+        f.write(b"".join(kept))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)  # atomic: a reader sees the old file or the new one
+    with contextlib.suppress(OSError):  # make the rename itself survive a power cut
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    log.warning(
+        "journal %s was damaged by a crash (a writer killed mid-append) and is repaired, "
+        "dropping %s; the original is kept as %s",
+        path,
+        "; ".join(problems),
+        backup.name,
+    )
+    return backup
+
+
+def backup_path(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backup, n = path.with_name(f"{path.name}.bak-{stamp}"), 1
+    while backup.exists():  # repaired twice within a second
+        n += 1
+        backup = path.with_name(f"{path.name}.bak-{stamp}-{n}")
+    return backup
+
+
+def unreadable(path: Path, why: str) -> str:
+    return (
+        f"journal {path} cannot be read ({why}); rebuild the study from its trial dirs "
+        f"(hpsweep rebuild SWEEP_DIR), put back a backup of it ({path.name}.bak-*) if there "
+        "is one, or move it away to start the study afresh"
+    )

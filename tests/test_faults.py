@@ -1,0 +1,456 @@
+"""Faults a sweep survives: a journal damaged by a crash, and a storage that goes away.
+
+The storage outages are real: PostgreSQL behind a TCP proxy that the test cuts (new connections
+refused, live ones dropped) and restores, as a database restart or a network outage does. The
+server itself is never touched.
+"""
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import sqlalchemy
+import yaml
+from optuna.storages import BaseStorage, JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from hpsweep.cli import main as hpsweep_cli
+from hydra_plugins.hpsweep_sweeper import _study, load_sweep_study, open_sweep_storage
+from tests.conftest import FAST, run_cli
+
+SWEEP = ("-m", "sweep=mlp", "epochs=1", *FAST)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def finished(study: optuna.Study) -> int:
+    return sum(t.state in FINISHED for t in study.trials)
+
+
+def lines(path: Path) -> list[bytes]:
+    return path.read_bytes().split(b"\n")[:-1]  # the file ends with a newline
+
+
+# -- the journal: a crash mid-append, a garbage line ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    """A finished sweep of 3 trials in a journal; each test damages a copy of it."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    proc = run_cli(*SWEEP, "hydra.sweeper.n_trials=3", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return cwd / "multirun"
+
+
+def resume(finished_sweep, tmp_path, damage, n_trials):
+    """Copy the sweep, damage its journal, run the sweep again to n_trials."""
+    shutil.copytree(finished_sweep, tmp_path / "multirun")
+    journal = tmp_path / "multirun" / "mlp" / "optuna.journal"
+    damaged_line = damage(journal)
+    proc = run_cli(*SWEEP, f"hydra.sweeper.n_trials={n_trials}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return journal, damaged_line, proc.stdout + proc.stderr
+
+
+def check_resumed(journal, damaged_line, log, n_trials, capsys):
+    sweep = journal.parent
+    assert finished(load_sweep_study(sweep, "mlp")) == n_trials
+    assert (sweep / "optimization_results.yaml").is_file()
+    assert f"line {damaged_line} (" in log and "is repaired" in log
+    [backup] = sweep.glob("optuna.journal.bak-*")
+    assert f"kept as {backup.name}" in log
+    assert all(json.loads(line) for line in lines(journal))  # clean: Optuna alone reads it
+    JournalStorage(JournalFileBackend(str(journal)))
+    capsys.readouterr()
+    assert hpsweep_cli(["compare", str(sweep), "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(table["state"]) == ["COMPLETE"] * n_trials  # one row per trial dir
+
+
+def test_journal_cut_mid_record_resumes_to_n_trials(finished_sweep, tmp_path, capsys):
+    def cut_last_record(journal):
+        data = journal.read_bytes()
+        journal.write_bytes(data[: data.rindex(b"\n", 0, -1) + 40])  # killed mid-append
+        return len(lines(journal)) + 1
+
+    journal, line, log = resume(finished_sweep, tmp_path, cut_last_record, n_trials=3)
+    check_resumed(journal, line, log, 3, capsys)
+    assert "cut off" in log
+
+
+def test_journal_with_a_garbage_line_resumes_to_n_trials(finished_sweep, tmp_path, capsys):
+    def garbage_in_the_middle(journal):
+        records = lines(journal)
+        journal.write_bytes(b"\n".join([*records[:5], b"\x00garbage", *records[5:]]) + b"\n")
+        return 6
+
+    journal, line, log = resume(finished_sweep, tmp_path, garbage_in_the_middle, n_trials=4)
+    check_resumed(journal, line, log, 4, capsys)
+    assert "not a record" in log
+
+
+def killed_writer(journal: Path) -> None:
+    """What a writer killed mid-append leaves: the first half of a record, no newline."""
+    record = b'{"op_code":8,"worker_id":"dead","trial_id":0,"user_attr":{"note":"never written"}}'
+    with open(journal, "ab") as f:
+        f.write(record[:30])
+
+
+def test_append_after_a_cut_record_starts_on_a_line_of_its_own(tmp_path):
+    study = optuna.create_study(study_name="s", storage=open_sweep_storage(tmp_path))
+    trial = study.ask()
+    killed_writer(tmp_path / "optuna.journal")
+    study.tell(trial, 0.5)
+    *_, cut, told = lines(tmp_path / "optuna.journal")
+    assert cut == b'{"op_code":8,"worker_id":"dead'
+    assert json.loads(told)["state"] == TrialState.COMPLETE
+    assert study.trials[0].state == TrialState.COMPLETE  # read around the cut line
+    again = optuna.load_study(study_name="s", storage=open_sweep_storage(tmp_path))
+    assert again.trials[0].value == 0.5
+
+
+def test_record_glued_onto_a_cut_one_is_kept_by_the_repair(tmp_path, caplog):
+    # Optuna's own appender glues the next record onto the cut line.
+    journal = tmp_path / "optuna.journal"
+    study = optuna.create_study(
+        study_name="s", storage=JournalStorage(JournalFileBackend(str(journal)))
+    )
+    trial = study.ask()
+    glued_line = len(lines(journal)) + 1
+    killed_writer(journal)
+    study.tell(trial, 0.5)
+    with pytest.raises(ValueError):  # as on main: from the next record on, no read works
+        study.set_user_attr("after", 1)
+    original = journal.read_bytes()
+
+    with caplog.at_level(logging.WARNING):
+        again = optuna.load_study(study_name="s", storage=open_sweep_storage(tmp_path))
+    assert again.trials[0].state == TrialState.COMPLETE and again.trials[0].value == 0.5
+    assert again.user_attrs == {"after": 1}
+    assert f"line {glued_line} (a cut record, with a whole one glued on" in caplog.text
+    [backup] = tmp_path.glob("optuna.journal.bak-*")
+    assert backup.read_bytes() == original
+    assert len(lines(journal)) == glued_line + 1 and b"dead" not in journal.read_bytes()
+
+
+def test_process_that_read_the_journal_before_a_repair_reads_on(tmp_path):
+    first = optuna.create_study(study_name="s", storage=open_sweep_storage(tmp_path))
+    first.tell(first.ask(), 1.0)
+    with open(tmp_path / "optuna.journal", "ab") as f:
+        f.write(b"garbage\n")
+    first.tell(first.ask(), 2.0)  # read around the garbage line, still there
+    second = optuna.load_study(study_name="s", storage=open_sweep_storage(tmp_path))  # repairs
+    assert list(tmp_path.glob("optuna.journal.bak-*"))
+    second.tell(second.ask(), 3.0)
+    first.tell(first.ask(), 4.0)
+    expected = [(0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0)]
+    for study in (first, second):
+        assert [(t.number, t.value) for t in study.get_trials()] == expected
+
+
+def test_journal_that_cannot_be_read_stops_the_sweep_with_one_line(tmp_path):
+    journal = tmp_path / "multirun" / "mlp" / "optuna.journal"
+    journal.parent.mkdir(parents=True)
+    journal.write_bytes(b"PK\x03\x04 this is a zip file\n\x00\x01\n")
+    proc = run_cli(*SWEEP, "hydra.sweeper.n_trials=1", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert f"journal {journal} cannot be read" in proc.stderr
+    assert "move it away to start the study afresh" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert journal.read_bytes().startswith(b"PK")  # left as it was
+
+
+# -- the retry policy -------------------------------------------------------------------------
+
+
+def test_retries_outlast_an_outage_of_a_minute(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(_study.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+
+    def call_during_outage():
+        if clock[0] < 60:
+            raise ConnectionRefusedError("connection refused")
+        return "answered"
+
+    assert _study.with_retries(call_during_outage, "asking", "db") == "answered"
+    assert sum(_study.RETRY_DELAYS) >= 120 and max(_study.RETRY_DELAYS) <= 16
+
+
+def test_a_storage_answer_is_raised_at_once_not_retried(tmp_path, monkeypatch):
+    monkeypatch.setattr(_study.time, "sleep", lambda s: pytest.fail("retried an answer"))
+    storage = _study.open_storage(f"sqlite:///{tmp_path}/s.db", tmp_path, 10, 60)
+    with pytest.raises(KeyError):
+        optuna.load_study(study_name="missing", storage=storage)
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    study.tell(trial, 1.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+def test_every_storage_call_goes_through_the_retry_policy():
+    # A storage method that Optuna adds (or the sweep starts to use) must not bypass it.
+    no_io = {"remove_session", "check_trial_is_updatable"}
+    public = {n for n in dir(BaseStorage) if not n.startswith("_") and n not in no_io}
+    calls = public | {"record_heartbeat", "_get_stale_trial_ids", "_create_new_trial"}
+    calls |= {"_set_trial_param", "_get_trials", "_get_best_trial_id"}  # what the cache calls
+    unretried = [
+        n
+        for n in sorted(calls)
+        if n != "set_trial_state_values"
+        and not hasattr(getattr(_study.RetryingRDBStorage, n), "__wrapped__")
+    ]
+    assert unretried == []
+    assert "set_trial_state_values" in vars(_study.RetryingRDBStorage)
+
+
+def test_a_call_that_gave_up_is_not_retried_again_around_it(monkeypatch):
+    # Optuna's storage calls nest (get_all_trials calls _get_trials, both retried): the waits
+    # must not multiply.
+    sleeps = []
+    monkeypatch.setattr(_study.time, "sleep", sleeps.append)
+
+    def down():
+        raise ConnectionRefusedError("connection refused")
+
+    with pytest.raises(_study.StorageUnavailable, match="127 s"):
+        _study.with_retries(lambda: _study.with_retries(down, "in", "db"), "out", "db")
+    assert sleeps == list(_study.RETRY_DELAYS)
+
+
+# -- PostgreSQL through a proxy the test cuts -------------------------------------------------
+
+
+class Proxy:
+    """A TCP forwarder to the database. `cut()` refuses new connections and drops the live
+    ones; `restore()` listens again on the same port."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.listener: socket.socket | None = None
+        self.links: set[socket.socket] = set()
+        self.lock = threading.Lock()
+
+    def restore(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR
+        threading.Thread(target=self.accept, args=(self.listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            listener.close()
+        self.drop()
+
+    def drop(self) -> None:
+        with self.lock:
+            links, self.links = self.links, set()
+        for link in links:
+            close(link)
+
+    def accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                server = socket.create_connection(self.target)
+            except OSError:
+                if self.listener is not listener:
+                    return
+                continue
+            with self.lock:
+                self.links |= {client, server}
+            if self.listener is not listener:  # cut while this one was being connected
+                self.drop()
+                return
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=pump, args=(source, sink), daemon=True).start()
+
+
+def pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    close(source)
+    close(sink)
+
+
+def close(link: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        link.shutdown(socket.SHUT_RDWR)
+    link.close()
+
+
+@pytest.fixture
+def proxy(postgres_url):
+    url = sqlalchemy.engine.make_url(postgres_url)
+    proxy = Proxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy.restore()
+    proxy.url = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    yield proxy
+    proxy.cut()
+
+
+@pytest.fixture
+def study_name(postgres_url):
+    """A study name of this test's own, its study deleted afterwards."""
+    name = f"faults_{uuid.uuid4().hex[:8]}"
+    yield name
+    with contextlib.suppress(KeyError):
+        optuna.delete_study(study_name=name, storage=postgres_url)
+
+
+def test_pooled_connection_the_server_dropped_is_replaced_unnoticed(proxy, study_name, caplog):
+    storage = _study.open_storage(proxy.url, Path("."), 10, 60)
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    proxy.drop()  # a restart while the connection idled in the pool, say
+    with caplog.at_level(logging.WARNING):
+        study.ask()
+    assert "storage error" not in caplog.text
+    assert len(study.trials) == 1
+
+
+def test_storage_call_waits_out_an_outage(proxy, study_name, caplog):
+    storage = _study.open_storage(proxy.url, Path("."), 10, 60)
+    study = optuna.create_study(study_name=study_name, storage=storage)
+    proxy.cut()
+    threading.Timer(2, proxy.restore).start()
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        study.tell(study.ask(), 1.0)
+    assert time.monotonic() - began >= 2
+    assert "retrying in 1 s" in caplog.text
+    assert [(t.state, t.value) for t in study.trials] == [(TrialState.COMPLETE, 1.0)]
+
+
+# A sweep that holds one storage call at a gate until the test has cut the storage: the first
+# process to reach the call waits for the cut, then makes the call, which meets the outage.
+GATED_TRAIN = """
+import os, time
+from pathlib import Path
+
+import optuna
+
+from hydra_plugins.hpsweep_sweeper import _sweep
+
+gate = Path(os.environ["GATE_DIR"])
+
+
+def wait_for_the_outage():
+    try:
+        os.close(os.open(gate / "reached", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+    while not (gate / "outage").exists():
+        time.sleep(0.01)
+
+
+def held(owner, name, at_call):
+    real, calls = getattr(owner, name), 0
+
+    def call(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == at_call:
+            wait_for_the_outage()
+        return real(*args, **kwargs)
+
+    setattr(owner, name, call)
+
+
+MOMENTS = {
+    "ask": (optuna.Study, "ask", 2),  # a worker's second trial
+    "report": (optuna.Trial, "report", 2),  # its trial's second epoch
+    "tell": (optuna.Study, "tell", 1),
+    "final report": (_sweep, "write_report", 1),
+}
+held(*MOMENTS[os.environ["GATE_AT"]])
+
+from hpsweep.train import main
+
+main()
+"""
+
+
+def sweep_through_an_outage(tmp_path, proxy, name, moment, seconds):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (tmp_path / "gated_train.py").write_text(GATED_TRAIN)
+    args = [
+        sys.executable,
+        "gated_train.py",
+        "-m",
+        "sweep=mlp",
+        "epochs=3",
+        "num_threads=1",
+        "hydra/sweeper/pruner=none",
+        *FAST,
+        f"hydra.sweeper.storage={proxy.url}",
+        f"hydra.sweeper.study_name={name}",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+    ]
+    env = {**os.environ, "GATE_DIR": str(gate), "GATE_AT": moment}
+    with open(tmp_path / "out.log", "w") as out:
+        sweep = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=out)
+        try:
+            deadline = time.monotonic() + 300
+            while not (gate / "reached").exists():
+                assert sweep.poll() is None and time.monotonic() < deadline, moment
+                time.sleep(0.01)
+            proxy.cut()
+            (gate / "outage").touch()
+            time.sleep(seconds)
+            proxy.restore()
+            sweep.wait(timeout=600)
+        finally:
+            if sweep.poll() is None:
+                sweep.kill()
+    return sweep.returncode, (tmp_path / "out.log").read_text()
+
+
+def check_survived(returncode, log, postgres_url, tmp_path, name):
+    assert returncode == 0, log
+    assert "Traceback" not in log
+    assert "retrying in" in log  # the outage was met
+    report = yaml.safe_load(
+        (tmp_path / "multirun" / name / "optimization_results.yaml").read_text()
+    )
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    assert finished(study) == 4, [t.state for t in study.trials]
+    assert report["states"]["COMPLETE"] == 4
+
+
+def test_sweep_survives_an_outage_in_its_final_report(tmp_path, proxy, study_name, postgres_url):
+    # The main process's pooled connection is dropped while the workers run; its report
+    # used to die on it.
+    returncode, log = sweep_through_an_outage(tmp_path, proxy, study_name, "final report", 4)
+    check_survived(returncode, log, postgres_url, tmp_path, study_name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["ask", "report", "tell", "final report"])
+def test_sweep_survives_a_30_s_outage(tmp_path, proxy, study_name, postgres_url, moment):
+    began = time.monotonic()
+    returncode, log = sweep_through_an_outage(tmp_path, proxy, study_name, moment, 30)
+    check_survived(returncode, log, postgres_url, tmp_path, study_name)
+    assert time.monotonic() - began > 30
