@@ -1,4 +1,4 @@
-"""`hpsweep compare | best | reproduce | plot [SWEEP_DIR]`: decide from a sweep's results.
+"""`hpsweep compare | best | reproduce | plot | rebuild [SWEEP_DIR]`: decide from a sweep's results.
 
 SWEEP_DIR defaults to the newest sweep under ./multirun.
 """
@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from hpsweep.record import Status
+from hpsweep.record import Status, TrialFileError
 from hpsweep.results import (
     SweepDirError,
-    best_trial,
+    best_of,
     load_trials,
     trial_by_number,
     trial_dirs,
@@ -72,21 +72,49 @@ def render(table: pd.DataFrame, fmt: str) -> str:
     return table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
+def damaged(trials: pd.DataFrame) -> pd.Series:
+    """Rows of trials whose files are damaged or missing (their `problem` says how)."""
+    return trials["problem"].notna()
+
+
+def leave_out_damaged(command: str, trials: pd.DataFrame, rows: pd.Series) -> pd.DataFrame:
+    """The table without damaged trials; one line on stderr for each of `rows` left out."""
+    for row in trials[damaged(trials) & rows].itertuples():
+        name = Path(str(row.trial_dir)).name
+        print(
+            f"hpsweep {command}: left out trial {row.number} ({name}): {row.problem}",
+            file=sys.stderr,
+        )
+    return trials[~damaged(trials)]
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     trials = load_trials(args.sweep_dir)
+    bad = trials[damaged(trials)]
+    if len(bad):
+        numbers = ", ".join(str(n) for n in bad["number"])
+        print(
+            f"hpsweep compare: damaged or missing files in trial(s) {numbers}; "
+            "the problem column says which and why",
+            file=sys.stderr,
+        )
     if args.state:
         trials = trials[trials["state"] == args.state.upper()]
     if args.sort:
         column = args.sort.lstrip("-")
         select_columns(trials, [column])
         trials = trials.sort_values(column, ascending=not args.sort.startswith("-"), kind="stable")
-    columns = select_columns(trials, args.columns.split(",") if args.columns else DEFAULT_COLUMNS)
+    default = DEFAULT_COLUMNS + (["problem"] if len(bad) else [])
+    columns = select_columns(trials, args.columns.split(",") if args.columns else default)
     print(render(trials[columns].head(args.top), args.format))
     return 0
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    best = best_trial(args.sweep_dir)
+    trials = load_trials(args.sweep_dir)
+    # the trials that could have been the best: complete ones, and those nothing says ended how
+    candidates = (trials["state"] == "COMPLETE") | trials["state"].isna()
+    best = best_of(leave_out_damaged("best", trials, candidates), args.sweep_dir)
     trial_dir = Path(best["trial_dir"])
     overrides = [str(o) for o in OmegaConf.load(trial_dir / ".hydra" / "overrides.yaml")]
     print(f"best trial {best['number']} ({trial_dir}): {best['objective']} = {best['value']}")
@@ -100,11 +128,16 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     from hpsweep.record import TrialFiles
     from hpsweep.reproduce import compare_metrics, reproduce
 
+    trials = load_trials(args.sweep_dir)
     if args.trial is None:
-        row = best_trial(args.sweep_dir)
+        row = best_of(trials, args.sweep_dir)
     else:
-        row = trial_by_number(load_trials(args.sweep_dir), args.trial)
+        row = trial_by_number(trials, args.trial)
     trial_dir = Path(row["trial_dir"])
+    if isinstance(row["problem"], str):
+        raise SweepDirError(
+            f"trial {row['number']} ({trial_dir}) cannot be re-run: {row['problem']}"
+        )
     out = args.out or Path(args.sweep_dir) / "reproduce" / trial_dir.name
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(f"re-running trial {row['number']} from {trial_dir}/.hydra/config.yaml into {out}")
@@ -125,8 +158,31 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from hpsweep.plots import plot_sweep
 
-    for path in plot_sweep(args.sweep_dir, top_k=args.top):
+    trials = load_trials(args.sweep_dir)
+    trials = leave_out_damaged("plot", trials, damaged(trials))
+    for path in plot_sweep(args.sweep_dir, top_k=args.top, trials=trials):
         print(path)
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    import optuna
+
+    from hydra_plugins.hpsweep_sweeper import RebuildError, rebuild_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # what it did is said below
+    try:
+        rebuilt = rebuild_study(args.sweep_dir, args.storage)
+    except RebuildError as e:
+        print(f"hpsweep rebuild: {e}", file=sys.stderr)
+        return 2
+    for note in rebuilt.notes:
+        print(f"hpsweep rebuild: {note}", file=sys.stderr)
+    if rebuilt.backup is not None:
+        print(f"moved the old journal to {rebuilt.backup}")
+    states = ", ".join(f"{n} {state}" for state, n in sorted(rebuilt.states.items()))
+    print(f"rebuilt study {rebuilt.study_name} in {rebuilt.storage}: {states}")
+    print(f"continue it: {rebuilt.command}")
     return 0
 
 
@@ -160,6 +216,14 @@ def parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", type=Path, help="default: SWEEP_DIR/reproduce/<trial dir>")
     plot = command("plot", "write PNGs of curves, parameters and history", cmd_plot)
     plot.add_argument("--top", type=int, default=5, help="trials in the curves plot")
+    rebuild = command(
+        "rebuild", "write the sweep's Optuna study anew from its trial dirs alone", cmd_rebuild
+    )
+    rebuild.add_argument(
+        "--storage",
+        help="journal path or database URL to write it to (default: the sweep's own; "
+        "a journal there is moved aside to <name>.bak-<time>)",
+    )
     return main
 
 
@@ -172,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except (SweepDirError, FileExistsError) as e:
         print(f"hpsweep {args.command}: {e}", file=sys.stderr)
+        return 2
+    except TrialFileError as e:  # changed after load_trials looked at it: a sweep still running
+        print(f"hpsweep {args.command}: {e.path}: {e.why}", file=sys.stderr)
         return 2
 
 

@@ -41,13 +41,21 @@ def plot_curves(history: list[dict[str, Any]], best_epoch: int | None, title: st
     return fig
 
 
-def plot_sweep(sweep_dir: str | Path, top_k: int = 5) -> list[Path]:
+def plot_sweep(
+    sweep_dir: str | Path, top_k: int = 5, trials: pd.DataFrame | None = None
+) -> list[Path]:
     """Training curves of the top trials, the objective against each parameter, the history of
-    the search and, with the study at hand, Optuna's parameter importances."""
+    the search and, with the study at hand, Optuna's parameter importances.
+
+    `trials`: the sweep's `load_trials` table, if the caller has it. Trials whose files are
+    damaged or missing are left out (`hpsweep plot` names them).
+    """
     from hpsweep.results import load_curves, load_trials, open_studies, swept_keys  # pandas
 
     sweep = Path(sweep_dir)
-    trials = load_trials(sweep)
+    if trials is None:
+        trials = load_trials(sweep)
+    trials = trials[trials["problem"].isna()]
     written = [
         save_png(plot_top_curves(trials, load_curves(sweep), top_k), sweep / "plot_curves.png"),
         save_png(plot_params(trials, swept_keys(sweep)), sweep / "plot_params.png"),

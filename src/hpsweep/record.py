@@ -4,6 +4,7 @@
     <trial dir>/result.json     a TrialResult: status, the best epoch's numbers, test scores
     <trial dir>/curves.png      train and validation curves (drawn by hpsweep.plots)
     <trial dir>/checkpoints/    last.pt and best.pt (hpsweep.checkpoint)
+    <trial dir>/.hydra/         Hydra's: config.yaml, hydra.yaml, overrides.yaml (read here too)
 
 Every file is rewritten whole through a temp file and a rename, so a reader (`hpsweep compare`
 during a sweep, a resume after a crash) sees the old file or the new one, never half of one.
@@ -15,6 +16,8 @@ import dataclasses
 import io
 import json
 import os
+import reprlib
+import typing
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -50,6 +53,26 @@ _OLD_STATUS_WORDS = {
     "pruned": "PRUNED",
     "failed": "FAIL",
 }
+
+
+class TrialFileError(Exception):
+    """A trial file that is missing where it must exist, or exists and cannot be used:
+    unreadable, cut short, not JSON/CSV, wrong types. The message names the file within its
+    trial dir and the fault ("result.json: not JSON (line 1)"); `path` is the whole path."""
+
+    def __init__(self, path: Path, why: str, name: str | None = None) -> None:
+        super().__init__(f"{name or path.name}: {why}")
+        self.path = path
+        self.why = why
+
+
+def unreadable(error: OSError | UnicodeDecodeError) -> str:
+    """Why a file could not be read, in a few words."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {error.start})"
+    if isinstance(error, FileNotFoundError):
+        return "missing"
+    return f"unreadable ({error.strerror or type(error).__name__})"
 
 
 def is_better(value: float, best: float | None, objective: str) -> bool:
@@ -89,15 +112,42 @@ class TrialResult:
 
     @classmethod
     def from_json(cls, text: str) -> "TrialResult":
-        fields = json.loads(text)
+        """ValueError, saying what is wrong in a few words, for text that is not a result."""
+        if not text.strip():
+            raise ValueError("empty")
+        try:
+            fields = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not JSON (line {e.lineno})") from None
         if not isinstance(fields, dict):
-            raise ValueError(f"expected a JSON object, got {type(fields).__name__}")
+            raise ValueError(f"not a JSON object but a {type(fields).__name__}")
         status = str(fields.get("status"))
-        fields["status"] = Status(_OLD_STATUS_WORDS.get(status, status))
-        known = {f.name for f in dataclasses.fields(cls)}
+        status = _OLD_STATUS_WORDS.get(status, status)
+        if status not in Status.__members__:
+            states = ", ".join(Status.__members__)
+            raise ValueError(
+                f'"status": {reprlib.repr(fields.get("status"))} is not one of {states}'
+            )
         # files from other versions: keys missing here are unknown (None), extra ones ignored
-        values: dict[str, Any] = {name: fields.get(name) for name in known}
+        values: dict[str, Any] = {"status": Status(status)}
+        for field in dataclasses.fields(cls):
+            if field.name != "status":
+                values[field.name] = _typed(field, fields.get(field.name))
         return cls(**values)
+
+
+# The JSON types a TrialResult field takes; bool is an int to Python but never a number here.
+_JSON_TYPES: dict[Any, tuple[type, ...]] = {float: (int, float), int: (int,), str: (str,)}
+_TYPE_WORDS = {float: "a number", int: "an integer", str: "a string"}
+
+
+def _typed(field: dataclasses.Field, value: Any) -> Any:
+    if value is None:
+        return None
+    kind = next(t for t in typing.get_args(field.type) or (field.type,) if t is not type(None))
+    if isinstance(value, bool) or not isinstance(value, _JSON_TYPES[kind]):
+        raise ValueError(f'"{field.name}": {reprlib.repr(value)} is not {_TYPE_WORDS[kind]}')
+    return float(typing.cast(float, value)) if kind is float else value
 
 
 @dataclass(frozen=True)
@@ -134,10 +184,18 @@ class TrialFiles:
         atomic_write_bytes(self.result, result.to_json().encode())
 
     def read_result(self) -> TrialResult | None:
-        """None while the trial has no result.json (running, or killed before its first)."""
-        if not self.result.is_file():
+        """None while the trial has no result.json (running, or killed before its first);
+        TrialFileError for one that cannot be read."""
+        try:
+            text = self.result.read_bytes().decode()
+        except FileNotFoundError:
             return None
-        return TrialResult.from_json(self.result.read_text())
+        except (OSError, UnicodeDecodeError) as e:
+            raise TrialFileError(self.result, unreadable(e)) from None
+        try:
+            return TrialResult.from_json(text)
+        except ValueError as e:
+            raise TrialFileError(self.result, str(e)) from None
 
     def write_metrics(self, history: list[dict[str, float]]) -> None:
         text = io.StringIO()
@@ -147,10 +205,82 @@ class TrialFiles:
         writer.writerows({k: row[k] for k in METRIC_COLUMNS} for row in history)
         atomic_write_bytes(self.metrics, text.getvalue().encode())
 
+    def read_hydra_file(self, name: str) -> Any:
+        """.hydra/<name> as Hydra saved it for the job: config.yaml (the composed config),
+        hydra.yaml (its `hydra` node) or overrides.yaml (a ListConfig of str); TrialFileError
+        when it is missing or cannot be used."""
+        import yaml  # here, not at import: most users of this module never read .hydra/
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        path, label = self.dir / ".hydra" / name, f".hydra/{name}"
+        try:
+            text = path.read_bytes().decode()
+        except (OSError, UnicodeDecodeError) as e:
+            raise TrialFileError(path, unreadable(e), label) from None
+        if not text.strip():
+            raise TrialFileError(path, "empty", label)
+        try:
+            loaded = OmegaConf.create(text)
+        except (yaml.YAMLError, OmegaConfBaseException) as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise TrialFileError(path, f"not YAML{where}", label) from None
+        if name == "overrides.yaml":
+            if not isinstance(loaded, ListConfig) or not all(isinstance(o, str) for o in loaded):
+                raise TrialFileError(path, "not a list of overrides", label)
+            return loaded
+        if name == "hydra.yaml":
+            node = loaded.get("hydra") if isinstance(loaded, DictConfig) else None
+            if not isinstance(node, DictConfig):
+                raise TrialFileError(path, "no hydra: mapping in it", label)
+            return node
+        if not isinstance(loaded, DictConfig):
+            raise TrialFileError(path, "not a mapping", label)
+        return loaded
+
     def read_metrics(self) -> list[dict[str, float]]:
-        with self.metrics.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in rows]
+        """The epoch rows; TrialFileError when metrics.csv is missing or not whole."""
+        try:
+            text = self.metrics.read_bytes().decode()
+        except (OSError, UnicodeDecodeError) as e:
+            raise TrialFileError(self.metrics, unreadable(e)) from None
+        try:
+            return _parse_metrics(text)
+        except (ValueError, csv.Error) as e:
+            raise TrialFileError(self.metrics, str(e)) from None
+
+
+def _parse_metrics(text: str) -> list[dict[str, float]]:
+    if not text:
+        raise ValueError("empty")
+    # write_metrics ends every line, so a last line without its end was cut short (by a copy
+    # or a disk that failed midway), and its last number may be cut too.
+    if not text.endswith("\n"):
+        last_line = text.count("\n") + 1
+        raise ValueError(f"cut short in line {last_line}")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader)
+    missing = [c for c in METRIC_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(f"line 1 is not a header with {', '.join(missing)}")
+    rows = []
+    for cells in reader:
+        line = reader.line_num
+        if not cells:
+            continue
+        if len(cells) != len(header):
+            raise ValueError(f"line {line} has {len(cells)} of {len(header)} columns")
+        row: dict[str, float] = {}
+        for key, cell in zip(header, cells, strict=True):
+            try:
+                row[key] = int(cell) if key == "epoch" else float(cell)
+            except ValueError:
+                raise ValueError(
+                    f"line {line}: {key}={reprlib.repr(cell)} is not a number"
+                ) from None
+        rows.append(row)
+    return rows
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

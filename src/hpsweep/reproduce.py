@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from hpsweep.record import SPLIT_METRICS, TrialFiles
 from hpsweep.trial import run_trial
@@ -28,8 +28,7 @@ def reproduce(trial_dir: Path, out_dir: Path) -> list[dict[str, float]]:
     """
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another --out")
-    config = OmegaConf.load(trial_dir / ".hydra" / "config.yaml")
-    assert isinstance(config, DictConfig)
+    config = TrialFiles(trial_dir).read_hydra_file("config.yaml")  # TrialFileError if damaged
     original = TrialFiles(trial_dir).read_result()
     if original is not None and original.num_threads and config.get("num_threads") is None:
         torch.set_num_threads(original.num_threads)

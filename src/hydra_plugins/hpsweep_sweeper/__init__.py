@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import optuna
 
+    from hydra_plugins.hpsweep_sweeper._rebuild import Rebuilt
+
 JOURNAL_FILE = "optuna.journal"  # the default storage, in the sweep dir
 # user attributes the sweeper puts on trials
 TRIAL_DIR = "trial_dir"  # the trial's dir, relative to the sweep dir
@@ -47,6 +49,24 @@ def load_sweep_study(
     if storage is None and not journal.is_file():  # opening it would leave an empty journal
         raise FileNotFoundError(f"{journal} does not exist: no sweep with storage=null ran there")
     return optuna.load_study(study_name=study_name, storage=open_sweep_storage(sweep_dir, storage))
+
+
+class RebuildError(ValueError):
+    """A sweep whose study cannot be rebuilt, or a storage it cannot be written to; the message
+    says what to do."""
+
+
+def rebuild_study(sweep_dir: Path | str, storage: str | None = None) -> "Rebuilt":
+    """Write the study of a sweep anew from its trial dirs alone: parameters, states, values,
+    per-epoch values and the search space. Running the sweep command again continues it.
+
+    `storage`: where to (default: the sweep's `storage` setting from its multirun.yaml). A
+    journal file that is there is moved aside to <name>.bak-<time>, never overwritten; in a
+    database, the study must not exist yet.
+    """
+    from hydra_plugins.hpsweep_sweeper._rebuild import rebuild
+
+    return rebuild(sweep_dir, storage)
 
 
 # A plain value, not a ContextVar: Hydra's plugin scan runs this module a second time, so the

@@ -1,0 +1,423 @@
+"""Rebuild a sweep's study from its trial dirs alone (`hpsweep rebuild`), when its storage is
+lost or damaged: a deleted journal, a sweep dir copied without it, a database gone.
+
+The files hold what the study held: a trial's parameters in .hydra/overrides.yaml (typed by the
+search space in multirun.yaml), its state and value in result.json, the objective it reported
+each epoch in metrics.csv. The rebuilt study carries the search space's signature, as one the
+sweeper made does, so running the sweep command again continues it.
+
+Trial numbers are kept, because the sweeper names a new trial's dir after its number: trial N
+is the number in its dir's hydra.yaml (the newest, after retries). A number no dir holds gets a
+FAIL trial in its place: a retry's predecessor (superseded, as the original was, so it counts
+neither toward n_trials nor as a failure), or one whose dir is gone (which counts as both).
+"""
+
+import math
+import re
+import shlex
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from hpsweep.record import OBJECTIVES, Status, TrialFileError, TrialFiles, TrialResult
+from hydra_plugins.hpsweep_sweeper import (
+    FAIL_REASON,
+    JOURNAL_FILE,
+    OVERRIDES,
+    RETRY_OF,
+    TRIAL_DIR,
+    RebuildError,
+    open_sweep_storage,
+)
+from hydra_plugins.hpsweep_sweeper._journal import backup_path
+from hydra_plugins.hpsweep_sweeper._search_space import (
+    SearchSpace,
+    SearchSpaceError,
+    parse_search_space,
+)
+from hydra_plugins.hpsweep_sweeper._study import (
+    SEARCH_SPACE,
+    WARM_STARTED,
+    describe_storage,
+    file_lock,
+    mask_password,
+)
+
+# Any of these marks a folder as a trial dir (hpsweep.results finds them by the same marks).
+TRIAL_MARKS = (".hydra", "result.json", "metrics.csv")
+
+
+@dataclass
+class Rebuilt:
+    """What `rebuild` wrote, for the CLI to say."""
+
+    study_name: str
+    storage: str  # where, its password masked
+    states: dict[str, int]  # state name -> trials
+    backup: Path | None  # the journal that was there, moved aside
+    command: str  # the sweep command, which continues the study
+    notes: list[str] = field(default_factory=list)  # what could not be rebuilt as it was
+
+
+@dataclass
+class Sweep:
+    """What multirun.yaml says about the sweep."""
+
+    study_name: str
+    directions: list[str]
+    space: SearchSpace
+    grid: dict[str, list[Any]] | None  # the grid sampler's grid, keys sorted as it sorts them
+    grid_points: list[tuple[Any, ...]]  # the grid's points in the order of the sampler's ids
+    objective: str | None
+    storage: str | None
+    warm_started: bool
+    custom_search_space: bool
+    command: str
+
+
+@dataclass
+class FoundTrial:
+    """A trial dir as the rebuilt study will have it."""
+
+    dir: str  # its name, relative to the sweep dir as the sweeper records it
+    number: int | None  # the newest trial in it: hydra.yaml's job number
+    first: int | None  # the trial it was made for: the number its name ends with
+    state: TrialState = TrialState.FAIL
+    value: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    intermediate: dict[int, float] = field(default_factory=dict)
+    fail_reason: str | None = None
+
+
+def rebuild(sweep_dir: Path | str, storage: str | None = None) -> Rebuilt:
+    """Write the study of `sweep_dir` from its trial dirs into `storage` (see the face's
+    `rebuild_study`)."""
+    sweep_path = Path(sweep_dir)
+    sweep = read_multirun(sweep_path)
+    storage = storage if storage is not None else sweep.storage
+    if storage is not None and "***" in storage:
+        raise RebuildError(
+            f"multirun.yaml: hydra.sweeper.storage={storage}: its password is not saved; "
+            "pass --storage with the whole URL"
+        )
+    notes: list[str] = []
+    if sweep.custom_search_space:
+        notes.append(
+            "hydra.sweeper.custom_search_space: the parameters it suggests are not in "
+            "multirun.yaml's search space and are left out of the rebuilt trials"
+        )
+    dirs = sorted(p for p in sweep_path.iterdir() if _is_trial_dir(p))
+    for d in dirs:
+        if (d / ".lock").exists():
+            with file_lock(d / ".lock", blocking=False) as free:
+                if free is None:
+                    raise RebuildError(
+                        f"{d.name} is running (a worker holds {d / '.lock'}): stop the sweep "
+                        "before rebuilding its study"
+                    )
+    found = [read_trial(d, sweep, notes) for d in dirs]
+    trials = number_trials(found, sweep, notes)
+
+    where = describe_storage(storage, sweep_path)
+    with file_lock(sweep_path / ".ask.lock", blocking=False) as free:
+        if free is None:
+            raise RebuildError(f"a sweep is picking trials in {sweep_path}: stop it first")
+        backup = _make_room(sweep_path, storage, sweep.study_name)
+        client = open_sweep_storage(sweep_path, storage)
+        study = optuna.create_study(
+            study_name=sweep.study_name,
+            storage=client,
+            directions=[StudyDirection[d.upper()] for d in sweep.directions],
+        )
+        study.set_user_attr(SEARCH_SPACE, sweep.space.signature())
+        if sweep.warm_started:  # its `enqueue` list was queued when the sweep first started
+            study.set_user_attr(WARM_STARTED, True)
+        study.add_trials(trials)
+    states = Counter(t.state.name for t in trials)
+    return Rebuilt(sweep.study_name, where, dict(states), backup, sweep.command, notes)
+
+
+# -- the sweep ---------------------------------------------------------------------------------
+
+
+def read_multirun(sweep_dir: Path) -> Sweep:
+    path = sweep_dir / "multirun.yaml"
+    try:
+        cfg = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise RebuildError(
+            f"{path} is missing: the search space and the study's name are in it"
+        ) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, OmegaConfBaseException) as e:
+        raise RebuildError(f"{path} cannot be read: {str(e).splitlines()[0]}") from None
+    if not isinstance(cfg, DictConfig):
+        raise RebuildError(f"{path} is not a mapping")
+    target = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+    if not target.startswith("hydra_plugins.hpsweep_sweeper."):
+        raise RebuildError(
+            f"{path}: hydra.sweeper is {target or 'missing'}, not hpsweep's: no study to rebuild"
+        )
+    try:
+        settings = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+        task = [str(o) for o in OmegaConf.select(cfg, "hydra.overrides.task", default=[])]
+        extra = [str(o) for o in OmegaConf.select(cfg, "hydra.overrides.hydra", default=[])]
+        objective = OmegaConf.select(cfg, "objective", default=None)
+    except OmegaConfBaseException as e:
+        raise RebuildError(f"{path}: {str(e).splitlines()[0]}") from None
+    assert isinstance(settings, dict)
+    sampler = settings.get("sampler") or {}
+    try:
+        space = parse_search_space(settings.get("params") or {}, task)
+        is_grid = str(sampler.get("_target_", "")).endswith("GridSampler")
+        grid = space.grid_values() if is_grid else None
+    except (SearchSpaceError, HydraException) as e:
+        raise RebuildError(f"{path}: hydra.sweeper.params: {e}") from None
+    grid_points = []
+    if grid is not None:
+        # The grid sampler numbers the points in an order its seed shuffles; Optuna has no
+        # public way to ask which number a point has, so its own list is read.
+        grid_points = list(optuna.samplers.GridSampler(grid, seed=sampler.get("seed"))._all_grids)
+    directions = study_directions(settings.get("direction"), objective)
+    if len(directions) != 1:
+        raise RebuildError(
+            f"{path}: hydra.sweeper.direction={directions}: result.json holds one value, so "
+            "only a single-objective study can be rebuilt"
+        )
+    command = ["hpsweep-train", "-m", *task, *(o for o in extra if o != "hydra.mode=MULTIRUN")]
+    return Sweep(
+        study_name=str(settings.get("study_name")),
+        directions=directions,
+        space=space,
+        grid=None if grid is None else {k: list(grid[k]) for k in sorted(grid)},
+        grid_points=grid_points,
+        objective=objective if isinstance(objective, str) else None,
+        storage=settings.get("storage"),
+        warm_started=bool(settings.get("enqueue")),
+        custom_search_space=bool(settings.get("custom_search_space")),
+        command=" ".join(shlex.quote(o) for o in command),
+    )
+
+
+def study_directions(direction: Any, objective: Any) -> list[str]:
+    """As the sweeper decides them: the setting, or (null) the way hpsweep-train's objective
+    improves, maximize for other task functions."""
+    if direction is None:
+        return [OBJECTIVES.get(objective, "maximize") if isinstance(objective, str) else "maximize"]
+    directions = [direction] if isinstance(direction, str) else [str(d) for d in direction]
+    if not set(directions) <= {"maximize", "minimize"}:
+        raise RebuildError(
+            f"multirun.yaml: hydra.sweeper.direction={direction}: not maximize or minimize"
+        )
+    return directions
+
+
+# -- one trial dir -----------------------------------------------------------------------------
+
+
+def _is_trial_dir(path: Path) -> bool:
+    return path.is_dir() and any((path / mark).exists() for mark in TRIAL_MARKS)
+
+
+def read_trial(trial_dir: Path, sweep: Sweep, notes: list[str]) -> FoundTrial:
+    """The trial as its files tell it. A file that cannot be used makes it a FAIL trial whose
+    fail_reason says which and why, and a line in `notes`."""
+    found = FoundTrial(trial_dir.name, _job_number(trial_dir), _name_number(trial_dir.name))
+    files = TrialFiles(trial_dir)
+    try:
+        overrides = [str(o) for o in files.read_hydra_file("overrides.yaml")]
+        result = files.read_result()
+    except TrialFileError as e:
+        found.fail_reason = f"rebuilt from its files: {e}"
+        notes.append(f"{trial_dir.name}: {e}; rebuilt as FAIL")
+        return found
+    found.overrides = overrides
+    found.params = _params(overrides, sweep.space, trial_dir.name, notes)
+    objective = result.objective if result is not None else sweep.objective
+    if objective and (files.metrics.exists() or (result is not None and result.epochs_run)):
+        try:
+            rows = files.read_metrics()
+            found.intermediate = {int(r["epoch"]): r[objective] for r in rows if objective in r}
+        except TrialFileError as e:
+            notes.append(f"{trial_dir.name}: {e}; its epochs are not in the rebuilt trial")
+    _set_outcome(found, result, notes)
+    return found
+
+
+def _set_outcome(found: FoundTrial, result: TrialResult | None, notes: list[str]) -> None:
+    if result is None or result.status is Status.RUNNING:
+        # Its worker is gone (no lock is held): the sweeper, starting again, fails it and runs
+        # it again in its dir from last.pt, as it would have with the old study.
+        found.state = TrialState.RUNNING
+        return
+    if result.status is Status.FAIL:
+        found.state, found.fail_reason = TrialState.FAIL, result.reason
+        return
+    if result.status is Status.PRUNED:
+        found.state = TrialState.PRUNED
+        last = found.intermediate[max(found.intermediate)] if found.intermediate else None
+        # Optuna's own rule for a pruned trial's value: its last reported one
+        found.value = last if last is not None and math.isfinite(last) else None
+        return
+    if result.value is None or not math.isfinite(result.value):
+        why = f"result.json: COMPLETE with value {result.value}"
+        found.fail_reason = f"rebuilt from its files: {why}"
+        notes.append(f"{found.dir}: {why}; rebuilt as FAIL")
+        return
+    found.state, found.value = TrialState.COMPLETE, result.value
+
+
+def _params(
+    overrides: list[str], space: SearchSpace, name: str, notes: list[str]
+) -> dict[str, Any]:
+    """The overrides of the search space's keys, as values of their distributions."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        notes.append(f"{name}: .hydra/overrides.yaml: {e}; rebuilt without parameters")
+        return {}
+    params = {}
+    for override in parsed:
+        key = override.get_key_element()
+        distribution = space.distributions.get(key)
+        if distribution is None or override.is_sweep_override():
+            continue
+        value = _as_param(distribution, override.value())
+        if value is None:
+            notes.append(
+                f"{name}: {override.input_line} is outside the search space "
+                f"({distribution}); left out of the rebuilt trial"
+            )
+            continue
+        params[key] = value[0]
+    return params
+
+
+def _as_param(distribution: BaseDistribution, value: Any) -> tuple[Any] | None:
+    """(value,) typed for the distribution, or None when it does not hold it."""
+    if isinstance(distribution, CategoricalDistribution):
+        # `in` alone would take True for 1: the choice must match its type too
+        match = [c for c in distribution.choices if type(c) is type(value) and c == value]
+        return (match[0],) if match else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(distribution, IntDistribution):
+        if not float(value).is_integer():
+            return None
+        value = int(value)
+    elif isinstance(distribution, FloatDistribution):
+        value = float(value)
+    else:
+        return None
+    return (value,) if distribution.low <= value <= distribution.high else None
+
+
+def _job_number(trial_dir: Path) -> int | None:
+    try:
+        hydra_cfg = TrialFiles(trial_dir).read_hydra_file("hydra.yaml")
+    except TrialFileError:
+        return None
+    number = OmegaConf.select(hydra_cfg, "job.num", default=None)
+    return number if isinstance(number, int) and not isinstance(number, bool) else None
+
+
+def _name_number(name: str) -> int | None:
+    digits = re.search(r"(\d+)$", name)
+    return int(digits.group(1)) if digits else None
+
+
+# -- the study ---------------------------------------------------------------------------------
+
+
+def number_trials(found: list[FoundTrial], sweep: Sweep, notes: list[str]) -> list[FrozenTrial]:
+    """The study's trials in number order, a FAIL one in place of each number no dir holds."""
+    for f in found:
+        f.number = f.number if f.number is not None else f.first
+    found = sorted(found, key=lambda f: (f.number is None, f.number or 0, f.dir))
+    trials: list[FrozenTrial] = []
+    for f in found:
+        while f.number is not None and len(trials) < f.number:
+            trials.append(_in_place_of(len(trials), found, sweep, notes))
+        retry = f.first is not None and f.number is not None and f.first < f.number
+        retry_of = f.first if retry else None
+        trials.append(_frozen(f, sweep, retry_of))
+    return trials
+
+
+def _in_place_of(
+    number: int, found: list[FoundTrial], sweep: Sweep, notes: list[str]
+) -> FrozenTrial:
+    # A retry runs in the dir of the trial it continues: trial_0003 holding trial 6 means that
+    # trial 3 lost its worker (and so did any retry between them, which nothing here names).
+    for f in found:
+        if f.first == number and f.number is not None and number < f.number:
+            superseded = FoundTrial(f.dir, number, f.first, params=f.params, overrides=f.overrides)
+            superseded.fail_reason = f"rebuilt: its worker died; trial {f.number} continued it"
+            return _frozen(superseded, sweep, None)
+    notes.append(f"trial {number}: no trial dir holds it; rebuilt as FAIL")
+    return create_trial(
+        state=TrialState.FAIL,
+        user_attrs={FAIL_REASON: "rebuilt: no trial dir holds this trial"},
+    )
+
+
+def _frozen(f: FoundTrial, sweep: Sweep, retry_of: int | None) -> FrozenTrial:
+    user_attrs: dict[str, Any] = {TRIAL_DIR: f.dir, OVERRIDES: f.overrides}
+    if retry_of is not None:
+        user_attrs[RETRY_OF] = retry_of
+    if f.fail_reason is not None and f.state is TrialState.FAIL:
+        user_attrs[FAIL_REASON] = f.fail_reason
+    return create_trial(
+        state=f.state,
+        value=f.value,
+        params=f.params,
+        distributions={k: sweep.space.distributions[k] for k in f.params},
+        user_attrs=user_attrs,
+        system_attrs=_grid_attrs(f.params, sweep),
+        intermediate_values=f.intermediate,
+    )
+
+
+def _grid_attrs(params: dict[str, Any], sweep: Sweep) -> dict[str, Any]:
+    """What the grid sampler marks its trials with, so that it does not run a point again."""
+    if sweep.grid is None or set(params) != set(sweep.grid):
+        return {}
+    point = tuple(params[k] for k in sweep.grid)
+    if point not in sweep.grid_points:
+        return {}
+    return {"search_space": sweep.grid, "grid_id": sweep.grid_points.index(point)}
+
+
+def _make_room(sweep_dir: Path, storage: str | None, study_name: str) -> Path | None:
+    """A journal file that is there is moved aside (<name>.bak-<time>), never overwritten:
+    returns where to. In a database, the study must not exist yet."""
+    if storage is not None and "://" in storage:
+        if study_name in optuna.get_all_study_names(storage):
+            raise RebuildError(
+                f"study {study_name} exists in {mask_password(storage)}: delete it "
+                f"(optuna delete-study --study-name {study_name} --storage URL) or pass "
+                "--storage for another database"
+            )
+        return None
+    journal = sweep_dir / JOURNAL_FILE if storage is None else Path(storage)
+    if not journal.exists():
+        return None
+    backup = backup_path(journal)  # named as a repaired journal's backup is
+    journal.rename(backup)
+    return backup
