@@ -107,6 +107,33 @@ MUTANTS = [
         "",
         ("tests/test_trial.py",),
     ),
+    Mutant(
+        "seeded sampler not rebuilt before each ask",
+        "hydra_plugins/hpsweep_sweeper/_sweep.py",
+        "            if self.reseeded:\n",
+        "            if False:\n",
+        (
+            "tests/test_sweeper.py::test_a_seeded_sweep_never_replays_when_resumed_and_is_reproducible",
+        ),
+    ),
+    Mutant(
+        "sweep direction not taken from the objective",
+        "hydra_plugins/hpsweep_sweeper/_sweep.py",
+        '        return [implied or "maximize"]\n',
+        '        return ["maximize"]\n',
+        (
+            "tests/test_sweeper.py::test_val_loss_objective_is_minimized_and_every_reader_names_the_same_best",
+        ),
+    ),
+    Mutant(
+        "dead worker's trial retried without limit",
+        "hydra_plugins/hpsweep_sweeper/_study.py",
+        "    return max(0, max_retries(study) - len(retry_history(trial)))\n",
+        "    return 1\n",
+        (
+            "tests/test_sweeper.py::test_a_trial_that_always_kills_its_worker_fails_after_max_retries",
+        ),
+    ),
 ]
 
 

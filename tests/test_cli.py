@@ -44,6 +44,8 @@ BAD_INPUTS = [
     # (override, what the message must contain)
     ("optimizer.lr=-1", ["optimizer.lr=-1:", "must be > 0"]),
     ("optimizer.lr=0", ["optimizer.lr=0", "must be > 0"]),
+    ("optimizer.lr=inf", ["optimizer.lr=inf", "must be a finite number"]),
+    ("model.dropout=nan", ["model.dropout=nan", "must be a finite number"]),
     ("optimizer=sgd optimizer.momentum=-0.5", ["optimizer.momentum=-0.5", "must be >= 0"]),
     ("batch_size=0", ["batch_size=0", "must be >= 1"]),
     ("epochs=0", ["epochs=0", "must be >= 1"]),
@@ -74,18 +76,23 @@ def test_bad_input_is_rejected_before_any_work_with_a_clear_message(tmp_path, ov
     for text in expected:
         assert text in proc.stderr, (text, proc.stderr)
     assert "Traceback" not in proc.stderr
-    trial = TrialFiles(tmp_path / "trial")
-    for path in (trial.metrics, trial.result, trial.curves, trial.checkpoints):
-        assert not path.exists(), path
+    assert not (tmp_path / "trial").exists()  # not even .hydra/ or an empty train.log
 
 
-def test_rejected_config_leaves_an_existing_trial_untouched(tmp_path):
+@pytest.mark.parametrize(
+    "refused",
+    [("epochs=2", "optimizer.lr=-1"), ("epochs=2", "optimizer.lr=0.01"), ("model=cnn",)],
+    ids=["bad value", "resume with another lr", "resume with another model"],
+)
+def test_refused_run_leaves_an_existing_trial_dir_byte_identical(tmp_path, refused):
     assert run_cli("hydra.run.dir=trial", "epochs=1", cwd=tmp_path).returncode == 0
-    files = TrialFiles(tmp_path / "trial")
-    before = {p: p.read_bytes() for p in (files.metrics, files.result, files.last, files.best)}
-    proc = run_cli("hydra.run.dir=trial", "epochs=2", "optimizer.lr=-1", cwd=tmp_path)
-    assert proc.returncode != 0 and "optimizer.lr" in proc.stderr
-    assert before == {p: p.read_bytes() for p in before}
+    files = sorted(p for p in (tmp_path / "trial").rglob("*") if p.is_file())
+    assert len(files) >= 9  # .hydra/ (3), train.log, metrics, result, curves, last, best
+    before = {p: p.read_bytes() for p in files}
+    proc = run_cli("hydra.run.dir=trial", *refused, cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert sorted(p for p in (tmp_path / "trial").rglob("*") if p.is_file()) == files
+    assert before == {p: p.read_bytes() for p in files}
 
 
 def test_truncated_checkpoint_is_reported_clearly(tmp_path):

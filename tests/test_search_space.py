@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -33,6 +35,31 @@ def test_grammar_maps_to_optuna_distributions(line, distribution, grid):
     key = line.split("=")[0]
     assert space.distributions == {key: distribution}
     assert space.grid.get(key) == grid
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("x=interval(1, 0)", "x=interval(1, 0): low 1.0 > high 0.0"),
+        ("x=tag(log, interval(0, 1))", "a log scale needs low > 0, got 0.0"),
+        ("x=tag(log, int(interval(-2, 10)))", "a log scale needs low > 0, got -2"),
+        ("x=interval(0, inf)", "x=interval(0, inf): inf is not a finite number"),
+        ("x=choice(1, nan)", "nan is not a finite number"),
+        ("x=choice(a, a)", "a choice is listed twice"),
+        ("x=range(0, 5, step=0)", "the step must be > 0"),
+        ("x=range(1, 5, step=-1)", "the step must be > 0"),
+        ("x=range(5, 1)", "x=range(5, 1): empty (range's end is excluded"),
+    ],
+)
+def test_a_space_that_cannot_be_searched_is_refused_naming_the_parameter(line, message):
+    with pytest.raises(SearchSpaceError, match=re.escape(message)):
+        parse_search_space({}, [line])
+
+
+def test_float_range_keeps_its_last_value_despite_binary_rounding():
+    space = parse_search_space({}, ["x=range(0, 1, step=0.3)"])  # 3 * 0.3 = 0.8999999999999999
+    assert space.distributions["x"] == FloatDistribution(0.0, 0.9, step=0.3)
+    assert space.grid["x"] == [0.0, 0.3, 0.6, 0.9]
 
 
 def test_range_end_point_is_excluded_like_python_and_hydra():

@@ -13,6 +13,7 @@ import yaml
 from optuna.trial import TrialState
 
 from hpsweep.record import Status
+from hpsweep.results import best_trial, load_trials
 from hydra_plugins.hpsweep_sweeper import load_sweep_study as load_study
 from tests.conftest import FAST, TRAIN_CMD, read_metrics, read_result, run_cli, write_preset
 
@@ -178,7 +179,7 @@ def test_changed_search_space_is_refused_unless_allowed(tmp_path):
     proc = run_cli(*args, "model.activation=relu,tanh", cwd=tmp_path)
     assert proc.returncode != 0
     assert "another search space" in proc.stderr and "model.activation" in proc.stderr
-    assert "allow_space_change=true" in proc.stderr
+    assert "allow_space_change=true" in proc.stderr and "Traceback" not in proc.stderr
     allowed = run_cli(
         *args,
         "model.activation=relu,tanh",
@@ -428,7 +429,7 @@ def test_two_objectives_write_the_pareto_front_and_custom_space_adds_params(tmp_
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"},
     )
     assert proc.returncode == 0, proc.stderr
     study = load_study(tmp_path / "sweep", "pareto")
@@ -451,5 +452,119 @@ def test_storage_password_never_shows_in_output_or_files(tmp_path):
     assert proc.returncode != 0
     assert "optuna:***@127.0.0.1" in proc.stderr
     assert "s3cret" not in proc.stdout + proc.stderr
-    written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert written and not any(b"s3cret" in p.read_bytes() for p in written)
+    # a storage that cannot work is refused before anything is written
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_val_loss_objective_is_minimized_and_every_reader_names_the_same_best(tmp_path):
+    proc = run_cli(
+        "-m", "sweep=mlp", "objective=val_loss", "hydra.sweeper.n_trials=6", "epochs=1", *FAST,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    sweep = tmp_path / "multirun" / "mlp"
+    study = load_study(sweep, "mlp")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    losses = {t.number: t.value for t in study.trials if t.state == TrialState.COMPLETE}
+    best = min(losses, key=losses.get)
+    report = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    table = load_trials(sweep)
+    assert report["best_trial"] == study.best_trial.number == best
+    assert table.iloc[0]["number"] == best and table.iloc[0]["value"] == losses[best]
+    assert best_trial(sweep)["number"] == best
+
+
+def test_a_direction_against_the_objective_is_refused_before_any_trial(tmp_path):
+    args = ("-m", "sweep=mlp", "objective=val_loss", "hydra.sweeper.direction=maximize", *FAST)
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "hydra.sweeper.direction=maximize: objective=val_loss is minimized" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob("multirun/*/trial_*"))
+
+
+def params_of(study):
+    return [tuple(sorted(t.params.items())) for t in study.trials]
+
+
+def test_a_seeded_sweep_never_replays_when_resumed_and_is_reproducible(tmp_path):
+    def sweep(folder, n):
+        args = ("-m", "sweep=mlp", "hydra.sweeper.sampler.seed=1", "epochs=1", *FAST)
+        proc = run_cli(*args, f"hydra.sweeper.n_trials={n}", cwd=folder)
+        assert proc.returncode == 0, proc.stderr
+        return load_study(folder / "multirun" / "mlp", "mlp")
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    sweep(tmp_path / "a", 3)
+    resumed = params_of(sweep(tmp_path / "a", 6))
+    assert len(set(resumed)) == 6  # before: trials 3-5 replayed trials 0-2
+    assert params_of(sweep(tmp_path / "b", 6)) == resumed  # same seed, same sweep
+
+
+def test_two_processes_with_one_seed_sample_no_parameter_set_twice(tmp_path):
+    args = [*TRAIN_CMD, "-m", "sweep=mlp", "hydra.sweeper.sampler.seed=7", "epochs=1", *FAST]
+    args += ["hydra.sweeper.n_trials=8", "num_threads=1"]
+    workers = [subprocess.Popen(args, cwd=tmp_path, stderr=subprocess.PIPE) for _ in range(2)]
+    assert [w.wait(timeout=600) for w in workers] == [0, 0]
+    params = params_of(load_study(tmp_path / "multirun" / "mlp", "mlp"))
+    assert len(params) == 8 and len(set(params)) == 8
+
+
+KILLER_CONFIG = """\
+defaults:
+  - override hydra/sweeper: hpsweep
+  - override hydra/sweeper/sampler: random
+
+hydra:
+  sweeper:
+    direction: minimize
+    study_name: killer
+    n_trials: 2
+    enqueue: [{x: 0.5}]
+    params:
+      x: interval(0, 1)
+
+x: 0
+"""
+
+KILLER_APP = """\
+import os, signal
+import hydra
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="config")
+def task(cfg):
+    if cfg.x == 0.5:  # this trial's job kills its worker every time, as an out-of-memory would
+        os.kill(os.getpid(), signal.SIGKILL)
+    return cfg.x
+
+
+if __name__ == "__main__":
+    task()
+"""
+
+
+def test_a_trial_that_always_kills_its_worker_fails_after_max_retries(tmp_path):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text(KILLER_CONFIG)
+    (tmp_path / "killer.py").write_text(KILLER_APP)
+    codes = []
+    for _ in range(4):  # the user restarts the killed sweep, as the README says
+        proc = subprocess.run(
+            [sys.executable, "killer.py", "-m", "hydra.sweep.dir=sweep"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        codes.append(proc.returncode)
+    # the first run and two retries die with their trial; the fourth fails it and goes on
+    assert codes == [-signal.SIGKILL] * 3 + [0], proc.stderr
+    study = load_study(tmp_path / "sweep", "killer")
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.FAIL] * 3 + [TrialState.COMPLETE]
+    last_try = study.trials[2]
+    assert last_try.system_attrs["retry_history"] == [0, 1]  # the trials it continued
+    assert "not again (hydra.sweeper.max_retries=2)" in last_try.user_attrs["fail_reason"]
+    assert {t.user_attrs["trial_dir"] for t in study.trials[:3]} == {"trial_0000"}

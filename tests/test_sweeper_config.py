@@ -48,7 +48,7 @@ def test_every_sampler_preset_builds_its_sampler(name):
 def test_sweep_presets_search_the_documented_keys():
     mlp = sweeper_config("sweep=mlp")
     assert set(mlp.params) == {"model.hidden_sizes", "optimizer.lr", "batch_size"}
-    assert mlp.direction == "maximize" and mlp.study_name == "mlp"
+    assert mlp.direction is None and mlp.study_name == "mlp"  # direction: the objective's
     assert mlp.pruner._target_ == "optuna.pruners.MedianPruner"
     cnn = sweeper_config("sweep=cnn")
     assert cnn.pruner._target_ == "optuna.pruners.HyperbandPruner"
@@ -75,6 +75,11 @@ def test_sweep_dir_is_stable_per_study():
         ("epoch_budget=0", "hydra.sweeper.epoch_budget=0: must be >= 1, or null"),
         ("grace_period=5", "hydra.sweeper.grace_period=5: must be longer than heartbeat_interval"),
         ("direction=up", "hydra.sweeper.direction='up': maximize or minimize"),
+        ("timeout=inf", "hydra.sweeper.timeout=inf: seconds > 0, or null"),
+        ("max_failure_rate=nan", "hydra.sweeper.max_failure_rate=nan: must be in [0, 1]"),
+        ("study_name=../../x", "hydra.sweeper.study_name='../../x': must be a plain name"),
+        ("study_name=/tmp/x", "hydra.sweeper.study_name='/tmp/x': must be a plain name"),
+        ("study_name='..'", "hydra.sweeper.study_name='..': must be a plain name"),
     ],
 )
 def test_bad_sweeper_settings_are_refused_by_name_before_any_trial(override, message):

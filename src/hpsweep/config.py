@@ -1,13 +1,15 @@
 """The config schema: run-level keys with types, checked by Hydra at composition time, and the
 value checks that types cannot express, run before any work starts."""
 
-from dataclasses import dataclass
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, ListConfig
 
 from hpsweep.errors import ConfigError
 from hpsweep.record import OBJECTIVES
@@ -45,6 +47,14 @@ ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 def check_config(cfg: DictConfig) -> None:
     """Reject values that types cannot catch; ConfigError names the key and what is allowed."""
+    known = [f.name for f in fields(TrainConfig)]
+    for key in cfg:
+        if key not in known:  # `+epochz=3` gets past the schema: Hydra adds what `+` asks for
+            raise ConfigError(str(key), cfg[key], f"unknown key; the keys are {', '.join(known)}")
+    for key, value in _leaves(cfg):
+        # inf and nan pass every bound check below (nan fails them silently): refuse them all
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(key, value, "must be a finite number")
     for key in ("epochs", "batch_size", "checkpoint_every"):
         if cfg[key] < 1:
             raise ConfigError(key, cfg[key], "must be >= 1")
@@ -59,11 +69,24 @@ def check_config(cfg: DictConfig) -> None:
     resolve_device(cfg.device)
 
     optimizer = cfg.optimizer
+    for key in ("lr", "momentum", "weight_decay"):
+        value = optimizer.get(key)
+        if key in optimizer and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ConfigError(f"optimizer.{key}", value, "must be a number")
     if "lr" in optimizer and not optimizer.lr > 0:
         raise ConfigError("optimizer.lr", optimizer.lr, "must be > 0")
     for key in ("momentum", "weight_decay"):
         if key in optimizer and optimizer[key] < 0:
             raise ConfigError(f"optimizer.{key}", optimizer[key], "must be >= 0")
+
+
+def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, DictConfig | ListConfig):
+        items = node.items_ex(resolve=True) if isinstance(node, DictConfig) else enumerate(node)
+        for key, value in items:
+            yield from _leaves(value, f"{prefix}{key!s}.")
+    else:
+        yield prefix.rstrip("."), node
 
 
 def resolve_device(name: str) -> torch.device:

@@ -2,6 +2,7 @@
 line. Only this adapter knows about Hydra's entry point; the job is `hpsweep.trial.run_trial`.
 """
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -9,12 +10,12 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hpsweep.config import CONFIG_DIR
 from hpsweep.errors import CheckpointError, ConfigError
-from hpsweep.record import Status
-from hpsweep.trial import EpochHook, run_trial
+from hpsweep.record import Status, atomic_write_bytes
+from hpsweep.trial import EpochHook, prepare, train
 from hydra_plugins.hpsweep_sweeper import current_trial
 
 log = logging.getLogger(__name__)
@@ -38,15 +39,36 @@ def report_to(trial: Any, objective: str) -> EpochHook:
     return hook
 
 
+def save_hydra_record(cfg: DictConfig, trial_dir: Path) -> None:
+    """.hydra/config.yaml, hydra.yaml and overrides.yaml, as Hydra writes them at job start.
+
+    train.yaml sets hydra.output_subdir to null, so Hydra leaves this to the job, which writes
+    them once the config passed its checks: a refused run (a typo, a resume with another
+    config) must not rewrite the record of the run already in its dir."""
+    hydra_cfg = HydraConfig.instance().cfg
+    assert hydra_cfg is not None
+    folder = trial_dir / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, node in (
+        ("config.yaml", cfg),
+        ("hydra.yaml", hydra_cfg),
+        ("overrides.yaml", HydraConfig.get().overrides.task),
+    ):
+        atomic_write_bytes(folder / name, OmegaConf.to_yaml(node).encode())
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     trial_dir = Path(HydraConfig.get().runtime.output_dir)
     trial = current_trial()  # the Optuna trial when hydra/sweeper=hpsweep runs this job
-    hook = None if trial is None else report_to(trial, cfg.objective)
     try:
-        result = run_trial(cfg, trial_dir, on_epoch_end=hook)
+        run = prepare(cfg, trial_dir)
     except (ConfigError, CheckpointError) as e:
+        with contextlib.suppress(OSError):  # Hydra made the dir for this job: if still empty
+            trial_dir.rmdir()
         raise ConfigRejected(str(e)) from None
+    save_hydra_record(cfg, trial_dir)
+    result = train(run, on_epoch_end=None if trial is None else report_to(trial, cfg.objective))
     if result.status is Status.PRUNED:
         import optuna
 

@@ -93,13 +93,33 @@ class Progress:
         return improved
 
 
+@dataclass
+class Run:
+    """A trial ready to train: built, checked and resumed, with nothing written yet."""
+
+    job: Job
+    files: TrialFiles
+    progress: Progress
+
+
 def run_trial(
     cfg: DictConfig, trial_dir: Path, on_epoch_end: EpochHook | None = None
 ) -> TrialResult:
     """Train (or resume) the trial in `trial_dir`; returns what it writes to result.json."""
-    job = build(cfg)  # all that can reject the config runs before any file is written
+    return train(prepare(cfg, trial_dir), on_epoch_end)
+
+
+def prepare(cfg: DictConfig, trial_dir: Path) -> Run:
+    """All that can reject the config or the trial dir's checkpoint, before any file is
+    written: a refused run leaves an existing trial dir as it was."""
+    job = build(cfg)
     files = TrialFiles(Path(trial_dir))
-    progress = resume(job, files)
+    return Run(job, files, resume(job, files))
+
+
+def train(run: Run, on_epoch_end: EpochHook | None = None) -> TrialResult:
+    """The epochs from where the run stands, then the final report."""
+    job, files, progress, cfg = run.job, run.files, run.progress, run.job.cfg
     files.checkpoints.mkdir(parents=True, exist_ok=True)
 
     status, reason = Status.COMPLETE, None

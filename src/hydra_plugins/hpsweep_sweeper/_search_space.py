@@ -12,7 +12,9 @@ with TPE/random but left it out of grids.
 
 import contextlib
 import json
+import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -77,35 +79,62 @@ def parse_search_space(params: dict[str, Any], arguments: list[str]) -> SearchSp
         if not override.is_sweep_override():
             space.fixed[key] = override.get_value_element_as_str()
             continue
-        distribution, values = _distribution(key, override)
+        distribution, values = _distribution(override)
         space.distributions[key] = distribution
         if values is not None:
             space.grid[key] = values
     return space
 
 
-def _distribution(key: str, override: Override) -> tuple[BaseDistribution, list[Any] | None]:
-    value = override.value()
+def _distribution(override: Override) -> tuple[BaseDistribution, list[Any] | None]:
+    value, line = override.value(), str(override.input_line)
     if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
         choices: list[Any] = list(override.sweep_iterator())
+        if not choices:
+            raise SearchSpaceError(f"{line}: no choices; give at least one")
         for choice in choices:
             if not isinstance(choice, str | int | float | bool | type(None)):
-                raise SearchSpaceError(f"{key}: choices must be scalars, got {choice!r}")
+                raise SearchSpaceError(f"{line}: choices must be scalars, got {choice!r}")
+            _check_finite(line, choice)
+        if len(set(map(repr, choices))) < len(choices):
+            raise SearchSpaceError(f"{line}: a choice is listed twice")
         return CategoricalDistribution(choices), choices
     if isinstance(value, RangeSweep):
+        for bound in (value.start, value.stop, value.step):
+            _check_finite(line, bound)
+        if not value.step or value.step < 0:
+            raise SearchSpaceError(f"{line}: the step must be > 0")
         values: list[Any] = list(override.sweep_iterator())
         if not values:
-            raise SearchSpaceError(f"{key}: {override.input_line} is empty")
+            raise SearchSpaceError(f"{line}: empty (range's end is excluded: it must be > start)")
         step = value.step
         if isinstance(value.start, int) and isinstance(value.stop, int) and isinstance(step, int):
             return IntDistribution(values[0], values[-1], step=step), values
+        # In decimal: 0 + 3 * 0.3 is 0.8999999999999999 in binary, which Optuna would take
+        # for a range that the step does not fit, and drop its last value.
+        start, step_ = Decimal(str(values[0])), Decimal(str(step))
+        values = [float(start + step_ * i) for i in range(len(values))]
         return FloatDistribution(values[0], values[-1], step=step), values
     if isinstance(value, IntervalSweep) and value.start is not None and value.end is not None:
-        log = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log), None
-        return FloatDistribution(value.start, value.end, log=log), None
-    raise SearchSpaceError(f"{key}: {override.input_line} is not a sweep the sampler can search")
+        return _interval(line, value.start, value.end, log="log" in value.tags), None
+    raise SearchSpaceError(f"{line}: not a sweep the sampler can search")
+
+
+def _interval(line: str, low: float, high: float, log: bool) -> BaseDistribution:
+    _check_finite(line, low)
+    _check_finite(line, high)
+    if low > high:
+        raise SearchSpaceError(f"{line}: low {low} > high {high}; write the bounds low first")
+    if log and low <= 0:
+        raise SearchSpaceError(f"{line}: a log scale needs low > 0, got {low}")
+    if isinstance(low, int) and isinstance(high, int):
+        return IntDistribution(low, high, log=log)
+    return FloatDistribution(low, high, log=log)
+
+
+def _check_finite(line: str, value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SearchSpaceError(f"{line}: {value} is not a finite number")
 
 
 def _suggest(trial: Trial, name: str, distribution: BaseDistribution) -> Any:

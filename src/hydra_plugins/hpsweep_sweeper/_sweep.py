@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
@@ -38,6 +39,7 @@ from hydra_plugins.hpsweep_sweeper import FAIL_REASON, OVERRIDES, TRIAL_DIR, WOR
 from hydra_plugins.hpsweep_sweeper._report import write_report
 from hydra_plugins.hpsweep_sweeper._search_space import SearchSpaceError, parse_search_space
 from hydra_plugins.hpsweep_sweeper._study import (
+    MAX_RETRIES,
     WARM_STARTED,
     budget_used,
     check_search_space,
@@ -76,13 +78,14 @@ def read_settings(settings: Mapping[str, Any]) -> HpsweepSweeperConf:
     timeout, epoch_budget, threads = conf.timeout, conf.epoch_budget, conf.threads_per_job
     checks = [
         ("n_trials", conf.n_trials >= 1, "must be >= 1"),
-        ("timeout", timeout is None or timeout > 0, "seconds > 0, or null"),
+        ("timeout", timeout is None or 0 < timeout < math.inf, "seconds > 0, or null"),
         ("epoch_budget", epoch_budget is None or epoch_budget >= 1, "must be >= 1, or null"),
         ("n_jobs", conf.n_jobs >= 1, "must be >= 1"),
         ("max_failure_rate", 0 <= conf.max_failure_rate <= 1, "must be in [0, 1]"),
-        ("direction", set(directions(conf)) <= set(DIRECTIONS), "maximize or minimize"),
+        ("direction", set(directions(conf)) <= {None, *DIRECTIONS}, "maximize or minimize"),
         ("threads_per_job", threads is None or threads >= 1, "must be >= 1, or null"),
         ("top_k", conf.top_k >= 1, "must be >= 1"),
+        ("max_retries", conf.max_retries >= 0, "must be >= 0 (0: a dead worker's trial fails)"),
         ("heartbeat_interval", conf.heartbeat_interval >= 1, "must be >= 1"),
         (
             "grace_period",
@@ -93,13 +96,45 @@ def read_settings(settings: Mapping[str, Any]) -> HpsweepSweeperConf:
     for key, ok, expected in checks:
         if not ok:
             raise SweepError(f"hydra.sweeper.{key}={getattr(conf, key)!r}: {expected}")
+    check_study_name(conf.study_name)
     return conf
+
+
+def check_study_name(name: str) -> None:
+    # The sweep dir is multirun/<study name>: a name with a path in it would write elsewhere.
+    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise SweepError(
+            f"hydra.sweeper.study_name={name!r}: must be a plain name (no '/', '\\', '..' "
+            "or empty); it names the study and its folder multirun/<study_name>"
+        )
 
 
 def directions(settings: HpsweepSweeperConf) -> list[Any]:
     """`direction` as a list: one entry per objective."""
     direction = settings.direction
-    return [direction] if isinstance(direction, str) else list(direction)
+    return [direction] if direction is None or isinstance(direction, str) else list(direction)
+
+
+def study_directions(settings: HpsweepSweeperConf, config: DictConfig) -> list[Any]:
+    """The study's directions: the setting's, checked against the job's objective.
+
+    One source of truth: hpsweep-train says in its `objective` which way it improves, and a
+    sweep steering the other way would find the worst trial and call it the best.
+    """
+    from hpsweep.record import OBJECTIVES  # light (no torch): the job's own vocabulary
+
+    objective = config.get("objective")
+    implied = OBJECTIVES.get(objective) if isinstance(objective, str) else None
+    if settings.direction is None:
+        return [implied or "maximize"]
+    given = directions(settings)
+    if implied is not None and given != [implied]:
+        raise SweepError(
+            f"hydra.sweeper.direction={settings.direction}: objective={objective} is "
+            f"{implied}d; set hydra.sweeper.direction={implied}, or leave it out to follow "
+            "the objective"
+        )
+    return given
 
 
 @dataclass(frozen=True)
@@ -152,7 +187,7 @@ class Sweep:
             )
         self.settings = settings
         self.context = context
-        self.directions = directions(settings)
+        self.directions = study_directions(settings, context.config)
         try:
             self.space = parse_search_space(settings.params or {}, arguments)
             grid = self.space.grid_values() if self.is_grid() else None
@@ -165,6 +200,20 @@ class Sweep:
     def is_grid(self) -> bool:
         return str(self.settings.sampler.get("_target_", "")).endswith("GridSampler")
 
+    @property
+    def reseeded(self) -> bool:
+        """A seeded sampler restarts its random stream whenever it is built: on every resume
+        and in every worker, so trial 5 of a resumed sweep would replay trial 0's parameters
+        and two workers would propose the same ones. It is rebuilt before each ask with the
+        seed mixed with the study's trial count (unique under the ask lock), so a sweep is
+        reproducible from its seed and never replays. QMC and grid are left alone: the study
+        indexes their sequence (QMC's points, the grid's ids), and their seed orders the whole
+        sequence, so every worker must keep the same one."""
+        sampler = self.settings.sampler
+        target = str(sampler.get("_target_", ""))
+        seeded = sampler.get("seed") is not None
+        return seeded and not target.endswith(("QMCSampler", "GridSampler"))
+
     # -- the sweep, in the process that was started --------------------------------------------
 
     def run(self) -> None:
@@ -172,11 +221,17 @@ class Sweep:
         setup_globals()
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # this module logs what matters
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(masked(config.copy()), sweep_dir / "multirun.yaml")
-
-        conn = self.open_study(worker=0)
+        # Open and check before writing anything: a refused start leaves the sweep dir as it was.
+        conn = self.open_study()
         self.start(conn.study)
+        try:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(masked(config.copy()), sweep_dir / "multirun.yaml")
+        except OSError as e:
+            raise SweepError(
+                f"hydra.sweep.dir={sweep_dir}: cannot write there ({e.strerror or e}); "
+                "choose a writable folder"
+            ) from None
         try:
             if self.context.launcher is not None:
                 crashed = run_threads(settings.n_jobs, self.serve, conn)
@@ -205,14 +260,19 @@ class Sweep:
         """Check the search space against the study's, queue the warm start, log the plan."""
         settings = self.settings
         with file_lock(self.context.sweep_dir / ".ask.lock"):
-            check_search_space(
-                study, self.space.signature(), settings.allow_space_change, self.where
-            )
+            try:
+                check_search_space(
+                    study, self.space.signature(), settings.allow_space_change, self.where
+                )
+            except ValueError as e:
+                raise SweepError(str(e)) from None
             # Once per study: re-running the command must not queue the warm start again.
             if settings.enqueue and not study.user_attrs.get(WARM_STARTED):
                 for params in settings.enqueue:  # param name -> value
                     study.enqueue_trial(params)
                 study.set_user_attr(WARM_STARTED, True)
+            if study.user_attrs.get(MAX_RETRIES) != settings.max_retries:
+                study.set_user_attr(MAX_RETRIES, settings.max_retries)
         log.info(
             "study %s in %s: %d trials (%d there already), %d at a time, %s, %s, %s",
             settings.study_name,
@@ -227,7 +287,7 @@ class Sweep:
         for name, distribution in self.space.distributions.items():
             log.info("  %s: %s", name, distribution)
 
-    def open_study(self, worker: int) -> StudyConnection:
+    def open_study(self) -> StudyConnection:
         """The study, with a storage client and sampler of this process's own."""
         settings = self.settings
         try:
@@ -237,14 +297,19 @@ class Sweep:
                 settings.heartbeat_interval,
                 settings.grace_period,
             )
-            study = optuna.create_study(
-                study_name=settings.study_name,
-                storage=client,
-                sampler=self.sampler(worker),
-                pruner=instantiate(settings.pruner),
-                directions=self.directions,
-                load_if_exists=True,
-            )
+            study_args = {
+                "study_name": settings.study_name,
+                "storage": client,
+                "sampler": self.sampler(),  # seeded ones are rebuilt before each ask
+                "pruner": instantiate(settings.pruner),
+            }
+            # Loading reads; creating an existing study would append to a journal even so.
+            if settings.study_name in optuna.get_all_study_names(client):
+                study = optuna.load_study(**study_args)
+            else:
+                study = optuna.create_study(
+                    **study_args, directions=self.directions, load_if_exists=True
+                )
         except Exception as e:  # drivers and SQLAlchemy raise many types; all mean "cannot open"
             raise SweepError(
                 f"cannot open study {settings.study_name} in {self.where}: {mask_password(str(e))}"
@@ -257,10 +322,12 @@ class Sweep:
             )
         return StudyConnection(study, client)
 
-    def sampler(self, worker: int) -> optuna.samplers.BaseSampler:
+    def sampler(self, stream: int | None = None) -> optuna.samplers.BaseSampler:
+        """The sampler, its seed (if it has one) mixed with `stream`: the number of trials the
+        study holds when it is asked for the next one (see `reseeded`)."""
         config = dict(self.settings.sampler)
-        if config.get("seed") is not None:
-            config["seed"] += worker  # same seed in every worker would sample the same points
+        if config.get("seed") is not None and stream is not None:
+            config["seed"] = trial_seed(config["seed"], stream)
         sampler = instantiate(config)
         if isinstance(sampler, functools.partial):  # the grid sampler waits for its grid
             sampler = sampler(search_space=self.space.grid_values())
@@ -269,7 +336,7 @@ class Sweep:
     # -- the workers: each in its own process, or a thread per launcher slot --------------------
 
     def work(self, worker: int) -> None:
-        self.serve(self.open_study(worker))
+        self.serve(self.open_study())
 
     def serve(self, conn: StudyConnection) -> None:
         """Run trials until the study has its n_trials (or too many failed)."""
@@ -305,6 +372,8 @@ class Sweep:
             if settings.epoch_budget is not None and epochs_spent(trials) >= settings.epoch_budget:
                 log.info("epoch budget of %d spent: no new trials", settings.epoch_budget)
                 return None
+            if self.reseeded:
+                study.sampler = self.sampler(stream=len(trials))
             trial = study.ask()  # a queued trial (warm start, retry) first, else a new one
             trial_dir = trial.user_attrs.get(TRIAL_DIR, f"trial_{trial.number:04d}")
             self.space.suggest(trial)
@@ -385,6 +454,11 @@ class Sweep:
                 f"the job returned {result!r}; expected {len(self.directions)} finite number(s)"
             )
         return values
+
+
+def trial_seed(seed: int, stream: int) -> int:
+    # SeedSequence mixes both: seeds 1 and 2 do not give overlapping streams
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
 
 def masked(config: DictConfig) -> DictConfig:
