@@ -568,3 +568,16 @@ def test_a_trial_that_always_kills_its_worker_fails_after_max_retries(tmp_path):
     assert last_try.system_attrs["retry_history"] == [0, 1]  # the trials it continued
     assert "not again (hydra.sweeper.max_retries=2)" in last_try.user_attrs["fail_reason"]
     assert {t.user_attrs["trial_dir"] for t in study.trials[:3]} == {"trial_0000"}
+
+
+def test_a_grid_sweep_that_covers_its_grid_ends_cleanly(tmp_path):
+    proc = run_cli(
+        "-m", "sweep=mlp", "hydra/sweeper/sampler=grid", "optimizer.lr=0.01",
+        "model.hidden_sizes=choice(16,32)", "batch_size=choice(64,128)",
+        "hydra.sweeper.n_trials=10", "epochs=1", *FAST,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr  # the last tell made GridSampler call Study.stop
+    study = load_study(tmp_path / "multirun" / "mlp", "mlp")
+    assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4

@@ -427,8 +427,17 @@ class Sweep:
             configure_log(context.config.hydra.hydra_logging, context.config.hydra.verbose)
 
     def tell(self, study: optuna.Study, trial: Trial, **outcome: Any) -> None:
-        what = f"recording trial {trial.number}"
-        with_retries(lambda: study.tell(trial, skip_if_finished=True, **outcome), what, self.where)
+        def tell() -> None:
+            try:
+                study.tell(trial, skip_if_finished=True, **outcome)
+            except RuntimeError as e:
+                # GridSampler asks the study to stop once its grid is covered, which only
+                # Study.optimize allows; the tell is stored by then, and this sweep ends on its
+                # own count (n_trials is capped at the grid's size).
+                if "Study.stop" not in str(e):
+                    raise
+
+        with_retries(tell, f"recording trial {trial.number}", self.where)
 
     def job_config(self, overrides: list[str], number: int, trial_dir: str) -> DictConfig:
         loader = self.context.hydra_context.config_loader
