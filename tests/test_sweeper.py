@@ -505,8 +505,12 @@ def test_a_seeded_sweep_never_replays_when_resumed_and_is_reproducible(tmp_path)
 def test_two_processes_with_one_seed_sample_no_parameter_set_twice(tmp_path):
     args = [*TRAIN_CMD, "-m", "sweep=mlp", "hydra.sweeper.sampler.seed=7", "epochs=1", *FAST]
     args += ["hydra.sweeper.n_trials=8", "num_threads=1"]
-    workers = [subprocess.Popen(args, cwd=tmp_path, stderr=subprocess.PIPE) for _ in range(2)]
-    assert [w.wait(timeout=600) for w in workers] == [0, 0]
+    workers = [
+        subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]  # reading: no full pipe stalls
+    assert [w.returncode for w in workers] == [0, 0], outputs
     params = params_of(load_study(tmp_path / "multirun" / "mlp", "mlp"))
     assert len(params) == 8 and len(set(params)) == 8
 

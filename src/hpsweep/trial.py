@@ -1,4 +1,5 @@
-"""One trial, start to end: build, resume, train epoch by epoch, checkpoint, report.
+"""One trial, start to end: build (hpsweep.build), resume, train epoch by epoch, checkpoint,
+report.
 
 `run_trial` takes a composed config and a trial dir, so tests, `hpsweep reproduce` and the
 sweeper call it directly; only `hpsweep.train` knows about the command line.
@@ -6,24 +7,19 @@ sweeper call it directly; only `hpsweep.train` knows about the command line.
 
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch._dynamo
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
+from omegaconf import DictConfig
 from tqdm import tqdm
 
+from hpsweep.build import Job, build
 from hpsweep.checkpoint import (
     capture_rng,
     config_changes,
@@ -32,13 +28,12 @@ from hpsweep.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from hpsweep.config import check_config, resolve_device
-from hpsweep.data import Split, Splits, iterate_batches, num_batches
-from hpsweep.errors import CheckpointError, ConfigError
+from hpsweep.data import iterate_batches, num_batches
+from hpsweep.errors import CheckpointError
 from hpsweep.models import count_parameters
 from hpsweep.plots import plot_curves, save_png
 from hpsweep.record import OBJECTIVES, Status, TrialFiles, TrialResult, is_better
-from hpsweep.training import evaluate, make_criterion, train_one_epoch
+from hpsweep.training import evaluate, train_one_epoch
 
 log = logging.getLogger(__name__)
 # torch._dynamo above: use_deterministic_algorithms() and fused Adam import it on first use,
@@ -54,22 +49,6 @@ STOPPING = (Status.PRUNED, Status.COMPLETE)
 
 class TrainingDiverged(RuntimeError):
     pass
-
-
-@dataclass
-class Job:
-    """What a config builds: everything the epochs need."""
-
-    cfg: DictConfig
-    config: dict[str, Any]  # resolved, plain: saved in checkpoints, compared on resume
-    device: torch.device
-    splits: Splits
-    train: Split  # the training split iterated (overfit_batches: its first batches only)
-    model: nn.Module
-    optimizer: Optimizer
-    scheduler: LRScheduler | None
-    criterion: nn.Module
-    shuffle: torch.Generator  # batch order: its own stream, apart from init and dropout
 
 
 @dataclass
@@ -150,78 +129,6 @@ def train(run: Run, on_epoch_end: EpochHook | None = None) -> TrialResult:
         raise
     progress.elapsed = time.perf_counter() - started
     return final_report(job, progress, files, status, reason)
-
-
-# -- build -----------------------------------------------------------------------------------
-
-
-def build(cfg: DictConfig) -> Job:
-    check_config(cfg)
-    device = resolve_device(cfg.device)
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
-    make_deterministic()
-    torch.manual_seed(cfg.seed)  # model init and dropout
-    shuffle = torch.Generator().manual_seed(cfg.seed)
-
-    splits = _instantiate("data", cfg.data, device=device)
-    model = _instantiate(
-        "model", cfg.model, input_shape=splits.input_shape, num_outputs=splits.num_outputs
-    ).to(device)
-    optimizer = _call("optimizer", _instantiate("optimizer", cfg.optimizer), model.parameters())
-    scheduler = None
-    if cfg.scheduler is not None:
-        scheduler = _call("scheduler", _instantiate("scheduler", cfg.scheduler), optimizer)
-    return Job(
-        cfg=cfg,
-        config=cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)),
-        device=device,
-        splits=splits,
-        train=_training_split(splits.train, cfg.overfit_batches, cfg.batch_size),
-        model=model,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        criterion=make_criterion(splits.num_outputs),
-        shuffle=shuffle,
-    )
-
-
-def make_deterministic() -> None:
-    # cuBLAS reads this when CUDA initializes; without it deterministic mode errors on CUDA.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-
-
-def _training_split(train: Split, overfit_batches: int, batch_size: int) -> Split:
-    if not overfit_batches:
-        return train
-    n = overfit_batches * batch_size
-    if n > len(train):
-        raise ConfigError(
-            "overfit_batches",
-            overfit_batches,
-            f"overfit_batches * batch_size must be <= {len(train)} training images",
-        )
-    return Split(train.x[:n], train.y[:n])
-
-
-def _instantiate(key: str, node: DictConfig, **kwargs: Any) -> Any:
-    # _convert_="all": plain lists in the objects, so optimizer state (e.g. Adam's betas) stays
-    # loadable with weights_only=True.
-    try:
-        return instantiate(node, _convert_="all", **kwargs)
-    except InstantiationException as e:
-        if isinstance(e.__cause__, ConfigError):
-            raise e.__cause__ from None
-        raise ConfigError(key, node.get("_target_"), str(e).replace("\n", " ")) from None
-
-
-def _call(key: str, factory: Callable[..., Any], *args: Any) -> Any:
-    try:
-        return factory(*args)
-    except (TypeError, ValueError) as e:  # torch validates its own arguments, e.g. Adam's betas
-        raise ConfigError(key, factory, str(e)) from None
 
 
 # -- resume ----------------------------------------------------------------------------------
