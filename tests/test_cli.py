@@ -81,8 +81,11 @@ def test_bad_input_is_rejected_before_any_work_with_a_clear_message(tmp_path, ov
 
 @pytest.mark.parametrize(
     "refused",
-    [("epochs=2", "optimizer.lr=-1"), ("epochs=2", "optimizer.lr=0.01"), ("model=cnn",)],
-    ids=["bad value", "resume with another lr", "resume with another model"],
+    [
+        pytest.param(("epochs=2", "optimizer.lr=-1"), marks=pytest.mark.slow, id="bad value"),
+        pytest.param(("epochs=2", "optimizer.lr=0.01"), id="resume with another lr"),
+        pytest.param(("model=cnn",), marks=pytest.mark.slow, id="resume with another model"),
+    ],
 )
 def test_refused_run_leaves_an_existing_trial_dir_byte_identical(tmp_path, refused):
     assert run_cli("hydra.run.dir=trial", "epochs=1", cwd=tmp_path).returncode == 0

@@ -140,6 +140,25 @@ CASES = [
 ]
 
 
+# A case costs a process start with torch (about 5 s here): these run in the default suite, one
+# or two of each kind; the rest are marked slow and run in CI.
+QUICK = {
+    "lr inf",
+    "lr text",
+    "typo with +",
+    "unknown dataset",
+    "resume other lr",
+    "damaged checkpoint",
+    "direction vs objective",
+    "name escapes",
+    "bounds order",
+    "changed space",
+    "compare nowhere",
+    "no trial",
+}
+PARAMS = [pytest.param(c, id=c.id, marks=() if c.id in QUICK else pytest.mark.slow) for c in CASES]
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("workspace")
@@ -155,9 +174,10 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 def test_the_table_is_long_enough_and_its_names_unique():
     assert len(CASES) >= 40 and len({c.id for c in CASES}) == len(CASES)
+    assert {c.id for c in CASES} >= QUICK
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", PARAMS)
 def test_hostile_input_is_refused_cleanly_and_changes_nothing(case, workspace, tmp_path):
     root = tmp_path / "ws"
     shutil.copytree(workspace, root, symlinks=True)

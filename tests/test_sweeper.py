@@ -334,6 +334,7 @@ y: 1
 z: 1
 """
 
+SLOW_SAMPLERS = ("random", "cmaes", "gp", "qmc", "nsgaii")  # 5-10 s each: CI runs them
 SPHERE_APP = """\
 import hydra
 
@@ -348,7 +349,10 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("sampler", ["grid", "tpe", "random", "cmaes", "gp", "qmc", "nsgaii"])
+@pytest.mark.parametrize(
+    "sampler",
+    ["grid", "tpe", *(pytest.param(s, marks=pytest.mark.slow) for s in SLOW_SAMPLERS)],
+)
 def test_old_plugin_config_runs_after_renaming_the_sweeper(tmp_path, sampler):
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "config.yaml").write_text(OLD_PLUGIN_CONFIG)
