@@ -1,5 +1,6 @@
 """`hpsweep-train [key=value ...]` (or `python -m hpsweep.train`): one trial from the command
-line. Only this adapter knows about Hydra's entry point; the job is `hpsweep.trial.run_trial`.
+line. Only this adapter knows about Hydra's entry point; the job is `hpsweep.trial` (prepare,
+then train: `run_trial` does both for callers without Hydra).
 """
 
 import contextlib
@@ -32,7 +33,7 @@ def report_to(trial: Any, objective: str) -> EpochHook:
         try:
             trial.report(row[objective], step=epoch)
             return Status.PRUNED if trial.should_prune() else None
-        except Exception as e:  # the study's storage is away: train on, unpruned, for now
+        except Exception as e:  # storage away past its retries: train on, unpruned, for now
             log.warning("epoch %d not reported to the study: %s", epoch, str(e).splitlines()[0])
             return None
 
