@@ -1,6 +1,7 @@
 import re
 
 import pytest
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -123,3 +124,78 @@ def test_values_format_as_overrides_hydra_parses_back(value, text):
 )
 def test_passwords_are_masked(url, masked):
     assert mask_password(url) == masked
+
+
+LAYERS = ["choice(64, 128, 256)", "choice(64, 128, 256)", "choice(32, 64, 128, 256)"]
+
+
+def test_a_list_of_expressions_is_one_parameter_per_element_and_one_override():
+    space = parse_search_space({"model.hidden_sizes": LAYERS, "epochs": 2}, [])
+    assert space.distributions == {
+        "model.hidden_sizes.0": CategoricalDistribution([64, 128, 256]),
+        "model.hidden_sizes.1": CategoricalDistribution([64, 128, 256]),
+        "model.hidden_sizes.2": CategoricalDistribution([32, 64, 128, 256]),
+    }
+    params = {"model.hidden_sizes.0": 128, "model.hidden_sizes.1": 64, "model.hidden_sizes.2": 32}
+    assert space.overrides(params) == ["epochs=2", "model.hidden_sizes=[128,64,32]"]
+    # the indexed form (hydra-optuna-sweeper users' lin1_size, lin2_size, ...) is the same space
+    indexed = {f"model.hidden_sizes.{i}": expr for i, expr in enumerate(LAYERS)}
+    same = parse_search_space({**indexed, "epochs": 2}, [])
+    assert same.signature() == space.signature()
+    assert same.overrides(params) == space.overrides(params)
+    # a whole list in `enqueue` names the same parameters
+    assert space.expand({"model.hidden_sizes": [128, 64, 32]}) == params
+
+
+def test_a_list_mixes_fixed_and_searched_elements_and_plain_lists_stay_values():
+    space = parse_search_space({"model.hidden_sizes": ["choice(64, 128)", 32], "x": [1, 2]}, [])
+    assert list(space.distributions) == ["model.hidden_sizes.0"]
+    assert space.overrides({"model.hidden_sizes.0": 128}) == [
+        "x=[1,2]",
+        "model.hidden_sizes=[128,32]",
+    ]
+    # one element fixed alone stays Hydra's own element override
+    assert parse_search_space({}, ["model.hidden_sizes.1=32"]).overrides({}) == [
+        "model.hidden_sizes.1=32"
+    ]
+
+
+def test_a_searched_list_changes_the_signature_with_its_length_and_any_element():
+    base = parse_search_space({"model.hidden_sizes": LAYERS}, []).signature()
+    assert base != parse_search_space({"model.hidden_sizes": LAYERS[:2]}, []).signature()
+    changed = [*LAYERS[:2], "choice(32, 64)"]
+    assert base != parse_search_space({"model.hidden_sizes": changed}, []).signature()
+
+
+def test_the_command_line_replaces_a_whole_list_or_one_element():
+    params = {"model.hidden_sizes": LAYERS}
+    whole = parse_search_space(params, ["model.hidden_sizes=64"])
+    assert whole.distributions == {} and whole.fixed == {"model.hidden_sizes": "64"}
+    one = parse_search_space(params, ["model.hidden_sizes.2=16"])
+    assert len(one.distributions) == 2
+    params_ = {"model.hidden_sizes.0": 64, "model.hidden_sizes.1": 256}
+    assert one.overrides(params_) == ["model.hidden_sizes=[64,256,16]"]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"h.1": "choice(1, 2)"}, "h.0 is missing: a list searched element by element gets"),
+        ({"h.0": "choice(1, 2)", "h.2": "3"}, "h.1 is missing"),
+        ({"h": ["choice(1, 2)", [3]]}, "h: ['choice(1, 2)', [3]]: a searched list holds one"),
+    ],
+)
+def test_a_list_with_a_gap_or_nested_values_is_refused(params, message):
+    with pytest.raises(SearchSpaceError, match=re.escape(message)):
+        parse_search_space(params, [])
+
+
+def test_a_yaml_flow_list_split_at_the_commas_inside_expressions_is_put_back_together():
+    flow = yaml.safe_load("h: [choice(64, 128, 256), 32, tag(log, interval(1e-3, 1e-2))]")["h"]
+    assert flow[:3] == ["choice(64", 128, "256)"]  # what YAML makes of it
+    space = parse_search_space({"h": flow}, [])
+    assert space.distributions == {
+        "h.0": CategoricalDistribution([64, 128, 256]),
+        "h.2": FloatDistribution(1e-3, 1e-2, log=True),
+    }
+    assert space.overrides({"h.0": 64, "h.2": 0.005}) == ["h=[64,32,0.005]"]

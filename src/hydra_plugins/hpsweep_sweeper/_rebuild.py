@@ -170,7 +170,8 @@ def read_multirun(sweep_dir: Path) -> Sweep:
     if not isinstance(cfg, DictConfig):
         raise RebuildError(f"{path} is not a mapping")
     target = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
-    if not target.startswith("hydra_plugins.hpsweep_sweeper."):
+    # hydra_optuna_sweeper: hpsweep's sweeper under the old plugin's name (a config of its)
+    if not target.startswith(("hydra_plugins.hpsweep_sweeper.", "hydra_plugins.hydra_optuna_")):
         raise RebuildError(
             f"{path}: hydra.sweeper is {target or 'missing'}, not hpsweep's: no study to rebuild"
         )
@@ -295,17 +296,30 @@ def _params(
     params = {}
     for override in parsed:
         key = override.get_key_element()
-        distribution = space.distributions.get(key)
-        if distribution is None or override.is_sweep_override():
+        if override.is_sweep_override():
             continue
-        value = _as_param(distribution, override.value())
-        if value is None:
-            notes.append(
-                f"{name}: {override.input_line} is outside the search space "
-                f"({distribution}); left out of the rebuilt trial"
-            )
-            continue
-        params[key] = value[0]
+        values = {key: override.value()}
+        if key in space.lists:  # key=[128,64,32]: one parameter per element, key.0 ...
+            elements = override.value()
+            if not isinstance(elements, list) or len(elements) != space.lists[key]:
+                notes.append(
+                    f"{name}: {override.input_line} is not a list of {space.lists[key]} "
+                    "elements, as the search space has; left out of the rebuilt trial"
+                )
+                continue
+            values = {f"{key}.{i}": v for i, v in enumerate(elements)}
+        for param, raw in values.items():
+            distribution = space.distributions.get(param)
+            if distribution is None:
+                continue
+            value = _as_param(distribution, raw)
+            if value is None:
+                notes.append(
+                    f"{name}: {override.input_line} is outside the search space "
+                    f"({param}: {distribution}); left out of the rebuilt trial"
+                )
+                continue
+            params[param] = value[0]
     return params
 
 

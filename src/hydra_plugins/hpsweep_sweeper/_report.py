@@ -36,6 +36,8 @@ def write_report(study: optuna.Study, sweep_dir: Path, storage: str, top_k: int)
             best_trial_dir=best.user_attrs[TRIAL_DIR],  # relative: the sweep dir can move
             best_overrides=best.user_attrs[OVERRIDES],
         )
+        if RETRY_OF in best.user_attrs:  # why its dir is named after another number
+            results["best_retry_of"] = best.user_attrs[RETRY_OF]
         config = sweep_dir / best.user_attrs[TRIAL_DIR] / ".hydra" / "config.yaml"
         if config.is_file():
             shutil.copyfile(config, sweep_dir / "best_config.yaml")
@@ -44,6 +46,7 @@ def write_report(study: optuna.Study, sweep_dir: Path, storage: str, top_k: int)
         )
         log.info("top trials:\n%s", format_table(ranked(complete, study.direction), top_k))
     else:
+        front = study.best_trials
         results["pareto_front"] = [
             {
                 "trial": t.number,
@@ -51,9 +54,12 @@ def write_report(study: optuna.Study, sweep_dir: Path, storage: str, top_k: int)
                 "params": t.params,
                 "trial_dir": t.user_attrs[TRIAL_DIR],
                 "overrides": t.user_attrs[OVERRIDES],
+                **({"retry_of": t.user_attrs[RETRY_OF]} if RETRY_OF in t.user_attrs else {}),
             }
-            for t in study.best_trials
+            for t in front
         ]
+        # hydra-optuna-sweeper's name and shape for the same front, which its users read
+        results["solutions"] = [{"params": t.params, "values": t.values} for t in front]
         log.info("pareto front: trials %s", [t.number for t in study.best_trials])
     OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
     return results
@@ -66,19 +72,24 @@ def ranked(trials: list[FrozenTrial], direction: optuna.study.StudyDirection) ->
 
 def format_table(trials: list[FrozenTrial], top_k: int) -> str:
     params = sorted({name for t in trials for name in t.params})
-    header = ["trial", "value", *params, "dir"]
+    shown = trials[:top_k]
+    # A retry runs in the dir of the trial it retries: the column says which, when one is shown.
+    retries = any(RETRY_OF in t.user_attrs for t in shown)
+    header = ["trial", "value", *params, "dir", *(["retry_of"] if retries else [])]
     rows = [
         [
-            str(t.number) + ("*" if RETRY_OF in t.user_attrs else ""),
+            str(t.number),
             f"{t.value:.6g}",
             *(_cell(t.params.get(p)) for p in params),
             t.user_attrs.get(TRIAL_DIR, ""),
+            *([str(t.user_attrs.get(RETRY_OF, ""))] if retries else []),
         ]
-        for t in trials[:top_k]
+        for t in shown
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
     )
 
 

@@ -29,6 +29,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.hpsweep_sweeper import FAIL_REASON, JOURNAL_FILE, OVERRIDES, RETRY_OF, TRIAL_DIR
+from hydra_plugins.hpsweep_sweeper._experimental import our_optuna_calls
 from hydra_plugins.hpsweep_sweeper._journal import open_journal
 from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf
 
@@ -61,19 +62,20 @@ def open_storage(
     """
     if storage is not None and "://" in storage:
         url = storage
-        return with_retries(
-            lambda: RetryingRDBStorage(
-                url,
-                engine_kwargs=engine_kwargs(url),
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=lambda study, trial: requeue(
-                    study, trial, "sent no heartbeat"
-                ),
-            ),
-            "connecting",
-            mask_password(url),
-        )
+
+        def connect() -> RetryingRDBStorage:
+            with our_optuna_calls():  # heartbeats are experimental in Optuna
+                return RetryingRDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs(url),
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=lambda study, trial: requeue(
+                        study, trial, "sent no heartbeat"
+                    ),
+                )
+
+        return with_retries(connect, "connecting", mask_password(url))
     path = sweep_dir / JOURNAL_FILE if storage is None else Path(storage)
     path.parent.mkdir(parents=True, exist_ok=True)
     return journal_storage(path)

@@ -16,7 +16,6 @@ import os
 import socket
 import sys
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +30,30 @@ from hydra.errors import CompactHydraException, HydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import Trial, TrialState
 
-from hydra_plugins.hpsweep_sweeper import FAIL_REASON, OVERRIDES, TRIAL_DIR, WORKER, running_trial
+from hydra_plugins.hpsweep_sweeper import (
+    FAIL_REASON,
+    OVERRIDES,
+    RETRY_OF,
+    TRIAL_DIR,
+    WORKER,
+    running_trial,
+)
+from hydra_plugins.hpsweep_sweeper._experimental import our_optuna_calls
+from hydra_plugins.hpsweep_sweeper._progress import (
+    SweepProgress,
+    quiet_bars_in_workers,
+    trial_log_prefix,
+)
 from hydra_plugins.hpsweep_sweeper._report import write_report
-from hydra_plugins.hpsweep_sweeper._search_space import SearchSpaceError, parse_search_space
+from hydra_plugins.hpsweep_sweeper._search_space import (
+    SearchSpaceError,
+    format_value,
+    parse_search_space,
+)
 from hydra_plugins.hpsweep_sweeper._study import (
     MAX_RETRIES,
     WARM_STARTED,
@@ -59,9 +75,6 @@ from hydra_plugins.hpsweep_sweeper._workers import run_forked, run_threads
 from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf
 
 log = logging.getLogger(__name__)
-# Optuna sends heartbeats itself only inside Study.optimize; this sweeper sends its own.
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-warnings.filterwarnings("ignore", message=r"optuna\.storages\._heartbeat\.fail_stale_trials is")
 
 DIRECTIONS = ("maximize", "minimize")
 
@@ -96,7 +109,8 @@ def read_settings(settings: Mapping[str, Any]) -> HpsweepSweeperConf:
     for key, ok, expected in checks:
         if not ok:
             raise SweepError(f"hydra.sweeper.{key}={getattr(conf, key)!r}: {expected}")
-    check_study_name(conf.study_name)
+    if conf.study_name is not None:  # null: Hydra's job name (job_context)
+        check_study_name(conf.study_name)
     return conf
 
 
@@ -148,18 +162,33 @@ class JobContext:
     # Another Hydra launcher (submitit for SLURM): trials go through it, one job per call,
     # from n_jobs threads. Jobs then run elsewhere, so they cannot be pruned.
     launcher: Launcher | None
+    # Hydra overrides every job's config needs, as the sweep's config has them
+    job_overrides: tuple[str, ...] = ()
 
 
 def job_context(
-    hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    hydra_context: HydraContext,
+    task_function: TaskFunction,
+    config: DictConfig,
+    settings: HpsweepSweeperConf,
 ) -> JobContext:
+    job_overrides: tuple[str, ...] = ()
+    if settings.study_name is None:
+        # hydra-optuna-sweeper's configs say `study_name: null`. Hydra's job name then, not a
+        # random one: the same command continues the same study, in the sweep dir that name
+        # gives (multirun/<study_name>), and each job's config (composed anew) says so too.
+        settings.study_name = str(config.hydra.job.name)
+        check_study_name(settings.study_name)
+        with read_write(config), open_dict(config):
+            config.hydra.sweeper.study_name = settings.study_name
+        job_overrides = (f"hydra.sweeper.study_name={format_value(settings.study_name)}",)
     launcher = None
     if not str(config.hydra.launcher._target_).endswith("BasicLauncher"):
         launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
     sweep_dir = Path(config.hydra.sweep.dir)
-    return JobContext(hydra_context, task_function, config, sweep_dir, launcher)
+    return JobContext(hydra_context, task_function, config, sweep_dir, launcher, job_overrides)
 
 
 @dataclass(frozen=True)
@@ -195,6 +224,7 @@ class Sweep:
             raise SweepError(f"hydra.sweeper.params: {e}") from None
         n_trials = settings.n_trials
         self.total = n_trials if grid is None else min(n_trials, math.prod(map(len, grid.values())))
+        self.progress = SweepProgress(self.total, settings.n_jobs)
         self.where = describe_storage(settings.storage, context.sweep_dir)
 
     def is_grid(self) -> bool:
@@ -269,7 +299,10 @@ class Sweep:
             # Once per study: re-running the command must not queue the warm start again.
             if settings.enqueue and not study.user_attrs.get(WARM_STARTED):
                 for params in settings.enqueue:  # param name -> value
-                    study.enqueue_trial(params)
+                    try:
+                        study.enqueue_trial(self.space.expand(params))
+                    except SearchSpaceError as e:
+                        raise SweepError(f"hydra.sweeper.enqueue: {e}") from None
                 study.set_user_attr(WARM_STARTED, True)
             if study.user_attrs.get(MAX_RETRIES) != settings.max_retries:
                 study.set_user_attr(MAX_RETRIES, settings.max_retries)
@@ -286,6 +319,8 @@ class Sweep:
         )
         for name, distribution in self.space.distributions.items():
             log.info("  %s: %s", name, distribution)
+        for mismatch in self.space.lists_unlike(self.context.config):
+            log.warning(mismatch)
 
     def open_study(self) -> StudyConnection:
         """The study, with a storage client and sampler of this process's own."""
@@ -297,11 +332,13 @@ class Sweep:
                 settings.heartbeat_interval,
                 settings.grace_period,
             )
+            with our_optuna_calls():  # a preset's sampler or pruner may be experimental
+                pruner = instantiate(settings.pruner)
             study_args = {
                 "study_name": settings.study_name,
                 "storage": client,
                 "sampler": self.sampler(),  # seeded ones are rebuilt before each ask
-                "pruner": instantiate(settings.pruner),
+                "pruner": pruner,
             }
             # Loading reads; creating an existing study would append to a journal even so.
             if settings.study_name in optuna.get_all_study_names(client):
@@ -328,14 +365,16 @@ class Sweep:
         config = dict(self.settings.sampler)
         if config.get("seed") is not None and stream is not None:
             config["seed"] = trial_seed(config["seed"], stream)
-        sampler = instantiate(config)
-        if isinstance(sampler, functools.partial):  # the grid sampler waits for its grid
-            sampler = sampler(search_space=self.space.grid_values())
+        with our_optuna_calls():
+            sampler = instantiate(config)
+            if isinstance(sampler, functools.partial):  # the grid sampler waits for its grid
+                sampler = sampler(search_space=self.space.grid_values())
         return sampler
 
     # -- the workers: each in its own process, or a thread per launcher slot --------------------
 
     def work(self, worker: int) -> None:
+        quiet_bars_in_workers()  # n_jobs > 1: bars of several jobs would garble one terminal
         self.serve(self.open_study())
 
     def serve(self, conn: StudyConnection) -> None:
@@ -358,7 +397,8 @@ class Sweep:
     def claim_next_trial(self, conn: StudyConnection) -> tuple[Trial, str, IO[str]] | None:
         settings, sweep_dir, study = self.settings, self.context.sweep_dir, conn.study
         with file_lock(sweep_dir / ".ask.lock"):
-            optuna.storages.fail_stale_trials(study)  # RDB: no heartbeat for grace_period
+            with our_optuna_calls():
+                optuna.storages.fail_stale_trials(study)  # RDB: no heartbeat for grace_period
             requeue_abandoned(study, sweep_dir)  # any storage: trial dir lock released
             trials = study.get_trials(deepcopy=False)
             if len(failures(trials)) > settings.max_failure_rate * self.total:
@@ -374,9 +414,11 @@ class Sweep:
                 return None
             if self.reseeded:
                 study.sampler = self.sampler(stream=len(trials))
-            trial = study.ask()  # a queued trial (warm start, retry) first, else a new one
+            with our_optuna_calls():  # the sampler is at work in both
+                trial = study.ask()  # a queued trial (warm start, retry) first, else a new one
+                self.space.suggest(trial)
+            # Named after the trial it was made for: a retry's is its first attempt's (retry_of).
             trial_dir = trial.user_attrs.get(TRIAL_DIR, f"trial_{trial.number:04d}")
-            self.space.suggest(trial)
             if settings.custom_search_space:
                 get_method(settings.custom_search_space)(self.context.config, trial)
             trial.set_user_attr(TRIAL_DIR, trial_dir)
@@ -388,14 +430,21 @@ class Sweep:
 
     def run_trial(self, conn: StudyConnection, trial: Trial, trial_dir: str) -> None:
         study, overrides = conn.study, trial.user_attrs[OVERRIDES]
-        log.info("trial %d (%s): %s", trial.number, trial_dir, " ".join(overrides))
+        where = trial_dir
+        if RETRY_OF in trial.user_attrs:  # in the dir of the trial it retries, named after it
+            where += f", retry of trial {trial.user_attrs[RETRY_OF]}"
+        log.info("trial %d (%s): %s", trial.number, where, " ".join(overrides))
         launcher = self.context.launcher
         try:
             with heartbeat(conn.client, trial, self.settings.heartbeat_interval):
                 if launcher is None:
                     ret = self.run_here(trial, trial_dir, overrides)
                 else:  # one job per call: the slot frees when this trial ends, not a batch
-                    overrides = [*overrides, f"hydra.sweep.subdir={trial_dir}"]
+                    overrides = [
+                        *overrides,
+                        *self.context.job_overrides,
+                        f"hydra.sweep.subdir={trial_dir}",
+                    ]
                     [ret] = launcher.launch([overrides], initial_job_idx=trial.number)
             values = self.values(ret)
         except optuna.TrialPruned as pruned:
@@ -409,13 +458,14 @@ class Sweep:
         else:
             self.tell(study, trial, values=values)
             log.info("trial %d finished: %s", trial.number, ", ".join(f"{v:.6g}" for v in values))
+        self.progress.log(study)
 
     def run_here(self, trial: Trial, trial_dir: str, overrides: list[str]) -> JobReturn:
         """The job in this process, where it can report to its trial and be pruned."""
         context = self.context
         config = self.job_config(overrides, trial.number, trial_dir)
         try:
-            with running_trial(trial):
+            with running_trial(trial), trial_log_prefix(trial.number):
                 return run_job(
                     hydra_context=context.hydra_context,
                     task_function=context.task_function,
@@ -429,7 +479,8 @@ class Sweep:
     def tell(self, study: optuna.Study, trial: Trial, **outcome: Any) -> None:
         def tell() -> None:
             try:
-                study.tell(trial, skip_if_finished=True, **outcome)
+                with our_optuna_calls():
+                    study.tell(trial, skip_if_finished=True, **outcome)
             except RuntimeError as e:
                 # GridSampler asks the study to stop once its grid is covered, which only
                 # Study.optimize allows; the tell is stored by then, and this sweep ends on its
@@ -441,7 +492,9 @@ class Sweep:
 
     def job_config(self, overrides: list[str], number: int, trial_dir: str) -> DictConfig:
         loader = self.context.hydra_context.config_loader
-        config = loader.load_sweep_config(self.context.config, overrides)
+        config = loader.load_sweep_config(
+            self.context.config, [*overrides, *self.context.job_overrides]
+        )
         with open_dict(config):
             config.hydra.job.id = f"{self.settings.study_name}_{number}"
             config.hydra.job.num = number

@@ -29,7 +29,8 @@ class HpsweepSweeperConf:
     # for other task functions. Set for hpsweep-train, it must agree with the objective.
     direction: Any = None
     # The study's name: re-running a sweep with the same name and storage continues it.
-    study_name: str = "${hydra.job.name}"
+    # null (as hydra-optuna-sweeper's configs have it): Hydra's job name, as by default.
+    study_name: str | None = "${hydra.job.name}"
     # null: a journal file in the sweep dir (no server, safe for many processes on one machine);
     # or an Optuna storage URL (sqlite:///..., postgresql://..., mysql://...), or a journal path.
     storage: str | None = None

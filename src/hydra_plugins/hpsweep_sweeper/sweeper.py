@@ -25,7 +25,7 @@ class HpsweepSweeper(Sweeper):
     ) -> None:
         from hydra_plugins.hpsweep_sweeper._sweep import job_context
 
-        self.context = job_context(hydra_context, task_function, config)
+        self.context = job_context(hydra_context, task_function, config, self.settings)
 
     def sweep(self, arguments: list[str]) -> None:
         from hydra_plugins.hpsweep_sweeper._sweep import Sweep
