@@ -187,9 +187,9 @@ def test_final_report_tests_the_best_epochs_weights_not_the_last(tmp_path, monke
     real_evaluate = trial.evaluate
     scripted = iter([(1.0, 0.5), (0.5, 0.9), (0.8, 0.6)])  # validation: epoch 2 is the best
 
-    def evaluate(model, criterion, split):
+    def evaluate(model, criterion, split, **progress):
         is_val = len(split) == 500  # SMALL's validation split; the test split has 2,000
-        return next(scripted) if is_val else real_evaluate(model, criterion, split)
+        return next(scripted) if is_val else real_evaluate(model, criterion, split, **progress)
 
     monkeypatch.setattr(trial, "evaluate", evaluate)
     result = run_trial(compose_config(*SMALL, "epochs=3"), tmp_path)

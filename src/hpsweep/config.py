@@ -1,6 +1,7 @@
 """The config schema: run-level keys with types, checked by Hydra at composition time, and the
 value checks that types cannot express, run before any work starts."""
 
+import inspect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
@@ -9,6 +10,7 @@ from typing import Any
 
 import torch
 from hydra.core.config_store import ConfigStore
+from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, ListConfig
 
 from hpsweep.errors import ConfigError
@@ -39,6 +41,7 @@ class TrainConfig:
     overfit_batches: int = MISSING
     checkpoint_every: int = MISSING
     objective: str = MISSING
+    log_every_s: float = MISSING
 
 
 # At import, as Hydra's own examples do: whoever composes `train` has imported this module.
@@ -51,6 +54,8 @@ def check_config(cfg: DictConfig) -> None:
     for key in cfg:
         if key not in known:  # `+epochz=3` gets past the schema: Hydra adds what `+` asks for
             raise ConfigError(str(key), cfg[key], f"unknown key; the keys are {', '.join(known)}")
+    for group in ("data", "model", "optimizer", "scheduler"):
+        _check_group_keys(group, cfg.get(group))
     for key, value in _leaves(cfg):
         # inf and nan pass every bound check below (nan fails them silently): refuse them all
         if isinstance(value, float) and not math.isfinite(value):
@@ -64,6 +69,9 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("num_threads", cfg.num_threads, "must be >= 1, or null for the default")
     if cfg.grad_clip_norm is not None and cfg.grad_clip_norm <= 0:
         raise ConfigError("grad_clip_norm", cfg.grad_clip_norm, "must be > 0, or null for off")
+    log_every_s = cfg.get("log_every_s")  # None: a config saved before the key existed
+    if log_every_s is not None and not log_every_s > 0:
+        raise ConfigError("log_every_s", log_every_s, "must be > 0 (seconds)")
     if cfg.objective not in OBJECTIVES:
         raise ConfigError("objective", cfg.objective, f"must be one of {', '.join(OBJECTIVES)}")
     resolve_device(cfg.device)
@@ -78,6 +86,27 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("momentum", "weight_decay"):
         if key in optimizer and optimizer[key] < 0:
             raise ConfigError(f"optimizer.{key}", optimizer[key], "must be >= 0")
+
+
+def _check_group_keys(group: str, node: Any) -> None:
+    # `+model.hidden_size=3` (Hydra's own hint for a typo) gets past struct mode; the
+    # constructor would refuse it only once data is loaded, and in its own words.
+    if not isinstance(node, DictConfig) or not isinstance(node.get("_target_"), str):
+        return
+    try:
+        params = inspect.signature(get_object(node._target_)).parameters
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return  # instantiate reports a target it cannot import or inspect
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [name for name, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for key in node:
+        if not str(key).startswith("_") and key not in allowed:
+            raise ConfigError(
+                f"{group}.{key}",
+                node[key],
+                f"unknown key for {node._target_}; its keys are {', '.join(allowed)}",
+            )
 
 
 def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -1,29 +1,45 @@
 """`hpsweep-train [key=value ...]` (or `python -m hpsweep.train`): one trial from the command
 line. Only this adapter knows about Hydra's entry point; the job is `hpsweep.trial` (prepare,
 then train: `run_trial` does both for callers without Hydra).
+
+`main` reads the command line first (a few mistakes get one clear line), then hands it to
+Hydra's `train_job`, which turns Ctrl-C in a single run into one line and exit code 130.
 """
 
 import contextlib
 import logging
+import re
+import shlex
+import shutil
+import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from hpsweep.config import CONFIG_DIR
+from hpsweep.config import CONFIG_DIR, TrainConfig
 from hpsweep.errors import CheckpointError, ConfigError
 from hpsweep.record import Status, atomic_write_bytes
-from hpsweep.trial import EpochHook, prepare, train
+from hpsweep.trial import EpochHook, Run, prepare, train
 from hydra_plugins.hpsweep_sweeper import current_trial
 
 log = logging.getLogger(__name__)
 
+INTERRUPTED = 130  # the shell's code for a process ended by SIGINT, as the sweeper exits too
+# Flags that bring configs from elsewhere: group options are then not only those in CONFIG_DIR
+OTHER_CONFIGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+TOP_LEVEL_OVERRIDE = re.compile(r"\+{0,2}(?P<name>[\w-]+)=(?P<value>.*)")
+
 
 class ConfigRejected(CompactHydraException):
-    """Shown by Hydra as its message alone, without a traceback: the fix is in the config."""
+    """A sweep's job refused: the sweeper records the message as the trial's reason, Hydra
+    shows it without a traceback. A single run exits with the message alone."""
 
 
 def report_to(trial: Any, objective: str) -> EpochHook:
@@ -58,23 +74,148 @@ def save_hydra_record(cfg: DictConfig, trial_dir: Path) -> None:
         atomic_write_bytes(folder / name, OmegaConf.to_yaml(node).encode())
 
 
+# -- Ctrl-C ----------------------------------------------------------------------------------
+
+
+def continue_command(trial_dir: Path) -> str:
+    """The command that continues this run: the same overrides, in this run's dir by name (a
+    single run's default dir has the time in it, so the same command would start afresh)."""
+    hydra_cfg = HydraConfig.get()
+    args = [f"hydra.run.dir={trial_dir.resolve()}"]
+    args += [
+        o for o in hydra_cfg.overrides.hydra if not o.startswith(("hydra.run.dir=", "hydra.mode="))
+    ]
+    args += list(hydra_cfg.overrides.task)
+    if hydra_cfg.job.config_name != "train":
+        args = ["--config-name", str(hydra_cfg.job.config_name), *args]
+    for source in hydra_cfg.runtime.config_sources:
+        if source.provider == "command-line":  # --config-dir
+            args = ["--config-dir", source.path.removeprefix("file://"), *args]
+    return " ".join([command_name(), *(shlex.quote(a) for a in args)])
+
+
+def command_name() -> str:
+    """How this command was started: `hpsweep-train` when that is what PATH finds, else its
+    path (a venv not activated), or `<python> -m hpsweep.train`."""
+    started_as = Path(sys.argv[0])
+    if started_as.name != "hpsweep-train":
+        return f"{shlex.quote(sys.executable)} -m hpsweep.train"
+    found = shutil.which("hpsweep-train")
+    if found is not None and Path(found).resolve() == started_as.resolve():
+        return "hpsweep-train"
+    return shlex.quote(str(started_as))
+
+
+def interrupted(run: Run | None, trial_dir: Path) -> str:
+    command = continue_command(trial_dir)
+    if run is None:
+        return f"interrupted before the first epoch; start it again with: {command}"
+    done, total, resumable = run.progress.epoch, run.job.cfg.epochs, run.resumable
+    if done >= total:
+        where = f"interrupted after epoch {done} of {total}, in the final report"
+        return f"{where}; finish it with: {command}"
+    where = f"interrupted in epoch {done + 1} of {total}"
+    if resumable == 0:
+        return f"{where}, before the first checkpoint; start it again with: {command}"
+    return f"{where}, resumable after epoch {resumable}; continue with: {command}"
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
+def train_job(cfg: DictConfig) -> float | None:
     trial_dir = Path(HydraConfig.get().runtime.output_dir)
     trial = current_trial()  # the Optuna trial when hydra/sweeper=hpsweep runs this job
+    run = None
     try:
-        run = prepare(cfg, trial_dir)
-    except (ConfigError, CheckpointError) as e:
-        with contextlib.suppress(OSError):  # Hydra made the dir for this job: if still empty
-            trial_dir.rmdir()
-        raise ConfigRejected(str(e)) from None
-    save_hydra_record(cfg, trial_dir)
-    result = train(run, on_epoch_end=None if trial is None else report_to(trial, cfg.objective))
+        try:
+            run = prepare(cfg, trial_dir)
+        except (ConfigError, CheckpointError) as e:
+            with contextlib.suppress(OSError):  # Hydra made the dir for this job: if still empty
+                trial_dir.rmdir()
+            if single_run():
+                sys.exit(str(e))  # the line alone; Hydra would add two of its own around it
+            raise ConfigRejected(str(e)) from None
+        save_hydra_record(cfg, trial_dir)
+        hook = None if trial is None else report_to(trial, cfg.objective)
+        result = train(run, on_epoch_end=hook)
+    except KeyboardInterrupt:
+        if not single_run():
+            raise  # a sweep's job: the sweeper says what stays resumable and exits
+        log.warning(interrupted(run, trial_dir))  # the console and train.log
+        sys.exit(INTERRUPTED)
     if result.status is Status.PRUNED:
         import optuna
 
         raise optuna.TrialPruned(result.reason)
     return result.value
+
+
+def single_run() -> bool:
+    """Not a job of a sweep (which reports errors and interrupts its own way)."""
+    return HydraConfig.get().mode == RunMode.RUN
+
+
+def main() -> None:
+    """hpsweep-train: Hydra's command line, plus a few things Hydra says less clearly."""
+    sys.argv[1:] = accept_plus_experiment(sys.argv[1:])
+    refuse_unknown_names(sys.argv[1:])
+    try:
+        train_job()
+    except KeyboardInterrupt:  # while composing, or in a Hydra grid sweep's job
+        print("interrupted", file=sys.stderr)
+        sys.exit(INTERRUPTED)
+
+
+def accept_plus_experiment(args: list[str]) -> list[str]:
+    """`+experiment=X`, the spelling from before `experiment` was in train.yaml's defaults (so
+    in old commands and trials' overrides.yaml), means `experiment=X`: Hydra refuses to add
+    a group that the defaults list already has."""
+    if any(a.split("=")[0] in OTHER_CONFIGS for a in args):
+        return args  # another primary config: its defaults may not list experiment
+    return [a.removeprefix("+") if a.startswith("+experiment=") else a for a in args]
+
+
+def refuse_unknown_names(args: list[str]) -> None:
+    """A top-level key or group option that does not exist (`epochz=3`, `experiment=nope`):
+    one line naming what there is, where Hydra prints six to ten, its search path among them.
+    And `group=null`, which Hydra answers with a traceback."""
+    if any(a.split("=")[0] in OTHER_CONFIGS or "hydra.searchpath" in a for a in args):
+        return  # configs from other folders: Hydra checks them
+    groups = {d.name for d in CONFIG_DIR.iterdir() if d.is_dir() and d.name != "hydra"}
+    keys = [f.name for f in fields(TrainConfig)]
+    parser = OverridesParser.create()
+    for arg in args:
+        match = TOP_LEVEL_OVERRIDE.fullmatch(arg)
+        if arg.startswith("-") or match is None or match["name"] == "hydra":
+            continue
+        name = match["name"]
+        try:
+            override = parser.parse_override(arg)
+            values = (
+                list(override.sweep_string_iterator())
+                if override.is_sweep_override()
+                else [override.value()]
+            )
+        except Exception:  # not ours to explain: Hydra says what is wrong with it
+            continue
+        if name not in groups:
+            if name not in keys:  # the words check_config uses for `+epochz=3`
+                value = values[0] if len(values) == 1 else match["value"]
+                sys.exit(
+                    str(ConfigError(name, value, f"unknown key; the keys are {', '.join(keys)}"))
+                )
+            continue
+        options = sorted(p.stem for p in (CONFIG_DIR / name).glob("*.yaml"))
+        if None in values:  # Hydra: a ValueError with a traceback
+            sys.exit(f"{name}=null: to leave the group out, write ~{name}")
+        for value in values:
+            if isinstance(value, str) and value not in options:
+                sys.exit(
+                    f"{name}={value}: there is no conf/{name}/{value}.yaml; the options are "
+                    f"{', '.join(options)}"
+                )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Train and evaluate steps: plain PyTorch, explicit arguments, numbers out."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from hpsweep.data import Split, iterate_batches
 
 EVAL_BATCH_SIZE = 1024  # no gradients kept: large batches are cheaper per sample
+Batches = Iterable[tuple[Tensor, Tensor]]
 
 
 def make_criterion(num_outputs: int) -> nn.Module:
@@ -25,7 +26,7 @@ def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     criterion: nn.Module,
-    batches: Iterable[tuple[Tensor, Tensor]],
+    batches: Batches,
     grad_clip_norm: float | None = None,
 ) -> tuple[float, float]:
     """One pass over `batches`; returns (mean train loss, train accuracy)."""
@@ -55,14 +56,21 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, criterion: nn.Module, split: Split, batch_size: int = EVAL_BATCH_SIZE
+    model: nn.Module,
+    criterion: nn.Module,
+    split: Split,
+    batch_size: int = EVAL_BATCH_SIZE,
+    progress: Callable[[Batches], Batches] | None = None,
 ) -> tuple[float, float]:
-    """(mean loss, accuracy) over `split` in eval mode; the model's mode is restored after."""
+    """(mean loss, accuracy) over `split` in eval mode; the model's mode is restored after.
+
+    `progress` wraps the batches (a bar, log lines): a large test set takes seconds."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=split.x.device)
     correct = torch.zeros((), dtype=torch.long, device=split.x.device)
-    for x, y in iterate_batches(split, batch_size):
+    batches = iterate_batches(split, batch_size)
+    for x, y in batches if progress is None else progress(batches):
         logits = model(x)
         loss_sum += criterion(logits, y) * len(y)
         correct += count_correct(logits, y)

@@ -5,11 +5,13 @@ report.
 sweeper call it directly; only `hpsweep.train` knows about the command line.
 """
 
+import contextlib
 import logging
 import math
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +30,12 @@ from hpsweep.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from hpsweep.data import iterate_batches, num_batches
-from hpsweep.errors import CheckpointError
+from hpsweep.data import iterate_batches
+from hpsweep.errors import CheckpointError, ConfigError
 from hpsweep.models import count_parameters
 from hpsweep.plots import plot_curves, save_png
 from hpsweep.record import OBJECTIVES, Status, TrialFiles, TrialResult, is_better
-from hpsweep.training import evaluate, train_one_epoch
+from hpsweep.training import Batches, evaluate, train_one_epoch
 
 log = logging.getLogger(__name__)
 # torch._dynamo above: use_deterministic_algorithms() and fused Adam import it on first use,
@@ -45,6 +47,17 @@ log = logging.getLogger(__name__)
 # early as complete (early stopping); the trial dir then holds a result like any other.
 EpochHook = Callable[[int, dict[str, float]], Status | None]
 STOPPING = (Status.PRUNED, Status.COMPLETE)
+
+# How a job shows its progress inside an epoch. HPSWEEP_PROGRESS chooses; unset, tqdm bars on a
+# terminal and log lines elsewhere (nohup, SLURM, CI, a pipe), where a bar's carriage returns
+# make one unreadable line. The sweeper sets `log` in its parallel workers: bars of two
+# processes on one terminal line mix.
+PROGRESS_ENV = "HPSWEEP_PROGRESS"
+PROGRESS_MODES = ("bar", "log", "off")
+LOG_EVERY_S = 15.0  # configs saved before log_every_s existed (hpsweep reproduce) get this
+# Keys that only change what a run prints: a resume ignores them, and checkpoints written
+# before they existed do not have them.
+OUTPUT_ONLY_KEYS = ("log_every_s",)
 
 
 class TrainingDiverged(RuntimeError):
@@ -72,6 +85,82 @@ class Progress:
         return improved
 
 
+@dataclass(frozen=True)
+class Meter:
+    """Progress inside a pass over a split: a tqdm bar, a log line every `every_s` seconds
+    (samples done, rate, time left), or nothing."""
+
+    mode: str  # one of PROGRESS_MODES
+    every_s: float = LOG_EVERY_S
+
+    @contextlib.contextmanager
+    def track(
+        self, samples: int, label: str, eta: str = "ETA", bar_delay: float = 0.0
+    ) -> Iterator[Callable[[Batches], Batches]]:
+        """Yields what wraps the batches; a bar is closed when the block ends, also by Ctrl-C,
+        so the next line starts on a line of its own."""
+        if self.mode == "bar":
+            # bar_delay: an evaluation shorter than that shows no bar at all
+            with tqdm(
+                total=samples, desc=label, unit=" samples", leave=False, delay=bar_delay
+            ) as bar:
+                yield lambda batches: _counted(batches, bar.update)
+        elif self.mode == "log":
+            yield lambda batches: _logged(batches, samples, label, eta, self.every_s)
+        else:
+            yield lambda batches: batches
+
+
+def _counted(batches: Batches, update: Callable[[int], object]) -> Batches:
+    for x, y in batches:
+        yield x, y
+        update(len(y))
+
+
+def _logged(batches: Batches, samples: int, label: str, eta: str, every_s: float) -> Batches:
+    started = last = time.perf_counter()
+    done = 0
+    for x, y in batches:
+        yield x, y  # the caller's step on this batch runs here
+        done += len(y)
+        now = time.perf_counter()
+        if now - last >= every_s and done < samples:  # at 100% the epoch's own line follows
+            last = now
+            rate = done / (now - started)
+            log.info(
+                "%s: %d/%d samples (%d%%), %.0f samples/s, %s %s",
+                label,
+                done,
+                samples,
+                100 * done // samples,
+                rate,
+                eta,
+                duration((samples - done) / rate),
+            )
+
+
+def duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def progress_mode() -> str:
+    mode = os.environ.get(PROGRESS_ENV, "")
+    if not mode:
+        return "bar" if sys.stderr.isatty() else "log"
+    if mode not in PROGRESS_MODES:
+        raise ConfigError(
+            PROGRESS_ENV,
+            mode,
+            f"must be one of {', '.join(PROGRESS_MODES)} (unset: bar on a terminal, else log)",
+        )
+    return mode
+
+
 @dataclass
 class Run:
     """A trial ready to train: built, checked and resumed, with nothing written yet."""
@@ -79,6 +168,8 @@ class Run:
     job: Job
     files: TrialFiles
     progress: Progress
+    meter: Meter
+    resumable: int = 0  # the epoch a new start would resume after (0: none), kept up to date
 
 
 def run_trial(
@@ -93,22 +184,28 @@ def prepare(cfg: DictConfig, trial_dir: Path) -> Run:
     written: a refused run leaves an existing trial dir as it was."""
     job = build(cfg)
     files = TrialFiles(Path(trial_dir))
-    return Run(job, files, resume(job, files))
+    meter = Meter(progress_mode(), cfg.get("log_every_s", LOG_EVERY_S))
+    progress = resume(job, files)
+    return Run(job, files, progress, meter, resumable=progress.epoch)
 
 
 def train(run: Run, on_epoch_end: EpochHook | None = None) -> TrialResult:
     """The epochs from where the run stands, then the final report."""
     job, files, progress, cfg = run.job, run.files, run.progress, run.job.cfg
     files.checkpoints.mkdir(parents=True, exist_ok=True)
+    log_start(job, files)
 
     status, reason = Status.COMPLETE, None
     started = time.perf_counter() - progress.elapsed  # the trial's clock, across resumes
     try:
         for epoch in range(progress.epoch + 1, cfg.epochs + 1):
-            row = run_epoch(job, epoch)
+            row = run_epoch(job, epoch, run.meter)
             improved = progress.add(row, cfg.objective)
             progress.elapsed = time.perf_counter() - started
+            last_existed = files.last.exists()
             due = save_epoch(job, progress, files, improved)
+            if due or (improved and not last_existed):  # a start resumes from last.pt, else best.pt
+                run.resumable = epoch
             log_epoch(row, cfg.epochs)
 
             # -- report: a sweeper's pruner (or an early-stopping rule) may stop the trial here
@@ -120,6 +217,7 @@ def train(run: Run, on_epoch_end: EpochHook | None = None) -> TrialResult:
                     )
                 if not due:
                     save_checkpoint(checkpoint(job, progress), files.last)  # so it can be continued
+                    run.resumable = epoch
                 how = "pruned" if stop is Status.PRUNED else "stopped early"
                 status, reason = stop, f"{how} after epoch {epoch}"
                 break
@@ -128,7 +226,7 @@ def train(run: Run, on_epoch_end: EpochHook | None = None) -> TrialResult:
         files.write_result(result_of(job, progress, Status.FAIL, f"{type(e).__name__}: {e}"))
         raise
     progress.elapsed = time.perf_counter() - started
-    return final_report(job, progress, files, status, reason)
+    return final_report(job, progress, files, status, reason, run.meter)
 
 
 # -- resume ----------------------------------------------------------------------------------
@@ -139,7 +237,7 @@ def resume(job: Job, files: TrialFiles) -> Progress:
     state = load_resume_state(files.checkpoints)
     if state is None:
         return Progress()
-    changes = config_changes(state["config"], job.config)
+    changes = config_changes(*(_without_output_keys(c) for c in (state["config"], job.config)))
     if changes:
         raise CheckpointError(
             f"{files.checkpoints} was written with another config ({'; '.join(changes)}). "
@@ -155,36 +253,56 @@ def resume(job: Job, files: TrialFiles) -> Progress:
     return Progress(state["epoch"], state["history"], state["best"], state["elapsed"])
 
 
+def _without_output_keys(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in OUTPUT_ONLY_KEYS}
+
+
 # -- one epoch -------------------------------------------------------------------------------
 
 
-def run_epoch(job: Job, epoch: int) -> dict[str, float]:
+def log_start(job: Job, files: TrialFiles) -> None:
+    """What this run is, before the first epoch line: where it runs, on what, into which dir."""
+    splits, data = job.splits, job.cfg.data
+    task = data.get("task", "multiclass")
+    log.info(
+        "run: device %s, %d threads | data %s%s: %d train, %d val, %d test | %s, %s params | "
+        "output %s",
+        job.device,
+        torch.get_num_threads(),
+        data.get("dataset", data.get("_target_")),
+        "" if task == "multiclass" else f" (task {task})",
+        len(job.train),
+        len(splits.val),
+        len(splits.test),
+        type(job.model).__name__,
+        f"{count_parameters(job.model):,}",
+        files.dir.resolve(),
+    )
+
+
+def run_epoch(job: Job, epoch: int, meter: Meter) -> dict[str, float]:
     """Train one epoch, then evaluate on validation; the test set waits for the final report."""
     cfg = job.cfg
     started = time.perf_counter()
     lr = job.optimizer.param_groups[0]["lr"]
+    label = f"epoch {epoch}/{cfg.epochs}"
 
     # -- train: a fresh shuffle per epoch (overfit_batches: the same batches each time)
     batches = iterate_batches(
         job.train, cfg.batch_size, None if cfg.overfit_batches else job.shuffle
     )
-    batches = tqdm(
-        batches,
-        total=num_batches(job.train, cfg.batch_size),
-        leave=False,
-        desc=f"epoch {epoch}",
-        disable=not sys.stderr.isatty(),
-    )
-    train_loss, train_acc = train_one_epoch(
-        job.model, job.optimizer, job.criterion, batches, cfg.grad_clip_norm
-    )
+    with meter.track(len(job.train), label, eta="epoch ETA") as wrap:
+        train_loss, train_acc = train_one_epoch(
+            job.model, job.optimizer, job.criterion, wrap(batches), cfg.grad_clip_norm
+        )
     if not math.isfinite(train_loss):
         raise TrainingDiverged(
             f"train loss is {train_loss} in epoch {epoch}; lower optimizer.lr or set grad_clip_norm"
         )
 
     # -- evaluate, then step the schedule for the next epoch
-    val_loss, val_acc = evaluate(job.model, job.criterion, job.splits.val)
+    with meter.track(len(job.splits.val), f"{label} validation", bar_delay=1.0) as wrap:
+        val_loss, val_acc = evaluate(job.model, job.criterion, job.splits.val, progress=wrap)
     if job.scheduler is not None:
         job.scheduler.step()
     return {
@@ -244,22 +362,33 @@ def log_epoch(row: dict[str, float], epochs: int) -> None:
 
 
 def final_report(
-    job: Job, progress: Progress, files: TrialFiles, status: Status, reason: str | None
+    job: Job,
+    progress: Progress,
+    files: TrialFiles,
+    status: Status,
+    reason: str | None,
+    meter: Meter,
 ) -> TrialResult:
     """The test set, once, on the best checkpoint's weights; then result.json and curves.png."""
     job.model.load_state_dict(load_checkpoint(files.best)["model"])
-    test_loss, test_acc = evaluate(job.model, job.criterion, job.splits.test)
+    with meter.track(len(job.splits.test), "test", bar_delay=1.0) as wrap:
+        test_loss, test_acc = evaluate(job.model, job.criterion, job.splits.test, progress=wrap)
     result = result_of(job, progress, status, reason, test_loss=test_loss, test_acc=test_acc)
     files.write_result(result)
     best_epoch = result.best_epoch
-    save_png(plot_curves(progress.history, best_epoch, title=files.dir.name), files.curves)
+    save_png(
+        plot_curves(
+            progress.history, best_epoch, title=f"{files.dir.parent.name}/{files.dir.name}"
+        ),
+        files.curves,
+    )
     log.info(
         "best epoch %s: %s %.4f | test acc %.4f | %s",
         best_epoch,
         result.objective,
         result.value,
         test_acc,
-        files.result,
+        files.result.resolve(),
     )
     return result
 
