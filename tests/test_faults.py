@@ -76,9 +76,18 @@ def check_resumed(journal, damaged_line, log, n_trials, capsys):
     assert all(json.loads(line) for line in lines(journal))  # clean: Optuna alone reads it
     JournalStorage(JournalFileBackend(str(journal)))
     capsys.readouterr()
-    assert hpsweep_cli(["compare", str(sweep), "--format", "csv"]) == 0
+    columns = "number,state,trial_dir,retry_of"
+    assert hpsweep_cli(["compare", str(sweep), "--format", "csv", "--columns", columns]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    assert list(table["state"]) == ["COMPLETE"] * n_trials  # one row per trial dir
+    # one row per study trial: every trial dir's last run COMPLETE; a trial the cut journal
+    # left RUNNING is a FAIL row, retried in its own dir by the trial whose retry_of names it
+    done = table[table["state"] == "COMPLETE"]
+    assert len(done) == n_trials and done["trial_dir"].is_unique
+    failed = table[table["state"] == "FAIL"]
+    assert len(table) == n_trials + len(failed)
+    retried = done.dropna(subset=["retry_of"]).set_index("retry_of")["trial_dir"]
+    for number, trial_dir in zip(failed["number"], failed["trial_dir"], strict=True):
+        assert retried[number] == trial_dir
 
 
 def test_journal_cut_mid_record_resumes_to_n_trials(finished_sweep, tmp_path, capsys):

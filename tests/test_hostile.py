@@ -123,7 +123,7 @@ CASES = [
     # -- the hpsweep command
     Case("compare nowhere", hpsweep("compare", "nowhere"), ("nowhere is not a folder",)),
     Case("compare a file", hpsweep("compare", "runs/a/result.json"), ("not a folder",)),
-    Case("compare not a sweep", hpsweep("compare", "runs"), ("not a sweep dir",)),
+    Case("compare not a sweep", hpsweep("compare", "runs/a"), ("not a sweep dir",)),
     Case("sort column", hpsweep("compare", "multirun/mlp", "--sort", "nope"), ("'nope'",)),
     Case("columns", hpsweep("compare", "multirun/mlp", "--columns", "nope"), ("'nope'",)),
     Case("state", hpsweep("compare", "multirun/mlp", "--state", "bogus"), ("--state", "bogus")),

@@ -1,26 +1,36 @@
 """`hpsweep compare | best | reproduce | plot | rebuild [SWEEP_DIR]`: decide from a sweep's results.
 
-SWEEP_DIR defaults to the newest sweep under ./multirun.
+SWEEP_DIR defaults to the sweep under ./multirun whose trials wrote last.
 """
 
+from __future__ import annotations  # pandas types in signatures
+
 import argparse
+import json
 import logging
+import math
 import shlex
 import sys
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import pandas as pd
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from hpsweep.record import Status, TrialFileError
 from hpsweep.results import (
+    WORKER_GONE,
     SweepDirError,
     best_of,
+    find_trials,
     load_trials,
     trial_by_number,
-    trial_dirs,
 )
+
+if TYPE_CHECKING:  # imported when a command needs it: --help and wrong paths answer sooner
+    import pandas as pd
 
 DEFAULT_COLUMNS = [
     "number",
@@ -36,16 +46,44 @@ FORMATS = ("table", "csv", "markdown", "json")
 
 
 def newest_sweep(root: Path = Path("multirun")) -> Path:
-    """The most recently changed dir under `root` that holds trial dirs: multirun/<study>/ of
-    the hpsweep sweeper, or multirun/<date>/<time>/ of Hydra's grid sweeper."""
+    """The sweep under `root` (multirun/<study>/ of the hpsweep sweeper, or
+    multirun/<date>/<time>/ of Hydra's grid sweeper) whose trials wrote last: what `hpsweep
+    reproduce` and `plot` add to a sweep (reproduce/, plot_*.png) does not make it the newest."""
     candidates = [p for p in (*root.glob("*"), *root.glob("*/*")) if p.is_dir()]
-    sweeps = [p for p in candidates if any((c / ".hydra").is_dir() for c in p.iterdir())]
+    activity = {p: last_activity(p) for p in candidates}
+    sweeps = {p: t for p, t in activity.items() if t is not None}
     if not sweeps:
-        raise SweepDirError(f"no sweep found under {root.absolute()}; pass SWEEP_DIR")
-    return max(sweeps, key=lambda p: p.stat().st_mtime)
+        raise SweepDirError(f"no sweep found under {root.absolute()}; pass SWEEP_DIR{runs_hint()}")
+    return max(sweeps, key=lambda p: sweeps[p])
 
 
-def select_columns(trials: pd.DataFrame, patterns: list[str]) -> list[str]:
+def runs_hint(outputs: Path = Path("outputs")) -> str:
+    """Where single runs of hpsweep-train are, for a user who has no sweep yet."""
+    for day in sorted((p for p in outputs.glob("*") if p.is_dir()), reverse=True):
+        try:
+            find_trials(day)
+        except SweepDirError:
+            continue
+        return f" (single runs are a SWEEP_DIR too: {day})"
+    return ""
+
+
+# what a running study writes: each trial's files, and the study's journal
+ACTIVITY_FILES = ("result.json", "metrics.csv", ".hydra/overrides.yaml")
+
+
+def last_activity(folder: Path) -> float | None:
+    """The newest modification time of the trial files in `folder`'s trial dirs (those with a
+    .hydra/) and of its journal; None when it holds no trial dir."""
+    trials = [c for c in folder.iterdir() if (c / ".hydra").is_dir()]
+    if not trials:
+        return None
+    files = [t / name for t in trials for name in ACTIVITY_FILES] + [folder / "optuna.journal"]
+    times = [f.stat().st_mtime for f in files if f.is_file()]
+    return max(times, default=0.0)
+
+
+def select_columns(trials: pd.DataFrame, patterns: list[str], option: str) -> list[str]:
     columns = []
     for pattern in patterns:
         if pattern.endswith("*"):
@@ -54,22 +92,56 @@ def select_columns(trials: pd.DataFrame, patterns: list[str]) -> list[str]:
             columns.append(pattern)
         else:
             raise SweepDirError(
-                f"--columns: no column {pattern!r}; columns are: {', '.join(trials.columns)}"
+                f"{option}: no column {pattern!r}; columns are: {', '.join(trials.columns)}"
             )
     return columns
 
 
 def render(table: pd.DataFrame, fmt: str) -> str:
+    """csv and json are data: every number exactly as load_trials has it (Python's float repr,
+    which reads back to the same float). table and markdown are for reading: 4 significant
+    digits, empty cells where there is no value."""
     if fmt == "csv":
-        return table.to_csv(index=False)
+        return table.to_csv(index=False).rstrip("\n")
     if fmt == "json":
-        return table.to_json(orient="records", indent=2)
+        records = [
+            {column: plain(value) for column, value in row.items()}
+            for row in table.to_dict(orient="records")
+        ]
+        return json.dumps(records, indent=2)
+    cells = table.astype(object).apply(lambda column: column.map(readable))
     if fmt == "markdown":
-        cells = table.astype(object).where(table.notna(), "").astype(str)
         lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
         lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
         return "\n".join(lines)
-    return table.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    return cells.to_string(index=False)
+
+
+def plain(value: Any) -> Any:
+    """A cell as a JSON value: None for a missing one, Python numbers for numpy's."""
+    import pandas as pd
+
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def readable(value: Any) -> str:
+    value = plain(value)
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def summary(trials: pd.DataFrame) -> str:
+    """'4 trials: 3 COMPLETE, 1 PRUNED'"""
+    states = trials["state"].fillna("unknown").value_counts()
+    order = [s.value for s in (Status.COMPLETE, Status.PRUNED, Status.FAIL, Status.RUNNING)]
+    names = [s for s in order if s in states] + [s for s in states.index if s not in order]
+    counts = ", ".join(f"{states[s]} {s}" for s in names)
+    return f"{len(trials)} trial{'s' if len(trials) != 1 else ''}: {counts}"
 
 
 def damaged(trials: pd.DataFrame) -> pd.Series:
@@ -91,22 +163,33 @@ def leave_out_damaged(command: str, trials: pd.DataFrame, rows: pd.Series) -> pd
 def cmd_compare(args: argparse.Namespace) -> int:
     trials = load_trials(args.sweep_dir)
     bad = trials[damaged(trials)]
-    if len(bad):
-        numbers = ", ".join(str(n) for n in bad["number"])
-        print(
-            f"hpsweep compare: damaged or missing files in trial(s) {numbers}; "
-            "the problem column says which and why",
-            file=sys.stderr,
-        )
+    gone = bad["problem"].str.startswith(WORKER_GONE)
+    damaged_files = "damaged or missing files in trial(s) {}; the problem column says which and why"
+    worker_gone = "the worker of trial(s) {} is gone; the problem column says after which epoch"
+    for rows, what in ((bad[~gone], damaged_files), (bad[gone], worker_gone)):
+        if len(rows):
+            numbers = ", ".join(str(n) for n in rows["number"])
+            print(f"hpsweep compare: {what.format(numbers)}", file=sys.stderr)
+    everything = trials
     if args.state:
         trials = trials[trials["state"] == args.state.upper()]
     if args.sort:
         column = args.sort.lstrip("-")
-        select_columns(trials, [column])
+        select_columns(trials, [column], "--sort")
         trials = trials.sort_values(column, ascending=not args.sort.startswith("-"), kind="stable")
-    default = DEFAULT_COLUMNS + (["problem"] if len(bad) else [])
-    columns = select_columns(trials, args.columns.split(",") if args.columns else default)
-    print(render(trials[columns].head(args.top), args.format))
+    default = DEFAULT_COLUMNS + (["retry_of"] if trials["retry_of"].notna().any() else [])
+    default += ["problem"] if len(bad) else []
+    patterns = args.columns.split(",") if args.columns else default
+    table = trials[select_columns(trials, patterns, "--columns")].head(args.top)
+    if table.empty and args.format in ("table", "markdown"):
+        # an empty but valid selection: said in words, exit 0 (csv and json print their header
+        # and [] for scripts)
+        if trials.empty and args.state:
+            print(f"no trials match --state {args.state.upper()} ({summary(everything)})")
+        else:
+            print(f"--top 0 shows no rows ({summary(everything)})")
+        return 0
+    print(render(table, args.format))
     return 0
 
 
@@ -125,31 +208,60 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from hpsweep.record import TrialFiles
-    from hpsweep.reproduce import compare_metrics, reproduce
-
     trials = load_trials(args.sweep_dir)
     if args.trial is None:
         row = best_of(trials, args.sweep_dir)
     else:
         row = trial_by_number(trials, args.trial)
     trial_dir = Path(row["trial_dir"])
-    if isinstance(row["problem"], str):
+    refused = f"trial {row['number']} ({trial_dir}) cannot be re-run"
+    if row["state"] == Status.FAIL.value:
+        # It has no end to compare with: it stopped by an error (or its worker died), and a
+        # re-run would only fail again or go further than it did.
+        why = f": {row['fail_reason']}" if isinstance(row["fail_reason"], str) else ""
         raise SweepDirError(
-            f"trial {row['number']} ({trial_dir}) cannot be re-run: {row['problem']}"
+            f"trial {row['number']} ({trial_dir}) failed, so there is no run to compare "
+            f"with{why}; only COMPLETE and PRUNED trials can be reproduced"
         )
+    if isinstance(row["problem"], str):
+        raise SweepDirError(f"{refused}: {row['problem']}")
+    if row["state"] == Status.RUNNING.value:
+        raise SweepDirError(f"{refused}: it is still running; reproduce it once it has ended")
+    from hpsweep.errors import CheckpointError, ConfigError
+    from hpsweep.record import TrialFiles
+    from hpsweep.reproduce import compare_metrics, reproduce, stopping_epoch  # torch: seconds
+
     out = args.out or Path(args.sweep_dir) / "reproduce" / trial_dir.name
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(f"re-running trial {row['number']} from {trial_dir}/.hydra/config.yaml into {out}")
-    reproduced = reproduce(trial_dir, out)
+    try:
+        reproduced = reproduce(trial_dir, out)
+    except (ConfigError, CheckpointError) as e:
+        raise SweepDirError(f"{refused}: its saved config is refused: {e}") from None
+    except OmegaConfBaseException as e:  # a config saved by another version of hpsweep
+        first = str(e).splitlines()[0]
+        raise SweepDirError(f"{refused}: its saved config does not fit: {first}") from None
     original = TrialFiles(trial_dir).read_metrics()
     differences = compare_metrics(original, reproduced, args.tolerance)
     if not differences:
         exact = "exactly" if args.tolerance == 0 else f"within {args.tolerance}"
-        print(f"reproduced {exact}: {len(original)} epochs, every metric equal")
+        epochs = f"{len(original)} epoch{'s' if len(original) != 1 else ''}"
+        result = TrialFiles(trial_dir).read_result()
+        stopped = stopping_epoch(result)
+        note = ""
+        if result is not None and stopped is not None:
+            again = TrialFiles(out).read_result()
+            how = "was pruned" if result.status is Status.PRUNED else "stopped early"
+            same = again is not None and again.epochs_run == stopped
+            there = "the re-run stopped there too" if same else "the re-run did not stop there"
+            note = f" (the original {how} after epoch {stopped}; {there})"
+        print(f"reproduced {exact}: {epochs}, every metric equal{note}")
         return 0
+    import pandas as pd
+
     table = pd.DataFrame([vars(d) for d in differences])
-    table["difference"] = table["reproduced"] - table["original"]
+    numbers = table[["original", "reproduced"]].astype(float)  # None: an epoch one did not run
+    table["difference"] = numbers["reproduced"] - numbers["original"]
     print(f"NOT reproduced: {len(differences)} metric values differ by more than {args.tolerance}")
     print(table.to_string(index=False))
     return 1
@@ -170,6 +282,11 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
     from hydra_plugins.hpsweep_sweeper import RebuildError, rebuild_study
 
+    if find_trials(args.sweep_dir).single_runs:
+        raise SweepDirError(
+            f"{args.sweep_dir} holds single runs (hpsweep-train without -m): they have no "
+            "study to rebuild"
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # what it did is said below
     try:
         rebuilt = rebuild_study(args.sweep_dir, args.storage)
@@ -186,26 +303,97 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (the usage is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def count(text: str) -> int:
+    """--top: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text!r}")
+    return value
+
+
+def package_version() -> str:
+    try:
+        return version("hpsweep")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(version unknown: not installed)"
+
+
+EPILOG = """\
+SWEEP_DIR: a sweep of the hpsweep sweeper (multirun/<study>/), a plain Hydra multirun of
+hpsweep-train (multirun/<date>/<time>/), or a folder of single runs (outputs/<date>/: its runs
+are trials 0..n-1 in the order they started). Default: the sweep under ./multirun whose trials
+wrote last. `hpsweep COMMAND --help` shows a command's options.
+"""
+
+
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="hpsweep", description=__doc__.splitlines()[0])
-    commands = main.add_subparsers(dest="command", required=True)
+    main = Parser(
+        prog="hpsweep",
+        usage="hpsweep [-h] [--version] COMMAND [SWEEP_DIR] [options]",
+        description=__doc__.splitlines()[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    main.add_argument("--version", action="version", version=f"hpsweep {package_version()}")
+    # listed in the epilog, one line each (argparse's own list wraps a name as long as
+    # "reproduce" onto a line of its own)
+    commands = main.add_subparsers(
+        dest="command", metavar="COMMAND", help=argparse.SUPPRESS, prog="hpsweep"
+    )
+    listed: dict[str, str] = {}
 
     def command(
-        name: str, help: str, handler: Callable[[argparse.Namespace], int]
+        name: str, help: str, handler: Callable[[argparse.Namespace], int], more: str = ""
     ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("sweep_dir", nargs="?", type=Path, help="default: newest under multirun/")
+        sub = commands.add_parser(name, help=help, description=help + more)
+        listed[name] = help
+        sub.add_argument(
+            "sweep_dir",
+            nargs="?",
+            type=Path,
+            metavar="SWEEP_DIR",
+            help="a sweep dir or a folder of single runs (default: the sweep under ./multirun "
+            "whose trials wrote last)",
+        )
         sub.set_defaults(handler=handler)
         return sub
 
-    compare = command("compare", "table of the top trials", cmd_compare)
-    compare.add_argument("--top", type=int, default=10, help="rows to show (default 10)")
+    compare = command(
+        "compare",
+        "print a table of the trials, best first",
+        cmd_compare,
+        ". An empty selection prints one line saying so (csv: the header, json: []), exit 0.",
+    )
+    compare.add_argument("--top", type=count, default=10, help="rows to show (default 10)")
     compare.add_argument("--sort", help="column to sort by; --sort=-COLUMN for descending")
     compare.add_argument("--state", choices=[s.value.lower() for s in Status], type=str.lower)
-    compare.add_argument("--format", choices=FORMATS, default="table")
+    compare.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table and markdown round to 4 significant digits; csv and json are exact",
+    )
     compare.add_argument("--columns", help="comma-separated; a trailing * matches a prefix")
-    command("best", "the best trial and the command that reproduces it", cmd_best)
-    reproduce = command("reproduce", "re-run a trial and compare its metrics", cmd_reproduce)
+    command("best", "print the best trial and the command that reproduces it", cmd_best)
+    reproduce = command(
+        "reproduce",
+        "re-run a trial, compare its metrics with the original's",
+        cmd_reproduce,
+        ", epoch by epoch. The trial (default: the best) runs from its saved composed config "
+        "into "
+        "SWEEP_DIR/reproduce/<trial dir> (--out to choose); a pruned trial stops where it did. "
+        "Exit 1 when a metric differs.",
+    )
     reproduce.add_argument("--trial", type=int, help="trial number (default: the best)")
     reproduce.add_argument(
         "--tolerance",
@@ -213,9 +401,17 @@ def parser() -> argparse.ArgumentParser:
         default=0.0,
         help="largest accepted difference per metric (default 0: exact)",
     )
-    reproduce.add_argument("--out", type=Path, help="default: SWEEP_DIR/reproduce/<trial dir>")
-    plot = command("plot", "write PNGs of curves, parameters and history", cmd_plot)
-    plot.add_argument("--top", type=int, default=5, help="trials in the curves plot")
+    reproduce.add_argument(
+        "--out",
+        type=Path,
+        help="an empty or new folder for the re-run (default: SWEEP_DIR/reproduce/<trial dir>)",
+    )
+    plot = command(
+        "plot",
+        "write PNGs of curves, parameters and history into SWEEP_DIR",
+        cmd_plot,
+    )
+    plot.add_argument("--top", type=count, default=5, help="trials in the curves plot")
     rebuild = command(
         "rebuild", "write the sweep's Optuna study anew from its trial dirs alone", cmd_rebuild
     )
@@ -224,22 +420,44 @@ def parser() -> argparse.ArgumentParser:
         help="journal path or database URL to write it to (default: the sweep's own; "
         "a journal there is moved aside to <name>.bak-<time>)",
     )
+    lines = [f"  {name:<10} {help}" for name, help in listed.items()]
+    main.epilog = "commands:\n" + "\n".join(lines) + "\n\n" + EPILOG
     return main
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
+    if args.command is None:
+        cli.error("a command is required: compare, best, reproduce, plot or rebuild")
     try:
         if args.sweep_dir is None:
             args.sweep_dir = newest_sweep()
-        trial_dirs(args.sweep_dir)  # a clear error for a path that is not a sweep
+        find_trials(args.sweep_dir)  # a clear error for a path that is not a sweep
         return args.handler(args)
-    except (SweepDirError, FileExistsError) as e:
+    except SweepDirError as e:
+        print(f"hpsweep {args.command}: {e}{hint(args.command, e)}", file=sys.stderr)
+        return 2
+    except FileExistsError as e:
         print(f"hpsweep {args.command}: {e}", file=sys.stderr)
         return 2
     except TrialFileError as e:  # changed after load_trials looked at it: a sweep still running
         print(f"hpsweep {args.command}: {e.path}: {e.why}", file=sys.stderr)
         return 2
+    except OSError as e:  # a folder it may not read, a disk that failed
+        print(f"hpsweep {args.command}: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hpsweep {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def hint(command: str, error: SweepDirError) -> str:
+    """What to run instead, for a path inside a sweep or a folder of runs."""
+    if error.use is None or command == "rebuild":
+        return ""
+    trial = f" --trial {error.trial}" if command == "reproduce" and error.trial is not None else ""
+    return f"; try: hpsweep {command} {shlex.quote(str(error.use))}{trial}"
 
 
 if __name__ == "__main__":

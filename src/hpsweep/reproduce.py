@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from hpsweep.record import SPLIT_METRICS, TrialFiles
-from hpsweep.trial import run_trial
+from hpsweep.record import SPLIT_METRICS, Status, TrialFiles, TrialResult
+from hpsweep.trial import EpochHook, prepare, train
 
 COMPARED = (*SPLIT_METRICS, "lr")
 
@@ -20,11 +20,24 @@ class Difference:
     reproduced: float | None
 
 
+def stopping_epoch(original: TrialResult | None) -> int | None:
+    """The epoch after which the original stopped before its configured epochs: pruned, or
+    stopped early by an epoch hook (COMPLETE with fewer epochs); None when it ran them all."""
+    if original is None or original.epochs_run < 1:
+        return None
+    pruned = original.status is Status.PRUNED
+    stopped = original.status is Status.COMPLETE and original.epochs_run < original.epochs
+    return original.epochs_run if pruned or stopped else None
+
+
 def reproduce(trial_dir: Path, out_dir: Path) -> list[dict[str, float]]:
     """Train `trial_dir`'s config from scratch into `out_dir`; returns the new metrics rows.
 
     Runs with the original's torch thread count: CPU kernels may sum in another order with
-    another count, and bitwise equality needs the same order.
+    another count, and bitwise equality needs the same order. An original that was pruned or
+    stopped early is stopped after the same epoch, as it was (PRUNED or COMPLETE): with the
+    config unchanged, since `epochs` may shape more than the epoch count (a cosine schedule's
+    T_max is ${epochs}).
     """
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another --out")
@@ -32,17 +45,29 @@ def reproduce(trial_dir: Path, out_dir: Path) -> list[dict[str, float]]:
     original = TrialFiles(trial_dir).read_result()
     if original is not None and original.num_threads and config.get("num_threads") is None:
         torch.set_num_threads(original.num_threads)
+    run = prepare(config, out_dir)  # ConfigError for a config this version refuses: no file yet
     out_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(config, out_dir / "config.yaml")
-    run_trial(config, out_dir)
+    last = stopping_epoch(original)
+    hook = None if original is None or last is None else stop_after(last, original.status)
+    train(run, on_epoch_end=hook)
     return TrialFiles(out_dir).read_metrics()
+
+
+def stop_after(last: int, status: Status) -> EpochHook:
+    """An epoch hook that ends the run after epoch `last` with `status`, as the original was."""
+
+    def hook(epoch: int, row: dict[str, float]) -> Status | None:
+        return status if epoch >= last else None
+
+    return hook
 
 
 def compare_metrics(
     original: list[dict[str, float]], reproduced: list[dict[str, float]], tolerance: float = 0.0
 ) -> list[Difference]:
-    """Differences larger than `tolerance` over the original's epochs (a pruned original has
-    fewer epochs than its re-run, which is not pruned)."""
+    """Differences larger than `tolerance`, epoch by epoch; an epoch only one of them ran
+    differs in every metric (the other's value is None)."""
     new = {row["epoch"]: row for row in reproduced}
     differences = []
     for row in original:
@@ -51,4 +76,8 @@ def compare_metrics(
             theirs = None if other is None else other[metric]
             if theirs is None or abs(row[metric] - theirs) > tolerance:
                 differences.append(Difference(int(row["epoch"]), metric, row[metric], theirs))
+    ran = {row["epoch"] for row in original}
+    for row in reproduced:
+        if row["epoch"] not in ran:
+            differences += [Difference(int(row["epoch"]), m, None, row[m]) for m in COMPARED]
     return differences

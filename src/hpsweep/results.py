@@ -5,29 +5,50 @@ cluster works) and from the Optuna study too when its journal file is there.
     curves = load_curves("multirun/mlp")          # long form: trial, epoch, metric, split, value
     best_config("multirun/mlp")                   # the best trial's composed config
 
-Works on sweeps of the hpsweep sweeper (multirun/<study>/trial_NNNN/) and on plain Hydra
-multiruns of hpsweep-train (multirun/<date>/<time>/<n>/).
+Works on sweeps of the hpsweep sweeper (multirun/<study>/trial_NNNN/), on plain Hydra
+multiruns of hpsweep-train (multirun/<date>/<time>/<n>/), and on a folder of single runs
+(outputs/<date>/, each <time>/ a run of hpsweep-train without -m): its runs are trials 0..n-1 in
+the order of their dir names, which for Hydra's <time> names is the order they started.
 
 Damaged files never stop a table: a trial whose files are missing or cannot be read is a row
 whose `problem` says which file and why ("result.json: not JSON (line 1)"), and a trial the
 study has whose dir is gone is a row saying "trial dir missing".
 """
 
+from __future__ import annotations  # pandas types in signatures, pandas imported when used
+
+import contextlib
 import logging
 import re
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hpsweep.record import SPLIT_METRICS, Status, TrialFileError, TrialFiles, TrialResult
-from hydra_plugins.hpsweep_sweeper import FAIL_REASON, JOURNAL_FILE, TRIAL_DIR, open_sweep_storage
+from hpsweep.record import (
+    OBJECTIVES,
+    SPLIT_METRICS,
+    Status,
+    TrialFileError,
+    TrialFiles,
+    TrialResult,
+    is_better,
+)
+from hydra_plugins.hpsweep_sweeper import (
+    FAIL_REASON,
+    JOURNAL_FILE,
+    RETRY_OF,
+    TRIAL_DIR,
+    open_sweep_storage,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -48,26 +69,100 @@ RESULT_COLUMNS = (
 
 
 class SweepDirError(ValueError):
-    pass
+    """A path that is not a sweep, or a request the sweep cannot answer; one line for the user.
+
+    `use` and `trial`: for a path inside a sweep (a single run's dir, a trial dir), the folder
+    to pass instead and the number the trial has there."""
+
+    def __init__(self, message: str, use: Path | None = None, trial: int | None = None) -> None:
+        super().__init__(message)
+        self.use = use
+        self.trial = trial
 
 
 # Any of these marks a folder as a trial dir, so one that lost some of its files is still found.
 TRIAL_MARKS = (".hydra", "result.json", "metrics.csv")
 
 
-def trial_dirs(sweep_dir: str | Path) -> list[Path]:
+@dataclass
+class Trials:
+    """The trial dirs of a sweep dir, in trial order, and the number each has (None: unknown,
+    when a dir holds no readable hydra.yaml and its name ends in no number)."""
+
+    dirs: list[Path]
+    numbers: dict[Path, int | None]
+    single_runs: bool  # a folder of single runs (hpsweep-train without -m), not a sweep
+
+
+def find_trials(sweep_dir: str | Path) -> Trials:
+    """The trial dirs of a sweep dir, or of a folder of single runs; SweepDirError, saying what
+    the path is instead and what to pass, for anything else."""
     sweep = Path(sweep_dir)
-    if not sweep.is_dir():
-        raise SweepDirError(f"{sweep} is not a folder")
-    dirs = [p for p in sweep.iterdir() if p.is_dir() and any((p / m).exists() for m in TRIAL_MARKS)]
+    found = _scan(sweep) if sweep.is_dir() else None
+    if found is None:
+        raise _not_a_sweep(sweep)
+    return found
+
+
+def _scan(sweep: Path) -> Trials | None:
+    dirs = [p for p in sweep.iterdir() if p.is_dir() and _is_trial_dir(p)]
     hydra = {d: _hydra_node(d) for d in dirs}
-    # a single run's dir (hpsweep-train without -m) holds the same files, yet is no sweep's trial
-    dirs = [d for d in dirs if _mode(hydra[d]) != "RUN"]
+    modes = {d: _mode(hydra[d]) for d in dirs}
+    # A sweep's trials are MULTIRUN jobs; a dir whose hydra.yaml cannot be read goes with the
+    # others. Single runs' dirs next to a sweep's trials are not its trials.
+    single_runs = "RUN" in modes.values() and "MULTIRUN" not in modes.values()
+    dirs = [d for d in dirs if modes[d] != ("MULTIRUN" if single_runs else "RUN")]
     if not dirs:
-        what = "an empty sweep" if (sweep / "multirun.yaml").is_file() else "not a sweep dir"
-        raise SweepDirError(f"{sweep} is {what}: no trial dirs (*/.hydra/, */result.json) in it")
+        return None
+    if single_runs:
+        # Hydra names a run's dir after the time it started (outputs/<date>/<time>/)
+        dirs.sort(key=lambda d: d.name)
+        return Trials(dirs, {d: i for i, d in enumerate(dirs)}, single_runs=True)
     numbers = {d: _job_number(d, hydra[d]) for d in dirs}
-    return sorted(dirs, key=lambda d: (numbers[d] is None, numbers[d] or 0, d.name))
+    dirs.sort(key=lambda d: (numbers[d] is None, numbers[d] or 0, d.name))
+    return Trials(dirs, numbers, single_runs=False)
+
+
+def trial_dirs(sweep_dir: str | Path) -> list[Path]:
+    return find_trials(sweep_dir).dirs
+
+
+def _is_trial_dir(path: Path) -> bool:
+    return any((path / m).exists() for m in TRIAL_MARKS)
+
+
+def _not_a_sweep(path: Path) -> SweepDirError:
+    """What `path` is, since it is no sweep, and what to pass instead."""
+    if not path.exists():
+        return SweepDirError(f"{path} is not a folder: it does not exist")
+    if not path.is_dir():
+        return SweepDirError(f"{path} is not a folder but a file")
+    if _is_trial_dir(path):
+        single = _mode(_hydra_node(path)) == "RUN"
+        trials = _scan(path.parent)
+        number = None if trials is None else trials.numbers.get(path)
+        what = "a single run (hpsweep-train without -m)" if single else "a trial dir"
+        where = "its folder" if single else "its sweep"
+        held = "" if number is None else f" as trial {number}"
+        return SweepDirError(
+            f"{path} is {what}, not a sweep dir; {where} {path.parent} holds it{held}",
+            use=path.parent,
+            trial=number,
+        )
+    if (path / "multirun.yaml").is_file():
+        return SweepDirError(f"{path} is an empty sweep: no trial dirs (*/.hydra/) in it yet")
+    if not any(path.iterdir()):
+        return SweepDirError(f"{path} is an empty folder, not a sweep dir")
+    inside = [str(p) for p in sorted(path.iterdir()) if p.is_dir() and _scan(p) is not None]
+    if inside:
+        shown = ", ".join(inside[:3]) + (", ..." if len(inside) > 3 else "")
+        return SweepDirError(
+            f"{path} is not a sweep dir; it holds {len(inside)} folder(s) of trials, pass one: "
+            f"{shown}"
+        )
+    return SweepDirError(
+        f"{path} is not a sweep dir: no trial dirs (*/.hydra/, */result.json) in it"
+    )
 
 
 def _mode(hydra_cfg: DictConfig | None) -> str | None:
@@ -106,8 +201,8 @@ def swept_keys(sweep_dir: str | Path) -> dict[str, bool]:
         lines += list(OmegaConf.select(cfg, "hydra.overrides.task", default=[]))
         keys: dict[str, bool] = {}
         try:
-            parsed = OverridesParser.create().parse_overrides(lines)
-        except HydraException:
+            parsed = parse_overrides(lines)
+        except ValueError:
             parsed = []
         for override in parsed:
             if override.is_sweep_override():
@@ -115,16 +210,30 @@ def swept_keys(sweep_dir: str | Path) -> dict[str, bool]:
                 keys[override.get_key_element()] = "log" in tags
         if keys:
             return keys
-    values: dict[str, set[str]] = {}
+    per_trial: list[dict[str, str]] = []
     for trial in trial_dirs(sweep):
         try:
             overrides = TrialFiles(trial).read_hydra_file("overrides.yaml")
         except TrialFileError:
             continue  # load_trials shows it in its problem column
-        for line in overrides:
-            key, _, value = str(line).partition("=")
-            values.setdefault(key, set()).add(value)
-    return {k: False for k, v in values.items() if len(v) > 1}
+        pairs = (str(line).partition("=") for line in overrides)
+        # `+key=v` adds what `key=v` sets: one key either way
+        per_trial.append({key.lstrip("+~"): value for key, _, value in pairs})
+    # a key one run overrides and another leaves at its default differs too
+    seen = {key: None for trial in per_trial for key in trial}
+    return {k: False for k in seen if len({trial.get(k) for trial in per_trial}) > 1}
+
+
+def parse_overrides(lines: list[str]) -> list[Any]:
+    """Hydra's parse of override lines; ValueError for a line it cannot parse. (Hydra is
+    imported here, not with the module: the CLI's answers for a wrong path need none of it.)"""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides(lines)
+    except HydraException as e:
+        raise ValueError(str(e)) from None
 
 
 def _load_multirun(sweep: Path) -> DictConfig | None:
@@ -159,15 +268,30 @@ def open_studies(sweep_dir: Path, storage: str | None = None) -> list[Any]:
         return []
 
 
-def load_study_trials(sweep_dir: Path, storage: str | None = None) -> dict[str, Any]:
-    """trial dir name -> the newest Optuna FrozenTrial recorded for it."""
-    by_dir: dict[str, Any] = {}
+@dataclass
+class StudyTrials:
+    """The study's trials by trial dir name, oldest first: a dir holds more than one when a
+    retry continued a trial whose worker died. `no_retry_left`: numbers of trials the sweeper
+    will not run again if their worker is gone (hydra.sweeper.max_retries reached)."""
+
+    by_dir: dict[str, list[Any]] = field(default_factory=dict)
+    no_retry_left: set[int] = field(default_factory=set)
+
+
+def load_study_trials(sweep_dir: Path, storage: str | None = None) -> StudyTrials:
+    found = StudyTrials()
     for study in open_studies(sweep_dir, storage):
+        from hydra_plugins.hpsweep_sweeper._study import retries_left  # the sweeper's own rule
+
         for trial in study.get_trials(deepcopy=False):
             name = trial.user_attrs.get(TRIAL_DIR)
-            if name and (name not in by_dir or trial.number > by_dir[name].number):
-                by_dir[name] = trial
-    return by_dir
+            if name:
+                found.by_dir.setdefault(name, []).append(trial)
+                if trial.state.name == "RUNNING" and retries_left(study, trial) == 0:
+                    found.no_retry_left.add(trial.number)
+    for trials in found.by_dir.values():
+        trials.sort(key=lambda t: t.number)
+    return found
 
 
 @dataclass
@@ -239,37 +363,51 @@ def read_trial_dir(trial_dir: Path, state: str | None = None) -> TrialDir:
     return trial
 
 
+# how `problem` begins for a RUNNING trial whose worker is gone (its trial dir lock is free)
+WORKER_GONE = "worker gone"
+# integer columns, nullable: a trial without result.json has no best epoch (an empty cell,
+# not a float NaN that turns 2 into 2.0)
+INT_COLUMNS = ("number", "best_epoch", "epochs_run", "num_params", "retry_of")
+
+
 def load_trials(sweep_dir: str | Path, storage: str | None = None) -> pd.DataFrame:
-    """One row per trial dir, and per trial of the study whose dir is gone; sorted by the
-    objective in its direction (best first).
+    """One row per trial of the study (or per trial dir, without one), and per trial of the
+    study whose dir is gone; sorted by the objective in its direction (best first).
 
     Columns: number, state (a Status value), objective, direction, value, best_epoch,
     best_val_acc, best_val_loss, test_acc, test_loss, epochs_run, wall_time_s (the trial's
     training time), num_params, params_<key> for every swept key (typed, from the composed
-    config), trial_dir, best_checkpoint, fail_reason, problem.
-    `problem`: None, or which files are damaged or missing and why ("; " between them). `state`
-    is the study's when there is a study; without one, result.json's, RUNNING while there is no
-    result.json yet, and None (unknown) when result.json is there but cannot be read.
+    config), trial_dir, best_checkpoint, retry_of, fail_reason, problem.
+    `problem`: None, or which files are damaged or missing and why ("; " between them), or,
+    for a RUNNING trial whose worker is gone, "worker gone after epoch N: ..." (its cells then
+    hold its progress so far, from metrics.csv). `state` is the study's when there is a study;
+    without one, result.json's, RUNNING while there is no result.json yet, and None (unknown)
+    when result.json is there but cannot be read.
+    A trial whose worker died is FAIL, and its retry (`retry_of` = its number) runs in the same
+    trial dir: both are rows, the FAIL one without the dir's files, which are the retry's.
     `storage`: the sweep's storage URL when its study is not in the dir's journal file.
     """
+    import pandas as pd
+
     sweep = Path(sweep_dir)
-    dirs = trial_dirs(sweep)
+    found = find_trials(sweep)
     keys = swept_keys(sweep)
-    study_trials = load_study_trials(sweep, storage)
-    found = {d.name for d in dirs}
+    study = load_study_trials(sweep, storage)
+    dirs = list(found.dirs)
+    names = {d.name for d in dirs}
     # the study's trials whose dirs are not found: deleted, not copied along, or failed before
     # the job wrote anything (a dir holding only its .lock)
-    dirs += [sweep / name for name in sorted(study_trials) if name not in found]
+    dirs += [sweep / name for name in sorted(study.by_dir) if name not in names]
     rows = []
-    directions = set()
+    running: list[tuple[dict[str, Any], TrialDir]] = []  # rows without result.json yet
     for trial_dir in dirs:
-        study_trial = study_trials.get(trial_dir.name)
+        in_study = study.by_dir.get(trial_dir.name, [])
+        study_trial = in_study[-1] if in_study else None  # the files are the newest trial's
         trial = read_trial_dir(trial_dir, study_trial.state.name if study_trial else None)
         result = trial.result
-        if result is not None and result.direction:
-            directions.add(result.direction)
+        number = study_trial.number if study_trial else found.numbers.get(trial_dir)
         row: dict[str, Any] = {
-            "number": study_trial.number if study_trial else _job_number(trial_dir, trial.hydra),
+            "number": number,
             "state": _state(trial, study_trial),
             **_result_columns(result),
         }
@@ -279,19 +417,134 @@ def load_trials(sweep_dir: str | Path, storage: str | None = None) -> pd.DataFra
         files = TrialFiles(trial_dir)
         row["trial_dir"] = str(trial_dir)
         row["best_checkpoint"] = str(files.best) if files.best.is_file() else None
+        if study_trial is not None:
+            row["retry_of"] = study_trial.user_attrs.get(RETRY_OF)
+        else:
+            row["retry_of"] = None if found.single_runs else _retry_of(trial_dir, number)
         reason = result.reason if result is not None and result.status is Status.FAIL else None
         if study_trial is not None and reason is None:
             reason = study_trial.user_attrs.get(FAIL_REASON)
         row["fail_reason"] = reason
         row["problem"] = "; ".join(trial.problems) or None
+        if row["state"] == Status.RUNNING.value and result is None:
+            running.append((row, trial))
         rows.append(row)
+        rows += [_superseded(t, trial_dir, keys) for t in in_study[:-1]]
+    gone = _workers_gone(sweep, [trial.path for _, trial in running])
+    for row, trial in running:
+        if trial.path in gone:
+            row.update(_progress(trial))
+            again = row["number"] not in study.no_retry_left
+            row["problem"] = "; ".join([_gone(trial, again), *trial.problems])
+    directions = {row["direction"] for row in rows if row["direction"]}
 
     table = pd.DataFrame(rows)
+    for column in INT_COLUMNS:
+        table[column] = table[column].astype("Int64")
     maximize = directions != {"minimize"}
     table = table.sort_values(
         ["value", "number"], ascending=[not maximize, True], na_position="last", kind="stable"
     )
     return table.reset_index(drop=True)
+
+
+def _retry_of(trial_dir: Path, number: int | None) -> int | None:
+    """From files alone: a trial dir is named after the trial it was made for (trial_0003), and
+    its hydra.yaml holds the number of the newest trial that ran in it, a retry if they differ
+    (the rule `hpsweep rebuild` follows too)."""
+    digits = re.search(r"(\d+)$", trial_dir.name)
+    first = int(digits.group(1)) if digits else None
+    return first if first is not None and number is not None and first != number else None
+
+
+def _superseded(trial: Any, trial_dir: Path, keys: dict[str, bool]) -> dict[str, Any]:
+    """The row of a trial that a retry continued in its dir (its worker died): the dir's files
+    are the retry's, so only the study speaks for it."""
+    return {
+        "number": trial.number,
+        "state": str(trial.state.name),
+        **_result_columns(None),
+        "epochs_run": len(trial.intermediate_values),  # the epochs it reported before dying
+        **{f"params_{k}": trial.params.get(k) for k in keys},
+        "trial_dir": str(trial_dir),
+        "best_checkpoint": None,
+        "retry_of": trial.user_attrs.get(RETRY_OF),
+        "fail_reason": trial.user_attrs.get(FAIL_REASON),
+        "problem": None,
+    }
+
+
+def _workers_gone(sweep: Path, trial_dirs: list[Path]) -> set[Path]:
+    """The trial dirs among `trial_dirs` whose lock, which the sweeper's worker holds while the
+    trial runs, is free: the sweeper's own test for a dead worker. Tested while holding the
+    sweep's ask lock, as the sweeper does, so that no worker is between asking for a retry and
+    locking its dir (a lock taken here then would stop it). Without a lock file (a trial not
+    run by the hpsweep sweeper) or one that cannot be opened (a read-only copy), nothing is
+    known; and nothing, if workers keep the ask lock for a second (busy, or a storage outage).
+    """
+    locked = [d for d in trial_dirs if (d / ".lock").is_file()]
+    if not locked:
+        return set()
+    from hydra_plugins.hpsweep_sweeper._study import file_lock
+
+    def free(lock: Path) -> bool:
+        with file_lock(lock, blocking=False) as taken:
+            return taken is not None
+
+    ask = sweep / ".ask.lock"
+    try:
+        for _ in range(20):
+            with file_lock(ask, blocking=False) if ask.is_file() else _no_lock() as held:
+                if held is not None:
+                    return {d for d in locked if free(d / ".lock")}
+            time.sleep(0.05)
+    except OSError:
+        pass
+    return set()
+
+
+@contextlib.contextmanager
+def _no_lock() -> Iterator[bool]:
+    yield True
+
+
+def _progress(trial: TrialDir) -> dict[str, Any]:
+    """A trial's cells from its metrics.csv alone: the epochs it ran and its best one so far."""
+    rows = trial.metrics or []
+    columns: dict[str, Any] = {"epochs_run": len(rows)}
+    objective = None
+    if trial.config is not None:
+        objective = OmegaConf.select(trial.config, "objective", default=None)
+    if objective not in OBJECTIVES:
+        return columns
+    best: dict[str, float] | None = None
+    for row in rows:
+        if is_better(row[objective], None if best is None else best[objective], objective):
+            best = row
+    columns |= {"objective": objective, "direction": OBJECTIVES[objective]}
+    if best is not None:
+        columns |= {
+            "value": best[objective],
+            "best_epoch": int(best["epoch"]),
+            "best_val_acc": best["val_acc"],
+            "best_val_loss": best["val_loss"],
+        }
+    return columns
+
+
+def _gone(trial: TrialDir, retried: bool) -> str:
+    if trial.metrics is None:
+        when = ""
+    elif trial.metrics:
+        when = f" after epoch {int(trial.metrics[-1]['epoch'])}"
+    else:
+        when = " before its first epoch ended"
+    if retried:
+        return f"{WORKER_GONE}{when}: the next start of the sweep runs it again"
+    return (
+        f"{WORKER_GONE}{when}: the next start of the sweep marks it FAIL "
+        "(hydra.sweeper.max_retries reached)"
+    )
 
 
 def _state(trial: TrialDir, study_trial: Any) -> str | None:
@@ -327,8 +580,8 @@ def _params(trial: TrialDir, study_trial: Any, keys: dict[str, bool]) -> dict[st
 
 def _override_values(overrides: list[str]) -> dict[str, Any]:
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException:
+        parsed = parse_overrides(overrides)
+    except ValueError:
         return {}
     return {o.get_key_element(): o.value() for o in parsed if not o.is_sweep_override()}
 
@@ -353,8 +606,11 @@ def _param(config: DictConfig | ListConfig, choices: Any, key: str) -> Any:
 def load_curves(sweep_dir: str | Path) -> pd.DataFrame:
     """Per-epoch metrics of every trial in long form: trial, epoch, metric, split, value.
     Trials without a whole metrics.csv have none (load_trials' `problem` says why)."""
+    import pandas as pd
+
     frames = []
-    for trial_dir in trial_dirs(sweep_dir):
+    found = find_trials(sweep_dir)
+    for trial_dir in found.dirs:
         try:
             rows = TrialFiles(trial_dir).read_metrics()
         except TrialFileError:
@@ -364,7 +620,7 @@ def load_curves(sweep_dir: str | Path) -> pd.DataFrame:
         wide = pd.DataFrame(rows)
         long = wide.melt(id_vars="epoch", value_vars=sorted(SPLIT_METRICS), var_name="column")
         long[["split", "metric"]] = long["column"].str.split("_", n=1, expand=True)
-        long.insert(0, "trial", _job_number(trial_dir, _hydra_node(trial_dir)))
+        long.insert(0, "trial", found.numbers[trial_dir])  # load_trials' `number` of the dir
         frames.append(long[["trial", "epoch", "metric", "split", "value"]])
     if not frames:
         return pd.DataFrame(columns=["trial", "epoch", "metric", "split", "value"])
@@ -398,6 +654,6 @@ def best_config(sweep_dir: str | Path, storage: str | None = None) -> DictConfig
 def trial_by_number(trials: pd.DataFrame, number: int) -> pd.Series:
     match = trials[trials["number"] == number]
     if match.empty:
-        known = ", ".join(str(n) for n in sorted(trials["number"]))
+        known = ", ".join(str(n) for n in sorted(trials["number"].dropna()))
         raise SweepDirError(f"no trial {number} in this sweep; its trials are: {known}")
     return match.iloc[0]
