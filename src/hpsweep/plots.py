@@ -1,71 +1,83 @@
 """Pictures: a trial's curves.png, and a whole sweep's PNGs in its sweep dir (`hpsweep plot`).
 
-Figures without pyplot: no global state, no GUI backend, safe in worker processes.
+Figures without pyplot: no global state, no GUI backend, safe in worker processes. Every plot_*
+function returns its Figure, so a test or a notebook can look inside it or show it.
 """
 
 from __future__ import annotations  # pandas types in signatures, pandas not imported
 
 import io
 import math
+import numbers
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from matplotlib.figure import Figure  # at import, not per plot: sweep workers inherit it
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from hpsweep.record import atomic_write_bytes
 
 if TYPE_CHECKING:  # a trial job imports this module for curves.png and needs no pandas
     import pandas as pd
+    from matplotlib.axes import Axes
 
 
 def plot_curves(history: list[dict[str, Any]], best_epoch: int | None, title: str = "") -> Figure:
-    """A trial's loss and accuracy per epoch, train vs validation, side by side."""
+    """A trial's loss and accuracy per epoch, train vs validation, the best epoch starred."""
     epochs = [row["epoch"] for row in history]
+    best = next((row for row in history if row["epoch"] == best_epoch), None)
     # Fixed margins: a constrained layout would cost 0.1 s, a third of a small trial's overhead.
-    fig = Figure(figsize=(10, 4))
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.88, wspace=0.22)
+    fig = Figure(figsize=(10, 4.2))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.82, wspace=0.22)
     for ax, metric in zip(fig.subplots(1, 2), ("loss", "acc"), strict=True):
-        for split, style in (("train", "--"), ("val", "-")):
-            values = [row[f"{split}_{metric}"] for row in history]
-            ax.plot(epochs, values, style, marker=".", label=split)
-        if best_epoch is not None:
-            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best (epoch {best_epoch})")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy" if metric == "acc" else "loss")
+        name = "accuracy" if metric == "acc" else "loss"
+        for split, style, label in (("train", "--", "train"), ("val", "-", "validation")):
+            values = [finite_or_nan(row[f"{split}_{metric}"]) for row in history]
+            ax.plot(epochs, values, style, marker=".", label=label)
+        if best is not None:
+            value = best[f"val_{metric}"]
+            ax.axvline(best_epoch, color="0.5", linestyle=":", linewidth=1)
+            ax.plot(best_epoch, value, "*", color="C3", markersize=13, linestyle="",
+                    label=f"best epoch {best_epoch}: validation {value:.4f}")  # fmt: skip
+        epoch_axis(ax, epochs)
+        ax.set_ylabel(name)
+        ax.set_title(f"{name} per epoch", fontsize="medium")
         ax.grid(alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
+        ax.legend(fontsize="small")
+    if best is not None:
+        what = f"training curves, best epoch {best_epoch} of {len(history)}"
+    else:
+        what = f"training curves, {len(history)} epochs, no best epoch"
+    fig.suptitle(f"{title}: {what}" if title else what)
     return fig
+
+
+def epoch_axis(ax: Axes, epochs: list[int]) -> None:
+    """Whole epochs only, and room beside the first and last (a best epoch at the end would
+    otherwise sit on the frame)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs:
+        pad = max(0.3, 0.03 * (max(epochs) - min(epochs)))
+        ax.set_xlim(min(epochs) - pad, max(epochs) + pad)
+    ax.set_xlabel("epoch")
 
 
 def plot_sweep(
     sweep_dir: str | Path, top_k: int = 5, trials: pd.DataFrame | None = None
 ) -> list[Path]:
-    """Training curves of the top trials, the objective against each parameter, the history of
-    the search and, with the study at hand, Optuna's parameter importances.
+    """Writes plot_curves.png, plot_params.png, plot_history.png and plot_importances.png into
+    the sweep dir (hpsweep.sweep_plots draws them).
 
     `trials`: the sweep's `load_trials` table, if the caller has it. Trials whose files are
     damaged or missing are left out (`hpsweep plot` names them).
     """
-    from hpsweep.results import load_curves, load_trials, open_studies, swept_keys  # pandas
+    from hpsweep.sweep_plots import sweep_figures  # pandas and optuna: not for trial jobs
 
-    sweep = Path(sweep_dir)
-    if trials is None:
-        trials = load_trials(sweep)
-    trials = trials[trials["problem"].isna()]
-    written = [
-        save_png(plot_top_curves(trials, load_curves(sweep), top_k), sweep / "plot_curves.png"),
-        save_png(plot_params(trials, swept_keys(sweep)), sweep / "plot_params.png"),
-        save_png(plot_history(trials), sweep / "plot_history.png"),
-    ]
-    studies = open_studies(sweep)
-    importances = plot_importances(studies[0]) if len(studies) == 1 else None
-    if importances is not None:
-        written.append(save_png(importances, sweep / "plot_importances.png"))
-    return written
+    figures = sweep_figures(sweep_dir, top_k, trials)
+    return [save_png(fig, Path(sweep_dir) / name) for name, fig in figures.items()]
 
 
 def save_png(fig: Figure, path: Path) -> Path:
@@ -75,105 +87,133 @@ def save_png(fig: Figure, path: Path) -> Path:
     return path
 
 
-def plot_top_curves(trials: pd.DataFrame, curves: pd.DataFrame, top_k: int) -> Figure:
-    """Validation accuracy and loss per epoch of the top-k complete trials, with every pruned
-    trial as a thin grey line: they end where the pruner stopped them."""
-    fig = Figure(figsize=(11, 4.5), layout="constrained")
-    top = trials[trials["state"] == "COMPLETE"].head(top_k)
-    pruned = trials[trials["state"] == "PRUNED"]
-    val = curves[curves["split"] == "val"]
-    for ax, metric in zip(fig.subplots(1, 2), ("acc", "loss"), strict=True):
-        for i, number in enumerate(pruned["number"]):
-            line = val[(val["trial"] == number) & (val["metric"] == metric)]
-            ax.plot(
-                line["epoch"],
-                line["value"],
-                color="0.6",
-                lw=0.8,
-                marker="x",
-                label="pruned" if i == 0 else None,
-            )
-        for _, row in top.iterrows():
-            line = val[(val["trial"] == row["number"]) & (val["metric"] == metric)]
-            ax.plot(
-                line["epoch"],
-                line["value"],
-                marker=".",
-                label=f"trial {row['number']} ({row['value']:.4f})",
-            )
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(f"validation {'accuracy' if metric == 'acc' else 'loss'}")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    fig.axes[0].legend(fontsize="small")
-    fig.suptitle(f"top {len(top)} trials by {_objective(trials)}")
-    return fig
-
-
-def plot_params(trials: pd.DataFrame, keys: dict[str, bool]) -> Figure:
-    """The objective against each swept parameter; log axes for log-scaled parameters."""
-    done = trials[trials["value"].notna()]
-    names = list(keys) or ["number"]
-    fig = Figure(figsize=(4 * len(names), 3.8), layout="constrained")
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    for ax, name in zip(axes, names, strict=True):
-        column = "number" if name == "number" else f"params_{name}"
-        for state, marker in (("COMPLETE", "o"), ("PRUNED", "x")):
-            part = done[done["state"] == state]
-            x = part[column] if all(map(is_number, done[column])) else part[column].astype(str)
-            ax.scatter(x, part["value"], marker=marker, label=state.lower(), alpha=0.8)
-        if keys.get(name):
-            ax.set_xscale("log")
-        ax.set_xlabel(name)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(_objective(trials))
-    axes[0].legend(fontsize="small")
-    return fig
-
-
-def plot_history(trials: pd.DataFrame) -> Figure:
-    """Each trial's objective in the order trials started, and the best so far."""
-    done = trials[trials["value"].notna() & (trials["state"] == "COMPLETE")]
-    done = done.sort_values("number")
-    maximize = _maximize(trials)
-    best = done["value"].cummax() if maximize else done["value"].cummin()
-    fig = Figure(figsize=(7, 4), layout="constrained")
-    ax = fig.subplots()
-    ax.scatter(done["number"], done["value"], label="trial", alpha=0.8)
-    ax.step(done["number"], best, where="post", color="C3", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(_objective(trials))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return fig
-
-
-def plot_importances(study: Any) -> Figure | None:
-    """Optuna's fANOVA parameter importances; None with too few trials."""
-    import optuna
-
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(complete) < 2 or not complete[0].params:
-        return None
-    importances = optuna.importance.get_param_importances(study)
-    fig = Figure(figsize=(7, 0.6 * len(importances) + 1.5), layout="constrained")
-    ax = fig.subplots()
-    names = list(importances)[::-1]
-    ax.barh(names, [importances[n] for n in names])
-    ax.set_xlabel("importance (fANOVA) for the objective")
-    ax.set_title("parameter importances")
-    return fig
-
-
 def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    # numbers.Real: numpy's ints and floats from pandas tables count too
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _objective(trials: pd.DataFrame) -> str:
-    names = trials["objective"].dropna().unique()
-    return str(names[0]) if len(names) else "value"
+def finite_or_nan(value: Any) -> float:
+    # an inf loss would stretch the axis to nothing; NaN leaves a gap where it diverged
+    return float(value) if is_number(value) else math.nan
 
 
-def _maximize(trials: pd.DataFrame) -> bool:
-    return "minimize" not in set(trials["direction"].dropna())
+# -- shared by the sweep's figures (hpsweep.sweep_plots) -------------------------------------
+
+
+def robust_range(values: Any, bad_side: str, k: float = 1.5) -> tuple[float, float] | None:
+    """y-limits around the bulk of `values`: on the bad side (low for accuracy, high for a
+    loss) beyond k interquartile ranges is left out, but only when that at least doubles the
+    resolution; the good side, where the best trials are, is never cut."""
+    v = np.array([float(x) for x in values if is_number(x)])
+    if v.size == 0:
+        return None
+    low, high = float(v.min()), float(v.max())
+    q1, q3 = np.percentile(v, [25, 75])
+    if bad_side == "low":
+        kept = v[v >= q1 - k * (q3 - q1)]
+        if 0 < kept.max() - kept.min() < 0.5 * (high - low):
+            low = float(kept.min())
+    else:
+        kept = v[v <= q3 + k * (q3 - q1)]
+        if 0 < kept.max() - kept.min() < 0.5 * (high - low):
+            high = float(kept.max())
+    pad = 0.08 * (high - low) if high > low else max(0.05 * abs(high), 0.01)
+    return low - pad, high + pad
+
+
+def draw_points(
+    ax: Axes, x: Any, y: Any, ylim: tuple[float, float] | None, marker: str, color: str
+) -> Any:
+    """Scatter the points; those beyond ylim as triangles on the frame's edge, pointing the way
+    they went. Returns which points were outside."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    low, high = ylim if ylim is not None else (-np.inf, np.inf)
+    below, above = y < low, y > high
+    inside = ~(below | above)
+    ax.scatter(x[inside], y[inside], marker=marker, color=color, alpha=0.85, zorder=2)
+    for mask, at, triangle in ((below, 0.015, "v"), (above, 0.985, "^")):
+        if mask.any():
+            at_edge(ax, x[mask], at, triangle, color)
+    return below | above
+
+
+def at_edge(ax: Axes, x: Any, at: float, marker: str, color: str, **style: Any) -> None:
+    """Points on the frame's edge: x in data, y a fraction of the axes' height. (Autoscaling
+    ignores such points, so their x is added to the data limits by hand.)"""
+    x = np.asarray(x, dtype=float)
+    edge = ax.get_xaxis_transform()
+    ax.scatter(x, np.full(len(x), at), marker=marker, color=color, transform=edge,
+               clip_on=False, zorder=3, **style)  # fmt: skip
+    finite = x[np.isfinite(x)]
+    if finite.size:
+        ax.update_datalim(np.column_stack([finite, np.zeros(finite.size)]), updatey=False)
+        ax.autoscale_view(scaley=False)
+
+
+def side_legend(ax: Axes, handles: list[Any], **style: Any) -> None:
+    """A legend right of the axes, top-aligned with them: clear of the points and of the
+    figure's title (a figure legend in the right margin would reach up into the title)."""
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+              fontsize="small", **style)  # fmt: skip
+
+
+def outside_handle(values: list[float], bad_side: str) -> Line2D:
+    where, triangle = ("below", "v") if bad_side == "low" else ("above", "^")
+    extreme = min(values) if bad_side == "low" else max(values)
+    label = f"{len(values)} trial(s) {where} the frame (to {extreme:.3g}), marked at its edge"
+    return mark(triangle, "0.3", label)
+
+
+def mark(marker: str, color: str, label: str, **style: Any) -> Line2D:
+    """A legend entry for points drawn with this marker."""
+    return Line2D([], [], marker=marker, color=color, linestyle="", label=label, **style)
+
+
+def edge_note(ax: Axes, text: str, side: str) -> None:
+    y, va = (0.03, "bottom") if side == "low" else (0.97, "top")
+    box = {"facecolor": "white", "edgecolor": "0.8", "alpha": 0.9}
+    ax.text(0.98, y, text, transform=ax.transAxes, ha="right", va=va, fontsize="small", bbox=box)
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """optimizer.lr -> lr, batch_size -> bs, model.hidden_sizes -> hs; the full keys when two
+    would read the same."""
+
+    def short(key: str) -> str:
+        last = key.rsplit(".", 1)[-1]
+        words = [w for w in last.split("_") if w]
+        return "".join(w[0] for w in words) if len(words) > 1 else last
+
+    names = {k: short(k) for k in keys}
+    return names if len(set(names.values())) == len(names) else {k: k for k in keys}
+
+
+def message_figure(title: str, text: str) -> Figure:
+    """A figure that says why there is no plot, instead of a blank or missing image."""
+    fig = Figure(figsize=(8, 2.6), layout="constrained")
+    ax = fig.subplots()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, textwrap.fill(text, 80), ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(title)
+    return fig
+
+
+def key_of(value: Any) -> str:
+    """A value as a category: 64 and 64.0 (an int column holding a None) are one."""
+    if is_number(value) and float(value).is_integer():
+        return str(int(value))
+    return str(plain(value))
+
+
+def value_text(value: Any) -> str:
+    """A value as a label: 3 significant digits (lr=0.0226), whole numbers in full up to 1e6."""
+    if not is_number(value):
+        return str(plain(value))
+    if float(value).is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{float(value):.3g}"
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars as Python's (Optuna compares choices by type)."""
+    return value.item() if isinstance(value, np.generic) else value
