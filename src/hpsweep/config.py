@@ -100,8 +100,8 @@ def _check_group_keys(group: str, node: Any) -> None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     allowed = [name for name, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-    for key in node:
-        if not str(key).startswith("_") and key not in allowed:
+    for key in map(str, node):
+        if not key.startswith("_") and key not in allowed:
             raise ConfigError(
                 f"{group}.{key}",
                 node[key],
