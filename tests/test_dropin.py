@@ -11,6 +11,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from hpsweep.results import load_trials
 from hydra_plugins.hpsweep_sweeper import load_sweep_study
 from tests.conftest import FAST, TRAIN_CMD, run_cli, write_preset
 
@@ -135,6 +136,16 @@ def test_a_list_of_expressions_searches_each_layer_and_rebuilds(tmp_path):
         assert config["model"]["hidden_sizes"] == sizes
         overrides = yaml.safe_load((trial_dir / ".hydra" / "overrides.yaml").read_text())
         assert f"model.hidden_sizes=[{','.join(map(str, sizes))}]" in overrides
+    # the table has a column per layer, as the study has a parameter per layer
+    table = load_trials(sweep).set_index("number")
+    assert [c for c in table if c.startswith("params_")] == [
+        *(f"params_{k}" for k in LAYERS),
+        "params_optimizer.lr",
+    ]
+    for trial in trials:
+        assert [table.loc[trial.number, f"params_{k}"] for k in LAYERS] == [
+            trial.params[k] for k in LAYERS
+        ]
 
     rebuilt = subprocess.run(
         [sys.executable, "-m", "hpsweep.cli", "rebuild", str(sweep)],

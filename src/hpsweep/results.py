@@ -17,14 +17,11 @@ study has whose dir is gone is a row saying "trial dir missing".
 
 from __future__ import annotations  # pandas types in signatures, pandas imported when used
 
-import contextlib
 import logging
 import re
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -44,7 +41,10 @@ from hydra_plugins.hpsweep_sweeper import (
     JOURNAL_FILE,
     RETRY_OF,
     TRIAL_DIR,
+    abandoned_trial_dirs,
     open_sweep_storage,
+    retries_left,
+    search_space,
 )
 
 if TYPE_CHECKING:
@@ -190,26 +190,13 @@ def _job_number(trial_dir: Path, hydra_cfg: DictConfig | None) -> int | None:
 def swept_keys(sweep_dir: str | Path) -> dict[str, bool]:
     """Keys the sweep varied -> whether they were searched on a log scale.
 
-    From multirun.yaml: the sweeper's `params` and the sweeps given on the command line. Without
-    it, the override keys whose values differ between trials.
+    From multirun.yaml, read as the sweeper reads it. Without it, the override keys whose
+    values differ between trials.
     """
     sweep = Path(sweep_dir)
-    cfg = _load_multirun(sweep)
-    if cfg is not None:
-        params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
-        lines = [f"{k}={v}" for k, v in params.items()]
-        lines += list(OmegaConf.select(cfg, "hydra.overrides.task", default=[]))
-        keys: dict[str, bool] = {}
-        try:
-            parsed = parse_overrides(lines)
-        except ValueError:
-            parsed = []
-        for override in parsed:
-            if override.is_sweep_override():
-                tags: set[str] = getattr(override.value(), "tags", set())
-                keys[override.get_key_element()] = "log" in tags
-        if keys:
-            return keys
+    space = swept_distributions(sweep)
+    if space:
+        return {key: bool(getattr(d, "log", False)) for key, d in space.items()}
     per_trial: list[dict[str, str]] = []
     for trial in trial_dirs(sweep):
         try:
@@ -222,6 +209,25 @@ def swept_keys(sweep_dir: str | Path) -> dict[str, bool]:
     # a key one run overrides and another leaves at its default differs too
     seen = {key: None for trial in per_trial for key in trial}
     return {k: False for k in seen if len({trial.get(k) for trial in per_trial}) > 1}
+
+
+def swept_distributions(sweep_dir: str | Path) -> dict[str, Any] | None:
+    """Parameter name -> Optuna distribution: the search space in multirun.yaml (the sweeper's
+    `params`, then the sweeps of the command line), parsed by the sweeper's own rules. None
+    without a readable multirun.yaml or when the sweeper would refuse the space."""
+    from hydra.errors import HydraException
+
+    cfg = _load_multirun(Path(sweep_dir))
+    if cfg is None:
+        return None
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None)
+    task = OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []
+    lines = [str(line) for line in task]
+    try:
+        plain = OmegaConf.to_container(params) if isinstance(params, DictConfig) else {}
+        return search_space(cast(dict[str, Any], plain), lines)
+    except (ValueError, HydraException):
+        return None
 
 
 def parse_overrides(lines: list[str]) -> list[Any]:
@@ -281,8 +287,6 @@ class StudyTrials:
 def load_study_trials(sweep_dir: Path, storage: str | None = None) -> StudyTrials:
     found = StudyTrials()
     for study in open_studies(sweep_dir, storage):
-        from hydra_plugins.hpsweep_sweeper._study import retries_left  # the sweeper's own rule
-
         for trial in study.get_trials(deepcopy=False):
             name = trial.user_attrs.get(TRIAL_DIR)
             if name:
@@ -430,7 +434,7 @@ def load_trials(sweep_dir: str | Path, storage: str | None = None) -> pd.DataFra
             running.append((row, trial))
         rows.append(row)
         rows += [_superseded(t, trial_dir, keys) for t in in_study[:-1]]
-    gone = _workers_gone(sweep, [trial.path for _, trial in running])
+    gone = abandoned_trial_dirs(sweep, [trial.path for _, trial in running])
     for row, trial in running:
         if trial.path in gone:
             row.update(_progress(trial))
@@ -472,40 +476,6 @@ def _superseded(trial: Any, trial_dir: Path, keys: dict[str, bool]) -> dict[str,
         "fail_reason": trial.user_attrs.get(FAIL_REASON),
         "problem": None,
     }
-
-
-def _workers_gone(sweep: Path, trial_dirs: list[Path]) -> set[Path]:
-    """The trial dirs among `trial_dirs` whose lock, which the sweeper's worker holds while the
-    trial runs, is free: the sweeper's own test for a dead worker. Tested while holding the
-    sweep's ask lock, as the sweeper does, so that no worker is between asking for a retry and
-    locking its dir (a lock taken here then would stop it). Without a lock file (a trial not
-    run by the hpsweep sweeper) or one that cannot be opened (a read-only copy), nothing is
-    known; and nothing, if workers keep the ask lock for a second (busy, or a storage outage).
-    """
-    locked = [d for d in trial_dirs if (d / ".lock").is_file()]
-    if not locked:
-        return set()
-    from hydra_plugins.hpsweep_sweeper._study import file_lock
-
-    def free(lock: Path) -> bool:
-        with file_lock(lock, blocking=False) as taken:
-            return taken is not None
-
-    ask = sweep / ".ask.lock"
-    try:
-        for _ in range(20):
-            with file_lock(ask, blocking=False) if ask.is_file() else _no_lock() as held:
-                if held is not None:
-                    return {d for d in locked if free(d / ".lock")}
-            time.sleep(0.05)
-    except OSError:
-        pass
-    return set()
-
-
-@contextlib.contextmanager
-def _no_lock() -> Iterator[bool]:
-    yield True
 
 
 def _progress(trial: TrialDir) -> dict[str, Any]:

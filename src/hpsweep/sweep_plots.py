@@ -70,28 +70,12 @@ def swept_params(sweep_dir: str | Path, trials: pd.DataFrame) -> list[SweptParam
     """The swept keys and how to draw each, from the search space in multirun.yaml as the
     sweeper parses it. A key it cannot tell (no multirun.yaml, a line the sweeper refuses) is a
     choice unless all its values are numbers."""
-    from hydra.errors import HydraException
-    from omegaconf import DictConfig, OmegaConf
     from optuna.distributions import CategoricalDistribution
 
-    from hpsweep.results import swept_keys
-    from hydra_plugins.hpsweep_sweeper._search_space import parse_search_space
+    from hpsweep.results import swept_distributions, swept_keys
 
     sweep = Path(sweep_dir)
-    distributions: dict[str, Any] = {}
-    try:
-        cfg = OmegaConf.load(sweep / "multirun.yaml")
-    except Exception:  # missing or unreadable: the values decide, below
-        cfg = None
-    if isinstance(cfg, DictConfig):
-        params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
-        task = OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []
-        lines = [f"{k}={v}" for k, v in params.items()] + [str(line) for line in task]
-        for line in lines:  # one at a time: a line it refuses costs only its own key
-            try:
-                distributions.update(parse_search_space({}, [line]).distributions)
-            except (ValueError, HydraException):
-                continue
+    distributions = swept_distributions(sweep) or {}
     found = []
     for key in swept_keys(sweep):
         d = distributions.get(key)

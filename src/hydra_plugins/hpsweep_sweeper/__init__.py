@@ -11,10 +11,11 @@ the Optuna-heavy code lives in those, and this face imports optuna only when cal
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.distributions import BaseDistribution
 
     from hydra_plugins.hpsweep_sweeper._rebuild import Rebuilt
 
@@ -67,6 +68,29 @@ def rebuild_study(sweep_dir: Path | str, storage: str | None = None) -> "Rebuilt
     from hydra_plugins.hpsweep_sweeper._rebuild import rebuild
 
     return rebuild(sweep_dir, storage)
+
+
+def search_space(params: dict[str, Any], arguments: list[str]) -> dict[str, "BaseDistribution"]:
+    """Parameter name -> Optuna distribution, as the sweeper reads `hydra.sweeper.params` and
+    the command line's sweeps (which win); a searched list is one parameter per element
+    (`key.0`, `key.1`). ValueError for a space the sweeper would refuse."""
+    from hydra_plugins.hpsweep_sweeper._search_space import parse_search_space
+
+    return parse_search_space(params, arguments).distributions
+
+
+def retries_left(study: "optuna.Study", trial: "optuna.trial.FrozenTrial") -> int:
+    """How many more times the sweeper runs this trial again if its worker dies."""
+    from hydra_plugins.hpsweep_sweeper._study import retries_left as left
+
+    return left(study, trial)
+
+
+def abandoned_trial_dirs(sweep_dir: Path, trial_dirs: list[Path]) -> set[Path]:
+    """Those of `trial_dirs` whose trial no live worker runs (the sweeper's own test)."""
+    from hydra_plugins.hpsweep_sweeper._workers import abandoned_trial_dirs as abandoned
+
+    return abandoned(sweep_dir, trial_dirs)
 
 
 # A plain value, not a ContextVar: Hydra's plugin scan runs this module a second time, so the

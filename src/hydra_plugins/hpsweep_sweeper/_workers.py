@@ -8,10 +8,14 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 from hydra.errors import CompactHydraException
+
+from hydra_plugins.hpsweep_sweeper._study import file_lock
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,3 +90,36 @@ def run_threads(n_jobs: int, serve: Callable[[T], None], study: T) -> list[str]:
     for thread in slots:
         thread.join()
     return crashed
+
+
+def abandoned_trial_dirs(sweep: Path, trial_dirs: list[Path]) -> set[Path]:
+    """The trial dirs among `trial_dirs` whose lock, which the sweeper's worker holds while the
+    trial runs, is free: the test for a dead worker. Tested while holding the
+    sweep's ask lock, as the sweeper does, so that no worker is between asking for a retry and
+    locking its dir (a lock taken here then would stop it). Without a lock file (a trial not
+    run by the hpsweep sweeper) or one that cannot be opened (a read-only copy), nothing is
+    known; and nothing, if workers keep the ask lock for a second (busy, or a storage outage).
+    """
+    locked = [d for d in trial_dirs if (d / ".lock").is_file()]
+    if not locked:
+        return set()
+
+    def free(lock: Path) -> bool:
+        with file_lock(lock, blocking=False) as taken:
+            return taken is not None
+
+    ask = sweep / ".ask.lock"
+    try:
+        for _ in range(20):
+            with file_lock(ask, blocking=False) if ask.is_file() else _no_lock() as held:
+                if held is not None:
+                    return {d for d in locked if free(d / ".lock")}
+            time.sleep(0.05)
+    except OSError:
+        pass
+    return set()
+
+
+@contextlib.contextmanager
+def _no_lock() -> Iterator[bool]:
+    yield True
