@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from hpsweep.cli import main as hpsweep
-from hpsweep.plots import plot_curves
+from hpsweep.plots import plot_curves, short_names
 from hpsweep.results import load_trials
 from hpsweep.sweep_plots import (
     SweptParam,
@@ -316,3 +316,16 @@ def test_notebook_figures_have_titles_integer_epochs_and_a_full_legend(sweep, tm
         assert "complete" in legend  # marker: state
     finally:
         plt.close("all")
+
+
+def test_one_epoch_gets_one_whole_epoch_tick():
+    history = [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "train_acc": 0.8, "val_acc": 0.9}]
+    fig = plot_curves(history, best_epoch=1, title="run")
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1.0]
+
+
+def test_short_names_keep_a_list_elements_index():
+    keys = ["model.hidden_sizes.0", "model.hidden_sizes.1", "optimizer.lr", "batch_size"]
+    assert short_names(keys) == dict(zip(keys, ["hs.0", "hs.1", "lr", "bs"], strict=True))

@@ -58,7 +58,7 @@ def plot_curves(history: list[dict[str, Any]], best_epoch: int | None, title: st
 def epoch_axis(ax: Axes, epochs: list[int]) -> None:
     """Whole epochs only, and room beside the first and last (a best epoch at the end would
     otherwise sit on the frame)."""
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # 1 epoch: one tick
     if epochs:
         pad = max(0.3, 0.03 * (max(epochs) - min(epochs)))
         ax.set_xlim(min(epochs) - pad, max(epochs) + pad)
@@ -180,7 +180,9 @@ def short_names(keys: list[str]) -> dict[str, str]:
     would read the same."""
 
     def short(key: str) -> str:
-        last = key.rsplit(".", 1)[-1]
+        parent, _, last = key.rpartition(".")
+        if last.isdigit() and parent:  # a list's element: model.hidden_sizes.0 -> hs.0
+            return f"{short(parent)}.{last}"
         words = [w for w in last.split("_") if w]
         return "".join(w[0] for w in words) if len(words) > 1 else last
 

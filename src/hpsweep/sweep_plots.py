@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter
 
 from hpsweep.plots import (
     at_edge,
@@ -295,7 +295,7 @@ def plot_history(trials: pd.DataFrame) -> Figure:
         ax.set_ylim(ylim)
     ax.set_xlabel("trial number (the order trials started)")
     ax.set_ylabel(f"{objective} ({'higher' if maximize else 'lower'} is better)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(alpha=0.3)
     if handles:
         side_legend(ax, handles)
@@ -426,6 +426,10 @@ def x_positions(ax: Axes, param: SweptParam, rows: pd.DataFrame) -> pd.Series:
     if param.kind != "choice":
         if param.kind == "log":
             ax.set_xscale("log")
+            # 1, 2 and 5 of each decade, unlabelled minor ticks: a range under a decade still
+            # gets labels, and they never overlap
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         return pd.Series(
             [plain(v) if is_number(v) else np.nan for v in values], index=rows.index, dtype=float
         )
