@@ -19,6 +19,7 @@ BENCHMARKS = [
     "sweep_speed.py",
     "search_efficiency.py",
     "accuracy_anchor.py",
+    "compare_scale.py",
 ]
 
 

@@ -92,6 +92,8 @@ class Trials:
     dirs: list[Path]
     numbers: dict[Path, int | None]
     single_runs: bool  # a folder of single runs (hpsweep-train without -m), not a sweep
+    # each dir's hydra.yaml `hydra` node, or why it cannot be used: read once, here
+    hydra: dict[Path, dict[str, Any] | TrialFileError] = field(default_factory=dict)
 
 
 def find_trials(sweep_dir: str | Path) -> Trials:
@@ -106,7 +108,8 @@ def find_trials(sweep_dir: str | Path) -> Trials:
 
 def _scan(sweep: Path) -> Trials | None:
     dirs = [p for p in sweep.iterdir() if p.is_dir() and _is_trial_dir(p)]
-    hydra = {d: _hydra_node(d) for d in dirs}
+    read = {d: _read_hydra(d) for d in dirs}
+    hydra = {d: None if isinstance(node, TrialFileError) else node for d, node in read.items()}
     modes = {d: _mode(hydra[d]) for d in dirs}
     # A sweep's trials are MULTIRUN jobs; a dir whose hydra.yaml cannot be read goes with the
     # others. Single runs' dirs next to a sweep's trials are not its trials.
@@ -117,10 +120,10 @@ def _scan(sweep: Path) -> Trials | None:
     if single_runs:
         # Hydra names a run's dir after the time it started (outputs/<date>/<time>/)
         dirs.sort(key=lambda d: d.name)
-        return Trials(dirs, {d: i for i, d in enumerate(dirs)}, single_runs=True)
+        return Trials(dirs, {d: i for i, d in enumerate(dirs)}, single_runs=True, hydra=read)
     numbers = {d: _job_number(d, hydra[d]) for d in dirs}
     dirs.sort(key=lambda d: (numbers[d] is None, numbers[d] or 0, d.name))
-    return Trials(dirs, numbers, single_runs=False)
+    return Trials(dirs, numbers, single_runs=False, hydra=read)
 
 
 def trial_dirs(sweep_dir: str | Path) -> list[Path]:
@@ -138,7 +141,8 @@ def _not_a_sweep(path: Path) -> SweepDirError:
     if not path.is_dir():
         return SweepDirError(f"{path} is not a folder but a file")
     if _is_trial_dir(path):
-        single = _mode(_hydra_node(path)) == "RUN"
+        read = _read_hydra(path)
+        single = not isinstance(read, TrialFileError) and _mode(read) == "RUN"
         trials = _scan(path.parent)
         number = None if trials is None else trials.numbers.get(path)
         what = "a single run (hpsweep-train without -m)" if single else "a trial dir"
@@ -165,22 +169,64 @@ def _not_a_sweep(path: Path) -> SweepDirError:
     )
 
 
-def _mode(hydra_cfg: DictConfig | None) -> str | None:
-    return None if hydra_cfg is None else OmegaConf.select(hydra_cfg, "mode", default=None)
+def _mode(hydra_cfg: dict[str, Any] | None) -> str | None:
+    return None if hydra_cfg is None else _select(hydra_cfg, "mode")
 
 
-def _hydra_node(trial_dir: Path) -> DictConfig | None:
+# what load_trials uses of a trial's hydra.yaml: whether it is a sweep's job or a single run,
+# the job's number (a retry's, in a trial dir named after another), a config group's option
+HYDRA_KEYS = ("mode", "job.num", "runtime.choices")
+
+
+# hydra.yaml path -> (its inode, size and mtime, what _read_hydra made of it). The CLI looks
+# for the trials twice (checking its path, then in load_trials), a notebook again and again:
+# each version of a file is parsed once.
+_HYDRA_READ: dict[Path, tuple[tuple[int, int, int], dict[str, Any] | TrialFileError]] = {}
+
+
+def _read_hydra(trial_dir: Path) -> dict[str, Any] | TrialFileError:
+    path = trial_dir / ".hydra" / "hydra.yaml"
     try:
-        node: DictConfig = TrialFiles(trial_dir).read_hydra_file("hydra.yaml")
-    except TrialFileError:
-        return None
-    return node
+        stat = path.stat()
+        version: tuple[int, int, int] | None = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        version = None
+    cached = _HYDRA_READ.get(path)
+    if version is not None and cached is not None and cached[0] == version:
+        return cached[1]
+    read: dict[str, Any] | TrialFileError
+    try:
+        read = TrialFiles(trial_dir).read_hydra_data("hydra.yaml", HYDRA_KEYS)
+    except TrialFileError as e:
+        read = e
+    if version is not None:
+        _HYDRA_READ[path] = (version, read)
+    return read
 
 
-def _job_number(trial_dir: Path, hydra_cfg: DictConfig | None) -> int | None:
+def _select(node: Any, key: str) -> Any:
+    """OmegaConf.select(node, key, default=None) on plain data as read_hydra_data gives it;
+    an interpolation is resolved by OmegaConf itself, as the composed config would be."""
+    found = node
+    for part in key.split("."):
+        if isinstance(found, dict) and part in found:
+            found = found[part]
+        elif isinstance(found, list) and part.isdigit() and int(part) < len(found):
+            found = found[int(part)]
+        else:
+            found = None
+            break
+    special = isinstance(found, str) and ("${" in found or found == "???")
+    if special or not key.replace(".", "").isidentifier():
+        # `${...}`, a missing `???`, `a[0]`, keys OmegaConf spells otherwise: its own select
+        return OmegaConf.select(OmegaConf.create(node), key, default=None)
+    return found
+
+
+def _job_number(trial_dir: Path, hydra_cfg: dict[str, Any] | None) -> int | None:
     """Hydra's job number (the trial's, in a sweep of the hpsweep sweeper); without a readable
     hydra.yaml, the number the dir's name ends with (trial_0003, or Hydra's 3)."""
-    number = None if hydra_cfg is None else OmegaConf.select(hydra_cfg, "job.num", default=None)
+    number = None if hydra_cfg is None else _select(hydra_cfg, "job.num")
     if isinstance(number, int):
         return number
     digits = re.search(r"(\d+)$", trial_dir.name)
@@ -200,7 +246,7 @@ def swept_keys(sweep_dir: str | Path) -> dict[str, bool]:
     per_trial: list[dict[str, str]] = []
     for trial in trial_dirs(sweep):
         try:
-            overrides = TrialFiles(trial).read_hydra_file("overrides.yaml")
+            overrides = TrialFiles(trial).read_hydra_data("overrides.yaml")
         except TrialFileError:
             continue  # load_trials shows it in its problem column
         pairs = (str(line).partition("=") for line in overrides)
@@ -306,21 +352,25 @@ class TrialDir:
     path: Path
     result: TrialResult | None = None
     metrics: list[dict[str, float]] | None = None
-    config: DictConfig | None = None
-    hydra: DictConfig | None = None  # hydra.yaml's `hydra` node
+    config: dict[str, Any] | None = None  # the composed config, as plain data
+    hydra: dict[str, Any] | None = None  # hydra.yaml's `hydra` node
     overrides: list[str] | None = None
     problems: list[str] = field(default_factory=list)
     result_unreadable: bool = False  # result.json is there but cannot be used
 
 
-def read_trial_dir(trial_dir: Path, state: str | None = None) -> TrialDir:
+def read_trial_dir(
+    trial_dir: Path,
+    state: str | None = None,
+    hydra: dict[str, Any] | TrialFileError | None = None,
+) -> TrialDir:
     """Read a trial dir, noting each file that is damaged or missing. `state` is the study's
     for the trial, if there is a study: what a trial has written depends on how far it got.
 
     Missing is a problem only for a file the trial must have by then: .hydra/ (written before
     the job starts) unless the study says the trial is running, waiting, or failed (possibly
     before its job started); result.json once the study says COMPLETE or PRUNED; metrics.csv
-    once result.json counts epochs.
+    once result.json counts epochs. `hydra`: hydra.yaml as find_trials read it, if it did.
     """
     trial = TrialDir(trial_dir)
     if not trial_dir.is_dir():
@@ -354,7 +404,12 @@ def read_trial_dir(trial_dir: Path, state: str | None = None) -> TrialDir:
         if state in ("RUNNING", "WAITING", "FAIL") and not (trial_dir / ".hydra" / name).exists():
             continue
         try:
-            loaded = files.read_hydra_file(name)
+            if name == "hydra.yaml" and hydra is not None:
+                if isinstance(hydra, TrialFileError):
+                    raise hydra
+                loaded = hydra
+            else:
+                loaded = files.read_hydra_data(name)
         except TrialFileError as e:
             trial.problems.append(str(e))
             continue
@@ -407,7 +462,8 @@ def load_trials(sweep_dir: str | Path, storage: str | None = None) -> pd.DataFra
     for trial_dir in dirs:
         in_study = study.by_dir.get(trial_dir.name, [])
         study_trial = in_study[-1] if in_study else None  # the files are the newest trial's
-        trial = read_trial_dir(trial_dir, study_trial.state.name if study_trial else None)
+        state = study_trial.state.name if study_trial else None
+        trial = read_trial_dir(trial_dir, state, found.hydra.get(trial_dir))
         result = trial.result
         number = study_trial.number if study_trial else found.numbers.get(trial_dir)
         row: dict[str, Any] = {
@@ -484,7 +540,7 @@ def _progress(trial: TrialDir) -> dict[str, Any]:
     columns: dict[str, Any] = {"epochs_run": len(rows)}
     objective = None
     if trial.config is not None:
-        objective = OmegaConf.select(trial.config, "objective", default=None)
+        objective = _select(trial.config, "objective")
     if objective not in OBJECTIVES:
         return columns
     best: dict[str, float] | None = None
@@ -539,7 +595,7 @@ def _params(trial: TrialDir, study_trial: Any, keys: dict[str, bool]) -> dict[st
     """params_<key>: from the composed config; with it damaged or gone, from the study, else
     from the overrides (typed as Hydra parses them)."""
     if trial.config is not None and trial.hydra is not None:
-        choices = OmegaConf.select(trial.hydra, "runtime.choices", default=None) or {}
+        choices = _select(trial.hydra, "runtime.choices") or {}
         return {f"params_{k}": _param(trial.config, choices, k) for k in keys}
     if study_trial is not None:
         params = study_trial.params
@@ -564,12 +620,14 @@ def _result_columns(result: TrialResult | None) -> dict[str, Any]:
     return columns
 
 
-def _param(config: DictConfig | ListConfig, choices: Any, key: str) -> Any:
+def _param(config: dict[str, Any], choices: Any, key: str) -> Any:
     if key in choices:  # a config group, e.g. model=cnn: the option's name
         return choices[key]
-    value = OmegaConf.select(config, key, default=None)
+    value = _select(config, key)
     if isinstance(value, DictConfig | ListConfig):
         return str(OmegaConf.to_container(value))
+    if isinstance(value, dict | list):
+        return str(value)
     return value
 
 
