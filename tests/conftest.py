@@ -18,6 +18,28 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 FAST = ("data.train_size=2000", "data.val_size=500")  # trials of a second or so
 
 
+def every_state_preset(study_name: str) -> str:
+    """A 5-trial SGD sweep with median pruning (see the tests' `defaults`) in which every state
+    occurs: lr 0.05 and 0.03 complete, 1e-6 is pruned, 1e4 diverges and fails, one sampled."""
+    return f"""\
+epochs: 3
+hydra:
+  sweeper:
+    study_name: {study_name}
+    n_trials: 5
+    max_failure_rate: 1.0
+    pruner: {{n_startup_trials: 2}}
+    params:
+      optimizer.lr: choice(0.05, 0.03, 1e-6, 1e4)
+      batch_size: choice(64, 128)
+    enqueue:
+      - {{optimizer.lr: 0.05, batch_size: 64}}
+      - {{optimizer.lr: 0.03, batch_size: 128}}
+      - {{optimizer.lr: 1e-6, batch_size: 64}}
+      - {{optimizer.lr: 1e4, batch_size: 64}}
+"""
+
+
 def compose_config(*overrides: str) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))

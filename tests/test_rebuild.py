@@ -10,25 +10,9 @@ from optuna.trial import TrialState
 
 from hpsweep.cli import main as hpsweep
 from hydra_plugins.hpsweep_sweeper import _study, load_sweep_study
-from tests.conftest import FAST, run_cli, write_preset
+from tests.conftest import FAST, every_state_preset, run_cli, write_preset
 
-PRESET = """\
-epochs: 3
-hydra:
-  sweeper:
-    study_name: rebuild
-    n_trials: 5
-    max_failure_rate: 1.0
-    pruner: {n_startup_trials: 2}
-    params:
-      optimizer.lr: choice(0.05, 0.03, 1e-6, 1e4)
-      batch_size: choice(64, 128)
-    enqueue:
-      - {optimizer.lr: 0.05, batch_size: 64}
-      - {optimizer.lr: 0.03, batch_size: 128}
-      - {optimizer.lr: 1e-6, batch_size: 64}
-      - {optimizer.lr: 1e4, batch_size: 64}
-"""
+PRESET = every_state_preset("rebuild")
 
 
 @pytest.fixture(scope="module")

@@ -11,26 +11,9 @@ from omegaconf import OmegaConf
 from hpsweep.record import TrialFileError, TrialFiles
 from hpsweep.results import HYDRA_KEYS, load_trials
 from hydra_plugins.hpsweep_sweeper import load_sweep_study
-from tests.conftest import FAST, run_cli, write_preset
+from tests.conftest import FAST, every_state_preset, run_cli, write_preset
 
-# Every state: 0.05 and 0.03 complete, 1e-6 is pruned, 1e4 diverges and fails, one sampled.
-PRESET = """\
-epochs: 3
-hydra:
-  sweeper:
-    study_name: scale
-    n_trials: 5
-    max_failure_rate: 1.0
-    pruner: {n_startup_trials: 2}
-    params:
-      optimizer.lr: choice(0.05, 0.03, 1e-6, 1e4)
-      batch_size: choice(64, 128)
-    enqueue:
-      - {optimizer.lr: 0.05, batch_size: 64}
-      - {optimizer.lr: 0.03, batch_size: 128}
-      - {optimizer.lr: 1e-6, batch_size: 64}
-      - {optimizer.lr: 1e4, batch_size: 64}
-"""
+PRESET = every_state_preset("scale")
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 
 

@@ -227,18 +227,7 @@ class TrialFiles:
             mark = getattr(e, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark is not None else ""
             raise TrialFileError(path, f"not YAML{where}", label) from None
-        if name == "overrides.yaml":
-            if not isinstance(loaded, ListConfig) or not all(isinstance(o, str) for o in loaded):
-                raise TrialFileError(path, "not a list of overrides", label)
-            return loaded
-        if name == "hydra.yaml":
-            node = loaded.get("hydra") if isinstance(loaded, DictConfig) else None
-            if not isinstance(node, DictConfig):
-                raise TrialFileError(path, "no hydra: mapping in it", label)
-            return node
-        if not isinstance(loaded, DictConfig):
-            raise TrialFileError(path, "not a mapping", label)
-        return loaded
+        return _shaped(loaded, name, path, label, DictConfig, ListConfig)
 
     def read_hydra_data(self, name: str, keys: tuple[str, ...] | None = None) -> Any:
         """What read_hydra_file reads, as plain dicts, lists and values typed as OmegaConf
@@ -271,18 +260,7 @@ class TrialFiles:
             from omegaconf import OmegaConf
 
             return OmegaConf.to_container(self.read_hydra_file(name), resolve=False)
-        if name == "overrides.yaml":
-            if not isinstance(loaded, list) or not all(isinstance(o, str) for o in loaded):
-                raise TrialFileError(path, "not a list of overrides", label)
-            return loaded
-        if name == "hydra.yaml":
-            hydra = loaded.get("hydra") if isinstance(loaded, dict) else None
-            if not isinstance(hydra, dict):
-                raise TrialFileError(path, "no hydra: mapping in it", label)
-            return hydra
-        if not isinstance(loaded, dict):
-            raise TrialFileError(path, "not a mapping", label)
-        return loaded
+        return _shaped(loaded, name, path, label, dict, list)
 
     def read_metrics(self) -> list[dict[str, float]]:
         """The epoch rows; TrialFileError when metrics.csv is missing or not whole."""
@@ -294,6 +272,23 @@ class TrialFiles:
             return _parse_metrics(text)
         except (ValueError, csv.Error) as e:
             raise TrialFileError(self.metrics, str(e)) from None
+
+
+def _shaped(loaded: Any, name: str, path: Path, label: str, mapping: Any, sequence: Any) -> Any:
+    """What each .hydra file must hold, for either reader (OmegaConf's nodes or plain data):
+    overrides.yaml a list of strings, hydra.yaml its `hydra:` mapping, config.yaml a mapping."""
+    if name == "overrides.yaml":
+        if not isinstance(loaded, sequence) or not all(isinstance(o, str) for o in loaded):
+            raise TrialFileError(path, "not a list of overrides", label)
+        return loaded
+    if name == "hydra.yaml":
+        node = loaded.get("hydra") if isinstance(loaded, mapping) else None
+        if not isinstance(node, mapping):
+            raise TrialFileError(path, "no hydra: mapping in it", label)
+        return node
+    if not isinstance(loaded, mapping):
+        raise TrialFileError(path, "not a mapping", label)
+    return loaded
 
 
 @functools.cache
