@@ -18,6 +18,15 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 FAST = ("data.train_size=2000", "data.val_size=500")  # trials of a second or so
 
 
+@pytest.fixture(autouse=True, scope="session")
+def read_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests' own read cache (hpsweep.read_cache), shared by the session and the
+    processes it starts, never the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("read-cache")
+    os.environ["HPSWEEP_CACHE_DIR"] = str(folder)
+    return folder
+
+
 def every_state_preset(study_name: str) -> str:
     """A 5-trial SGD sweep with median pruning (see the tests' `defaults`) in which every state
     occurs: lr 0.05 and 0.03 complete, 1e-6 is pruned, 1e4 diverges and fails, one sampled."""

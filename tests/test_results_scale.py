@@ -1,6 +1,8 @@
-"""load_trials reads each trial's .hydra/ files with libyaml and builds only what it uses (#16):
-the table must be the one the reader before it built, from the whole composed configs."""
+"""load_trials reads each trial's .hydra/ files with libyaml and builds only what it uses, and
+only when they changed since it last read them (#16): the table must be the one the reader
+before it built, from the whole composed configs, and a changed file must be read again."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -8,8 +10,10 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from hpsweep import read_cache
 from hpsweep.record import TrialFileError, TrialFiles
-from hpsweep.results import HYDRA_KEYS, load_trials
+from hpsweep.results import load_trials
+from hpsweep.sweep_files import HYDRA_KEYS
 from hydra_plugins.hpsweep_sweeper import load_sweep_study
 from tests.conftest import FAST, every_state_preset, run_cli, write_preset
 
@@ -127,3 +131,152 @@ def test_fast_reader_refuses_a_damaged_file_as_omegaconfs_does(tmp_path, name, d
         assert str(raised.value) == str(e)
     else:
         assert files.read_hydra_data(name) == before
+
+
+# The read cache (hpsweep.read_cache): a sweep read again is not parsed again, and any change
+# to a file it was read from is read anew.
+
+
+def fresh_process(monkeypatch) -> dict[str, int]:
+    """As if in a new process (the cache file read again, nothing in memory), counting the
+    parses of each trial file from here on."""
+    monkeypatch.setattr(read_cache, "_OPEN", {})
+    parses = {"hydra": 0, "result": 0, "metrics": 0}
+    for method, kind in [
+        ("read_hydra_data", "hydra"),
+        ("read_result", "result"),
+        ("read_metrics", "metrics"),
+    ]:
+        real = getattr(TrialFiles, method)
+
+        def counted(self, *args, _real=real, _kind=kind, **kwargs):
+            parses[_kind] += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(TrialFiles, method, counted)
+    return parses
+
+
+@pytest.mark.parametrize("with_study", [True, False])
+def test_a_sweep_read_again_is_not_parsed_again(sweep, tmp_path, monkeypatch, with_study):
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep, copy)
+    if not with_study:
+        (copy / "optuna.journal").unlink()
+    first = load_trials(copy)
+    parses = fresh_process(monkeypatch)
+
+    again = load_trials(copy)
+
+    pd.testing.assert_frame_equal(again, first)
+    assert parses == {"hydra": 0, "result": 0, "metrics": 0}
+    assert len(list(read_cache.cache_dir().glob("sweep-*.pickle"))) >= 1
+
+
+def rewrite_same_size_and_mtime(path: Path, new: bytes) -> None:
+    """An edit in place that keeps the size and puts the mtime back: only ctime tells."""
+    before = path.stat()
+    assert len(new) == before.st_size
+    path.write_bytes(new)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+# file of trial_0000 -> how it is changed -> what the table must then say of that trial
+CHANGES = {
+    "result.json damaged, same size and mtime": (
+        "result.json",
+        lambda p: rewrite_same_size_and_mtime(p, b"{" * p.stat().st_size),
+        lambda row: row["problem"].startswith("result.json: not JSON"),
+    ),
+    "config.yaml value changed, same size and mtime": (
+        ".hydra/config.yaml",
+        lambda p: rewrite_same_size_and_mtime(
+            p, p.read_bytes().replace(b"batch_size: 64", b"batch_size: 32")
+        ),
+        lambda row: row["params_batch_size"] == 32 and row["problem"] is None,
+    ),
+    "hydra.yaml emptied": (
+        ".hydra/hydra.yaml",
+        lambda p: p.write_text(""),
+        lambda row: ".hydra/hydra.yaml: empty" in row["problem"],
+    ),
+    "metrics.csv cut short": (
+        "metrics.csv",
+        lambda p: p.write_bytes(p.read_bytes()[:-40]),
+        lambda row: "metrics.csv" in row["problem"],
+    ),
+    "best.pt deleted": (
+        "checkpoints/best.pt",
+        lambda p: p.unlink(),
+        lambda row: pd.isna(row["best_checkpoint"]),
+    ),
+    "overrides.yaml deleted": (
+        ".hydra/overrides.yaml",
+        lambda p: p.unlink(),
+        lambda row: ".hydra/overrides.yaml" in row["problem"],
+    ),
+}
+
+
+def cells(table: pd.DataFrame) -> pd.DataFrame:
+    """The values alone: a column of None turns str when a row of the table has a string."""
+    return table.astype(object).where(table.notna(), None).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_a_file_changed_since_the_last_read_is_read_again(sweep, tmp_path, monkeypatch, change):
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep, copy)
+    (copy / "optuna.journal").unlink()  # files alone: the study would fill some cells in
+    before = load_trials(copy)
+    row_of = lambda table: table[table["trial_dir"].str.endswith("trial_0000")].iloc[0]  # noqa: E731
+    assert row_of(before)["problem"] is None and row_of(before)["best_checkpoint"]
+    name, damage, shows = CHANGES[change]
+    damage(copy / "trial_0000" / name)
+    parses = fresh_process(monkeypatch)
+
+    after = load_trials(copy)
+
+    assert shows(row_of(after)), row_of(after).to_dict()
+    others = after[~after["trial_dir"].str.endswith("trial_0000")]
+    expected = before[~before["trial_dir"].str.endswith("trial_0000")]
+    pd.testing.assert_frame_equal(cells(others), cells(expected))
+    assert parses["result"] <= 1  # trial_0000's alone
+
+
+@pytest.mark.parametrize("cache_file", ["garbage", "cut short", "a folder"])
+def test_a_damaged_cache_is_a_cold_read(sweep, tmp_path, monkeypatch, cache_file):
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep, copy)
+    first = load_trials(copy)
+    (kept,) = [c.file for c in read_cache._OPEN.values() if c.sweep == str(copy.resolve())]
+    if cache_file == "garbage":
+        kept.write_bytes(b"\x80\x05not a pickle")
+    elif cache_file == "cut short":
+        kept.write_bytes(kept.read_bytes()[:100])
+    else:
+        kept.unlink()
+        kept.mkdir()  # cannot be read nor replaced
+    parses = fresh_process(monkeypatch)
+
+    pd.testing.assert_frame_equal(load_trials(copy), first)
+    assert parses["result"] == len(first.dropna(subset=["trial_dir"]))
+
+
+def test_reading_writes_nothing_into_the_sweep_and_off_writes_nothing(sweep, tmp_path, monkeypatch):
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep, copy)
+    files_before = {p: p.stat().st_mtime_ns for p in copy.rglob("*")}
+    monkeypatch.setenv("HPSWEEP_CACHE_DIR", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(read_cache, "_OPEN", {})
+    first = load_trials(copy)
+    assert not (tmp_path / "xdg").exists()
+    monkeypatch.setenv("HPSWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(read_cache, "_OPEN", {})
+
+    pd.testing.assert_frame_equal(load_trials(copy), first)
+
+    assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == files_before
+    (kept,) = (tmp_path / "cache").iterdir()
+    assert kept.name.startswith("sweep-") and kept.suffix == ".pickle"

@@ -65,6 +65,10 @@ class TrialFileError(Exception):
         super().__init__(f"{name or path.name}: {why}")
         self.path = path
         self.why = why
+        self.name = name
+
+    def __reduce__(self) -> tuple[Any, ...]:  # kept in the read cache: pickled
+        return (TrialFileError, (self.path, self.why, self.name))
 
 
 def unreadable(error: OSError | UnicodeDecodeError) -> str:
