@@ -2,6 +2,7 @@
 only when they changed since it last read them (#16): the table must be the one the reader
 before it built, from the whole composed configs, and a changed file must be read again."""
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -280,3 +281,29 @@ def test_reading_writes_nothing_into_the_sweep_and_off_writes_nothing(sweep, tmp
     assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == files_before
     (kept,) = (tmp_path / "cache").iterdir()
     assert kept.name.startswith("sweep-") and kept.suffix == ".pickle"
+
+
+OLD_SWEEP = Path(__file__).parent / "data" / "sweep_0c047b8"
+
+
+@pytest.mark.parametrize("variant", ["with_study", "files_only_with_retry"])
+def test_a_sweep_written_before_the_change_gives_the_table_it_gave(tmp_path, variant):
+    copy = tmp_path / OLD_SWEEP.name
+    shutil.copytree(OLD_SWEEP, copy)
+    if variant == "files_only_with_retry":  # as the table was made: see tests/data/README.md
+        (copy / "optuna.journal").unlink()
+        hydra_yaml = copy / "trial_0002" / ".hydra" / "hydra.yaml"
+        hydra_yaml.write_text(hydra_yaml.read_text().replace("    num: 2\n", "    num: 5\n"))
+    expected = json.loads(OLD_SWEEP.with_suffix(".tables.json").read_text())[variant]
+
+    for _ in ("first read", "read again"):
+        trials = load_trials(copy)
+
+        assert {c: str(t) for c, t in trials.dtypes.items()} == expected["dtypes"]
+        rows = cells(trials).to_dict("records")
+        for row in rows:
+            for column in ("trial_dir", "best_checkpoint"):
+                if row[column] is not None:
+                    row[column] = str(Path(row[column]).relative_to(copy))
+        assert rows == expected["rows"]
+    assert {"COMPLETE", "PRUNED", "FAIL"} <= set(trials["state"])
