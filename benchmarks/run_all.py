@@ -20,6 +20,7 @@ BENCHMARKS = [
     "search_efficiency.py",
     "accuracy_anchor.py",
     "compare_scale.py",
+    "sweep_scale.py",
 ]
 
 

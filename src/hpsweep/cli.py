@@ -6,6 +6,7 @@ SWEEP_DIR defaults to the sweep under ./multirun whose trials wrote last.
 from __future__ import annotations  # pandas types in signatures
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -14,20 +15,15 @@ import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from time import sleep, strftime  # a module name, so tests can replace sleep
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpsweep.record import Status, TrialFileError
-from hpsweep.results import (
-    WORKER_GONE,
-    SweepDirError,
-    best_of,
-    find_trials,
-    load_trials,
-    trial_by_number,
-)
+from hpsweep.results import WORKER_GONE, best_of, load_trials, trial_by_number
+from hpsweep.sweep_files import SweepDirError, find_trials, last_activity, sweep_signature
 
 if TYPE_CHECKING:  # imported when a command needs it: --help and wrong paths answer sooner
     import pandas as pd
@@ -69,20 +65,6 @@ def runs_hint(outputs: Path = Path("outputs")) -> str:
 
 
 # what a running study writes: each trial's files, and the study's journal
-ACTIVITY_FILES = ("result.json", "metrics.csv", ".hydra/overrides.yaml")
-
-
-def last_activity(folder: Path) -> float | None:
-    """The newest modification time of the trial files in `folder`'s trial dirs (those with a
-    .hydra/) and of its journal; None when it holds no trial dir."""
-    trials = [c for c in folder.iterdir() if (c / ".hydra").is_dir()]
-    if not trials:
-        return None
-    files = [t / name for t in trials for name in ACTIVITY_FILES] + [folder / "optuna.journal"]
-    times = [f.stat().st_mtime for f in files if f.is_file()]
-    return max(times, default=0.0)
-
-
 def select_columns(trials: pd.DataFrame, patterns: list[str], option: str) -> list[str]:
     columns = []
     for pattern in patterns:
@@ -170,6 +152,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if len(rows):
             numbers = ", ".join(str(n) for n in rows["number"])
             print(f"hpsweep compare: {what.format(numbers)}", file=sys.stderr)
+    print(compare_text(args, trials))
+    return 0
+
+
+def compare_text(args: argparse.Namespace, trials: pd.DataFrame) -> str:
     everything = trials
     if args.state:
         trials = trials[trials["state"] == args.state.upper()]
@@ -178,19 +165,80 @@ def cmd_compare(args: argparse.Namespace) -> int:
         select_columns(trials, [column], "--sort")
         trials = trials.sort_values(column, ascending=not args.sort.startswith("-"), kind="stable")
     default = DEFAULT_COLUMNS + (["retry_of"] if trials["retry_of"].notna().any() else [])
-    default += ["problem"] if len(bad) else []
+    default += ["problem"] if damaged(everything).any() else []
     patterns = args.columns.split(",") if args.columns else default
     table = trials[select_columns(trials, patterns, "--columns")].head(args.top)
     if table.empty and args.format in ("table", "markdown"):
         # an empty but valid selection: said in words, exit 0 (csv and json print their header
         # and [] for scripts)
         if trials.empty and args.state:
-            print(f"no trials match --state {args.state.upper()} ({summary(everything)})")
-        else:
-            print(f"--top 0 shows no rows ({summary(everything)})")
+            return f"no trials match --state {args.state.upper()} ({summary(everything)})"
+        return f"--top 0 shows no rows ({summary(everything)})"
+    return render(table, args.format)
+
+
+def watch(args: argparse.Namespace) -> int:
+    """compare --watch: the table again whenever the sweep's trial files change, until Ctrl-C."""
+    if args.format in ("csv", "json"):
+        raise SweepDirError(
+            f"--watch redraws a table for reading, not a stream of {args.format} documents; "
+            "use it with --format table or markdown"
+        )
+    # object(): equal to nothing, so the first tick reads and shows
+    sweep, seen, shown = args.sweep_dir, object(), cast(Any, object())
+    try:
+        while True:
+            if sweep is None:  # no SWEEP_DIR: the newest sweep under ./multirun, once there is one
+                with contextlib.suppress(SweepDirError):
+                    sweep = newest_sweep()
+            signature = sweep_signature(sweep) if sweep else None
+            if signature != seen:  # else nothing is read: a few stats a trial for each tick
+                seen = signature
+                try:
+                    view = watched_view(args, sweep) if sweep else None
+                except (TrialFileError, OSError):  # a file changing as it was read (a damaged
+                    seen, view = object(), shown  # one is in `problem`): read again next tick
+                if view != shown:  # a trial file touched but the table the same: not shown again
+                    shown = view
+                    print(frame(view, sweep or Path("multirun").absolute()), flush=True)
+            sleep(args.watch)
+    except KeyboardInterrupt:  # how a watch ends: not an error
         return 0
-    print(render(table, args.format))
-    return 0
+
+
+def watched_view(args: argparse.Namespace, sweep: Path) -> tuple[str, str] | None:
+    """(summary, table), or None while the sweep has no trial yet."""
+    try:
+        find_trials(sweep)
+    except SweepDirError as e:
+        if not_started(sweep, e):
+            return None
+        raise  # a file, a trial dir, a folder of sweeps: refused as without --watch
+    trials = load_trials(sweep)
+    return summary(trials), compare_text(args, trials)
+
+
+def not_started(path: Path, error: SweepDirError) -> bool:
+    """A sweep just launched: its dir not made yet, or no trial dir in it yet."""
+    if not path.exists():
+        return True
+    return path.is_dir() and error.use is None and not any(map(holds_trials, path.iterdir()))
+
+
+def holds_trials(path: Path) -> bool:
+    try:
+        return path.is_dir() and bool(find_trials(path))
+    except SweepDirError:
+        return False
+
+
+def frame(view: tuple[str, str] | None, sweep: Path) -> str:
+    if view is None:
+        return f"waiting for trials in {sweep}"
+    head = f"{sweep} at {strftime('%H:%M:%S')}: {view[0]}"
+    if sys.stdout.isatty():  # redrawn in place
+        return f"\x1b[H\x1b[2J{head} (Ctrl-C to stop)\n{view[1]}"
+    return f"-- {head}\n{view[1]}"  # piped: each table once, in the order they came
 
 
 def cmd_best(args: argparse.Namespace) -> int:
@@ -321,6 +369,19 @@ def count(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    """--watch: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:  # argparse takes a SWEEP_DIR after --watch for its value
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds > 0, not {text!r} (SWEEP_DIR goes before --watch)"
+        ) from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text!r}")
+    return value
+
+
 def package_version() -> str:
     try:
         return version("hpsweep")
@@ -384,6 +445,15 @@ def parser() -> argparse.ArgumentParser:
         help="table and markdown round to 4 significant digits; csv and json are exact",
     )
     compare.add_argument("--columns", help="comma-separated; a trailing * matches a prefix")
+    compare.add_argument(
+        "--watch",
+        nargs="?",
+        const=5.0,
+        type=seconds,
+        metavar="SECONDS",
+        help="print the table again whenever a trial's files change, looking every SECONDS "
+        "(default 5); waits for a sweep that has no trial yet. Ctrl-C to stop",
+    )
     command("best", "print the best trial and the command that reproduces it", cmd_best)
     reproduce = command(
         "reproduce",
@@ -431,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         cli.error("a command is required: compare, best, reproduce, plot or rebuild")
     try:
+        if getattr(args, "watch", None) is not None:  # it waits for a sweep not there yet
+            return watch(args)
         if args.sweep_dir is None:
             args.sweep_dir = newest_sweep()
         find_trials(args.sweep_dir)  # a clear error for a path that is not a sweep

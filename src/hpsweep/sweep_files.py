@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from hpsweep import read_cache
 from hpsweep.record import TrialFileError, TrialFiles, TrialResult
+from hydra_plugins.hpsweep_sweeper import JOURNAL_FILE
 
 
 class SweepDirError(ValueError):
@@ -106,6 +107,34 @@ def _scan(sweep: Path) -> Trials | None:
 
 def trial_dirs(sweep_dir: str | Path) -> list[Path]:
     return find_trials(sweep_dir).dirs
+
+
+# what a trial writes as it starts, after each epoch and as it ends
+ACTIVITY_FILES = ("result.json", "metrics.csv", os.path.join(".hydra", "overrides.yaml"))
+
+
+def last_activity(folder: Path) -> float | None:
+    """The newest modification time of the trial files in `folder`'s trial dirs (those with a
+    .hydra/) and of its journal; None when it holds no trial dir."""
+    trials = [c for c in folder.iterdir() if (c / ".hydra").is_dir()]
+    if not trials:
+        return None
+    files = [t / name for t in trials for name in ACTIVITY_FILES] + [folder / JOURNAL_FILE]
+    times = [f.stat().st_mtime for f in files if f.is_file()]
+    return max(times, default=0.0)
+
+
+def sweep_signature(sweep: Path) -> read_cache.StatKey | None:
+    """What changes whenever a trial of the sweep starts, ends an epoch or ends: the stats of
+    each trial's ACTIVITY_FILES and of the journal, no file read; None while there is no
+    `sweep` folder."""
+    try:
+        with os.scandir(sweep) as entries:
+            children = sorted(e.path for e in entries if e.is_dir())
+    except OSError:
+        return None
+    paths = [os.path.join(child, name) for child in children for name in ACTIVITY_FILES]
+    return read_cache.stat_key([*paths, os.path.join(sweep, JOURNAL_FILE)])
 
 
 def _is_trial_dir(path: Path) -> bool:

@@ -22,10 +22,12 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.hpsweep_sweeper._study import mask_password, superseded
+from hydra_plugins.hpsweep_sweeper._study import mask_password
+from hydra_plugins.hpsweep_sweeper._tally import Tally
 
 log = logging.getLogger(__name__)
 PROGRESS_ENV = "HPSWEEP_PROGRESS"  # bar | log | off: how a job shows its batches
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 @contextlib.contextmanager
@@ -59,17 +61,14 @@ class SweepProgress:
         self.started = time.monotonic()  # system-wide on Linux: forked workers share it
         self.started_at = datetime.now()  # Optuna's trial times are naive local ones too
 
-    def log(self, study: optuna.Study) -> None:
+    def log(self, study: optuna.Study, tally: Tally) -> None:
         try:
-            trials = study.get_trials(deepcopy=False)
+            tally.refresh(study)
         except Exception as e:  # the storage gone past its retries: the next trial will say
             log.warning("sweep progress unknown: %s", mask_password(str(e)).splitlines()[0])
             return
         elapsed = time.monotonic() - self.started
-        line = progress_line(
-            trials, study.directions, self.total, self.slots, elapsed, self.started_at
-        )
-        log.info(line)
+        log.info(tally_line(tally, self.total, self.slots, elapsed))
 
 
 def progress_line(
@@ -84,58 +83,35 @@ def progress_line(
     1m05s elapsed, ~3m left`. Trials a retry continues are not counted (nor is their time);
     the estimate is the mean time of the trials finished since `since` (this command's start),
     times the trials left, over the slots (`slots`, or more workers seen running)."""
-    gone = superseded(list(trials))
-    counted = [t for t in trials if t.number not in gone]
-    states = [t.state for t in counted]
-    complete = states.count(TrialState.COMPLETE)
-    pruned = states.count(TrialState.PRUNED)
-    failed = states.count(TrialState.FAIL)
-    running = states.count(TrialState.RUNNING)
+    tally = Tally(directions, since)
+    tally.fold(trials)
+    return tally_line(tally, total, slots, elapsed)
+
+
+def tally_line(tally: Tally, total: int, slots: int, elapsed: float) -> str:
+    complete, pruned, failed = (tally.states[s] for s in FINISHED)
+    running = tally.running
     done = complete + pruned + failed
     parts = [
         f"trials {done}/{total} done ({complete} complete, {pruned} pruned, {failed} failed), "
         f"{running} running",
-        best_so_far(counted, directions),
+        best_so_far(tally),
     ]
     timing = f"{duration(elapsed)} elapsed"
-    seconds = [
-        (t.datetime_complete - t.datetime_start).total_seconds()
-        for t in counted
-        if t.state.is_finished()
-        and t.datetime_start is not None
-        and t.datetime_complete is not None
-        and t.datetime_complete >= since
-    ]
     left = max(0, total - done)
-    if left and seconds:
-        eta = sum(seconds) / len(seconds) * left / max(1, slots, running)
+    if left and tally.timed:
+        eta = tally.timed_seconds / tally.timed * left / max(1, slots, running)
         timing += f", ~{duration(eta, rough=True)} left"
     parts.append(timing)
     return " | ".join(parts)
 
 
-def best_so_far(trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]) -> str:
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.values is not None]
-    if not complete:
+def best_so_far(tally: Tally) -> str:
+    if tally.front:
+        return f"pareto front {len(tally.front)} trial{'s' if len(tally.front) > 1 else ''}"
+    if tally.best is None:
         return "best -"
-    if len(directions) > 1:
-        front = pareto_front(complete, directions)
-        return f"pareto front {len(front)} trial{'s' if len(front) > 1 else ''}"
-    sign = 1 if directions[0] == StudyDirection.MAXIMIZE else -1
-    best = max(complete, key=lambda t: (sign * t.values[0], -t.number))
-    return f"best {best.values[0]:.4g} (trial {best.number})"
-
-
-def pareto_front(
-    trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]
-) -> list[FrozenTrial]:
-    signs = [1 if d == StudyDirection.MAXIMIZE else -1 for d in directions]
-
-    def dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
-        pairs = [(s * x, s * y) for s, x, y in zip(signs, a.values, b.values, strict=True)]
-        return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
-
-    return [t for t in trials if not any(dominates(o, t) for o in trials)]
+    return f"best {tally.best.values[0]:.4g} (trial {tally.best.number})"
 
 
 def duration(seconds: float, rough: bool = False) -> str:

@@ -284,21 +284,26 @@ def claim_trial_dir(path: Path) -> IO[str]:
     return f
 
 
-def requeue_abandoned(study: optuna.Study, sweep_dir: Path) -> list[int]:
+def requeue_abandoned(
+    study: optuna.Study, sweep_dir: Path, running: Sequence[FrozenTrial] | None = None
+) -> list[int]:
     """Fail each RUNNING trial whose worker is gone and queue a retry of it.
 
     Gone: nobody holds its trial dir's lock. A worker tells the study before it unlocks, so
     the state is read again while holding the lock: a trial that finished in between is left
-    alone instead of being run twice.
+    alone instead of being run twice. `running`: the RUNNING trials as a `Tally` has them
+    (else they are read, going through every trial of the study).
     """
     requeued = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    if running is None:
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
         if TRIAL_DIR not in trial.user_attrs:
             continue
         with file_lock(sweep_dir / trial.user_attrs[TRIAL_DIR] / ".lock", blocking=False) as free:
             if free is None:
                 continue  # its worker holds the lock: alive
-            if study.get_trials(deepcopy=False)[trial.number].state != TrialState.RUNNING:
+            if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
                 continue
             why = "its worker died (its trial dir is no longer locked)"
             if retries_left(study, trial) == 0:
@@ -380,11 +385,6 @@ def superseded(trials: list[FrozenTrial]) -> set[int]:
 def budget_used(trials: list[FrozenTrial]) -> int:
     """Trials that count toward n_trials: all but those a retry continues."""
     return len(trials) - len(superseded(trials))
-
-
-def epochs_spent(trials: list[FrozenTrial]) -> int:
-    """Epochs the study's jobs have reported, running and superseded trials included."""
-    return sum(len(t.intermediate_values) for t in trials)
 
 
 def failures(trials: list[FrozenTrial]) -> list[FrozenTrial]:

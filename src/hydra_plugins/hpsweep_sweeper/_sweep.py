@@ -57,11 +57,9 @@ from hydra_plugins.hpsweep_sweeper._search_space import (
 from hydra_plugins.hpsweep_sweeper._study import (
     MAX_RETRIES,
     WARM_STARTED,
-    budget_used,
     check_search_space,
     claim_trial_dir,
     describe_storage,
-    epochs_spent,
     failures,
     file_lock,
     heartbeat,
@@ -71,6 +69,7 @@ from hydra_plugins.hpsweep_sweeper._study import (
     with_retries,
     worker_threads,
 )
+from hydra_plugins.hpsweep_sweeper._tally import Tally
 from hydra_plugins.hpsweep_sweeper._workers import run_forked, run_threads
 from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf
 
@@ -198,6 +197,7 @@ class StudyConnection:
     study: optuna.Study
     # The client itself, for heartbeats: the study wraps an RDB storage in a cache.
     client: BaseStorage
+    tally: Tally  # what the budget checks and progress lines count, read incrementally
 
 
 class Sweep:
@@ -253,7 +253,7 @@ class Sweep:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # this module logs what matters
         # Open and check before writing anything: a refused start leaves the sweep dir as it was.
         conn = self.open_study()
-        self.start(conn.study)
+        self.start(conn)
         try:
             sweep_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(masked(config.copy()), sweep_dir / "multirun.yaml")
@@ -286,9 +286,9 @@ class Sweep:
                 f"{failed[-1].user_attrs.get(FAIL_REASON, 'unknown')}"
             )
 
-    def start(self, study: optuna.Study) -> None:
+    def start(self, conn: StudyConnection) -> None:
         """Check the search space against the study's, queue the warm start, log the plan."""
-        settings = self.settings
+        settings, study = self.settings, conn.study
         with file_lock(self.context.sweep_dir / ".ask.lock"):
             try:
                 check_search_space(
@@ -306,12 +306,13 @@ class Sweep:
                 study.set_user_attr(WARM_STARTED, True)
             if study.user_attrs.get(MAX_RETRIES) != settings.max_retries:
                 study.set_user_attr(MAX_RETRIES, settings.max_retries)
+        conn.tally.refresh(study)
         log.info(
             "study %s in %s: %d trials (%d there already), %d at a time, %s, %s, %s",
             settings.study_name,
             self.where,
             self.total,
-            budget_used(study.get_trials(deepcopy=False)),
+            conn.tally.budget_used,
             settings.n_jobs,
             type(study.sampler).__name__,
             type(study.pruner).__name__,
@@ -357,7 +358,7 @@ class Sweep:
                 f"hydra.sweeper.direction={self.directions}: study {settings.study_name} in "
                 f"{self.where} was created with {stored}"
             )
-        return StudyConnection(study, client)
+        return StudyConnection(study, client, Tally(study.directions, self.progress.started_at))
 
     def sampler(self, stream: int | None = None) -> optuna.samplers.BaseSampler:
         """The sampler, its seed (if it has one) mixed with `stream`: the number of trials the
@@ -395,25 +396,26 @@ class Sweep:
                 lock.close()
 
     def claim_next_trial(self, conn: StudyConnection) -> tuple[Trial, str, IO[str]] | None:
-        settings, sweep_dir, study = self.settings, self.context.sweep_dir, conn.study
+        settings, sweep_dir = self.settings, self.context.sweep_dir
+        study, tally = conn.study, conn.tally
         with file_lock(sweep_dir / ".ask.lock"):
             with our_optuna_calls():
                 optuna.storages.fail_stale_trials(study)  # RDB: no heartbeat for grace_period
-            requeue_abandoned(study, sweep_dir)  # any storage: trial dir lock released
-            trials = study.get_trials(deepcopy=False)
-            if len(failures(trials)) > settings.max_failure_rate * self.total:
+            tally.refresh(study)
+            requeue_abandoned(study, sweep_dir, tally.running_trials())  # trial dir lock free
+            tally.refresh(study)  # the trials it failed and queued: a read of those alone
+            if tally.failed > settings.max_failure_rate * self.total:
                 return None
-            waiting = any(t.state == TrialState.WAITING for t in trials)
-            if not waiting and budget_used(trials) >= self.total:
+            if not tally.waiting and tally.budget_used >= self.total:
                 return None
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 log.info("timeout of %g s reached: no new trials", settings.timeout)
                 return None
-            if settings.epoch_budget is not None and epochs_spent(trials) >= settings.epoch_budget:
+            if settings.epoch_budget is not None and tally.epochs >= settings.epoch_budget:
                 log.info("epoch budget of %d spent: no new trials", settings.epoch_budget)
                 return None
             if self.reseeded:
-                study.sampler = self.sampler(stream=len(trials))
+                study.sampler = self.sampler(stream=len(tally.trials))
             with our_optuna_calls():  # the sampler is at work in both
                 trial = study.ask()  # a queued trial (warm start, retry) first, else a new one
                 self.space.suggest(trial)
@@ -458,7 +460,7 @@ class Sweep:
         else:
             self.tell(study, trial, values=values)
             log.info("trial %d finished: %s", trial.number, ", ".join(f"{v:.6g}" for v in values))
-        self.progress.log(study)
+        self.progress.log(study, conn.tally)
 
     def run_here(self, trial: Trial, trial_dir: str, overrides: list[str]) -> JobReturn:
         """The job in this process, where it can report to its trial and be pruned."""
