@@ -3,6 +3,7 @@ value checks that types cannot express, run before any work starts."""
 
 import inspect
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -116,6 +117,15 @@ def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from _leaves(value, f"{prefix}{key!s}.")
     else:
         yield prefix.rstrip("."), node
+
+
+def device_name(device: torch.device) -> str:
+    """A device as result.json names it: a CUDA index counts among the visible GPUs only (a
+    sweep gives each worker its own), so those are named too."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if device.type != "cuda" or visible is None:
+        return str(device)
+    return f"{device} (CUDA_VISIBLE_DEVICES={visible})"
 
 
 def resolve_device(name: str) -> torch.device:

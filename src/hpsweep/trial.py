@@ -26,6 +26,7 @@ from hpsweep.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from hpsweep.config import device_name
 from hpsweep.data import iterate_batches
 from hpsweep.errors import CheckpointError
 from hpsweep.models import count_parameters
@@ -333,6 +334,6 @@ def result_of(
         num_params=count_parameters(job.model),
         seed=cfg.seed,
         torch_version=torch.__version__,
-        device=str(job.device),
+        device=device_name(job.device),
         num_threads=torch.get_num_threads(),
     )

@@ -25,7 +25,7 @@ TRIAL_DIR = "trial_dir"  # the trial's dir, relative to the sweep dir
 OVERRIDES = "overrides"  # the command-line overrides that reproduce the trial
 RETRY_OF = "retry_of"  # number of the trial whose worker died, which this one continues
 FAIL_REASON = "fail_reason"
-WORKER = "worker"  # host:pid of the process that runs (or ran) the trial
+WORKER = "worker"  # host:pid of the process that runs (or ran) the trial, and its GPUs if set
 
 
 def open_sweep_storage(

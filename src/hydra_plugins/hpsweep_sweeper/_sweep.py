@@ -70,7 +70,12 @@ from hydra_plugins.hpsweep_sweeper._study import (
     worker_threads,
 )
 from hydra_plugins.hpsweep_sweeper._tally import Tally
-from hydra_plugins.hpsweep_sweeper._workers import run_forked, run_threads
+from hydra_plugins.hpsweep_sweeper._workers import (
+    gpu_of_worker,
+    run_forked,
+    run_threads,
+    visible_gpus,
+)
 from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf
 
 log = logging.getLogger(__name__)
@@ -270,7 +275,11 @@ class Sweep:
                 crashed = []
             else:
                 threads = settings.threads_per_job or worker_threads(settings.n_jobs)
-                crashed = run_forked(settings.n_jobs, self.work, threads)
+                gpus = visible_gpus() if settings.spread_gpus else []
+                if len(gpus) > 1:
+                    placed = ", ".join(str(gpu_of_worker(i, gpus)) for i in range(settings.n_jobs))
+                    log.info("workers 0-%d on GPUs %s", settings.n_jobs - 1, placed)
+                crashed = run_forked(settings.n_jobs, self.work, threads, gpus)
             if crashed:
                 raise SweepError(f"{', '.join(crashed)} stopped with an error; see the log above")
         except KeyboardInterrupt:
@@ -425,7 +434,7 @@ class Sweep:
                 get_method(settings.custom_search_space)(self.context.config, trial)
             trial.set_user_attr(TRIAL_DIR, trial_dir)
             trial.set_user_attr(OVERRIDES, self.space.overrides(trial.params))
-            trial.set_user_attr(WORKER, f"{socket.gethostname()}:{os.getpid()}")
+            trial.set_user_attr(WORKER, worker_name())
             if isinstance(conn.client, RDBStorage):
                 conn.client.record_heartbeat(trial._trial_id)  # alive from the start
             return trial, trial_dir, claim_trial_dir(sweep_dir / trial_dir)
@@ -518,6 +527,13 @@ class Sweep:
                 f"the job returned {result!r}; expected {len(self.directions)} finite number(s)"
             )
         return values
+
+
+def worker_name() -> str:
+    """host:pid, and the GPU the worker was given, if it was (the `worker` attribute)."""
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return name if gpus is None else f"{name} (CUDA_VISIBLE_DEVICES={gpus})"
 
 
 def trial_seed(seed: int, stream: int) -> int:

@@ -23,14 +23,53 @@ T = TypeVar("T")
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def run_forked(n_jobs: int, work: Callable[[int], None], threads: int) -> list[str]:
-    """`work(i)` in n_jobs forked processes; returns the names of those that failed.
+def visible_gpus() -> list[str]:
+    """The GPUs workers can be spread over, found without initializing CUDA: the entries of
+    CUDA_VISIBLE_DEVICES when it is set (up to an invalid one, where CUDA stops too), else one
+    per GPU the NVIDIA driver lists."""
+    chosen = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if chosen is None:
+        try:
+            return [str(i) for i in range(len(os.listdir("/proc/driver/nvidia/gpus")))]
+        except OSError:
+            return []
+    gpus = []
+    for entry in (e.strip() for e in chosen.split(",")):
+        if not entry or entry.startswith("-"):
+            break
+        gpus.append(entry)
+    return gpus
 
-    Forked, not spawned: the children start with the task's imports (torch) already done.
+
+def gpu_of_worker(index: int, gpus: list[str]) -> str | None:
+    """Worker i on GPU i mod N: n_jobs > N puts several small-model workers on each GPU.
+    None (the worker sees what the sweep sees) with fewer than two GPUs."""
+    return gpus[index % len(gpus)] if len(gpus) > 1 else None
+
+
+def run_forked(
+    n_jobs: int, work: Callable[[int], None], threads: int, gpus: list[str]
+) -> list[str]:
+    """`work(i)` in n_jobs forked processes, each on its GPU (gpu_of_worker); returns the
+    names of those that failed.
+
+    Forked, not spawned: the children start with the task's imports (torch) already done. A
+    child cannot use CUDA once its parent has initialized it, so the sweep process never does.
     """
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        raise CompactHydraException(
+            "CUDA was initialized in the sweep process before it forked its workers, which then "
+            "cannot use it: keep CUDA calls out of the task module's import (or use "
+            "hydra.sweeper.n_jobs=1, which runs trials in the sweep process)"
+        )
     context = multiprocessing.get_context("fork")
     workers = [
-        context.Process(target=_worker, args=(work, i, threads), name=f"hpsweep-worker-{i}")
+        context.Process(
+            target=_worker,
+            args=(work, i, threads, gpu_of_worker(i, gpus)),
+            name=f"hpsweep-worker-{i}",
+        )
         for i in range(n_jobs)
     ]
     for worker in workers:
@@ -45,8 +84,10 @@ def run_forked(n_jobs: int, work: Callable[[int], None], threads: int) -> list[s
     return [f"{w.name} (exit code {w.exitcode})" for w in workers if w.exitcode != 0]
 
 
-def _worker(work: Callable[[int], None], index: int, threads: int) -> None:
+def _worker(work: Callable[[int], None], index: int, threads: int, gpu: str | None) -> None:
     die_with_parent()
+    if gpu is not None:  # before anything here initializes CUDA: it reads the variable then
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     # Oversubscribed cores make parallel trials slower than serial ones: each worker gets its
     # share of threads, for torch (already imported) and for libraries that read the variable.
     os.environ["OMP_NUM_THREADS"] = str(threads)

@@ -51,6 +51,9 @@ class HpsweepSweeperConf:
     # checkpoint at most this many times; then it is FAIL and counts toward max_failure_rate.
     max_retries: int = 2
     threads_per_job: int | None = None  # torch threads per worker; null = cores // n_jobs
+    # With several GPUs visible, forked worker i sees only GPU i mod N (CUDA_VISIBLE_DEVICES):
+    # n_jobs > N puts several workers on each GPU, for small models. false: all see all.
+    spread_gpus: bool = True
     # RDB storages: a running trial's worker writes a heartbeat every heartbeat_interval s; a
     # trial silent for grace_period s is failed by any worker and run again where it stopped.
     heartbeat_interval: int = 10
