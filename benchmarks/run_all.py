@@ -21,6 +21,7 @@ BENCHMARKS = [
     "accuracy_anchor.py",
     "compare_scale.py",
     "sweep_scale.py",
+    "fused_trials.py",
 ]
 
 
