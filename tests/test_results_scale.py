@@ -307,3 +307,18 @@ def test_a_sweep_written_before_the_change_gives_the_table_it_gave(tmp_path, var
                     row[column] = str(Path(row[column]).relative_to(copy))
         assert rows == expected["rows"]
     assert {"COMPLETE", "PRUNED", "FAIL"} <= set(trials["state"])
+
+
+def test_a_row_read_again_has_the_path_as_this_call_spells_it(sweep, tmp_path, monkeypatch):
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep, copy)
+    monkeypatch.chdir(tmp_path)
+    relative = load_trials("copy")
+    assert all(p.startswith("copy") for p in relative["trial_dir"])
+    parses = fresh_process(monkeypatch)
+
+    absolute = load_trials(copy)
+
+    assert parses["result"] == 0  # the rows came from the cache
+    assert all(p.startswith(str(copy)) for p in absolute["trial_dir"])
+    assert all(p.startswith(str(copy)) for p in absolute["best_checkpoint"].dropna())

@@ -295,9 +295,13 @@ def _files_row(
     )
     number = found.numbers.get(trial_dir)
     key = (state, stat, keys, number, found.single_runs)
+    paths = {  # as this call spells the sweep's path, not as the call that cached the row
+        "trial_dir": str(trial_dir),
+        "best_checkpoint": str(TrialFiles(trial_dir).best) if stat[BEST_PT] else None,
+    }
     try:
         row, read = cache.get("row", trial_dir.name, key)
-        return dict(row), read  # a copy: the caller adds the study's cells
+        return row | paths, read  # a copy: the caller adds the study's cells
     except KeyError:
         pass
     trial = read_trial_dir(trial_dir, state, found.hydra.get(trial_dir))
@@ -308,8 +312,7 @@ def _files_row(
         "state": _state(trial),
         **_result_columns(result),
         **_params(trial, keys),
-        "trial_dir": str(trial_dir),
-        "best_checkpoint": str(TrialFiles(trial_dir).best) if stat[BEST_PT] else None,
+        **paths,
         "retry_of": None if found.single_runs else _retry_of(trial_dir, number),
         "fail_reason": result.reason if failed and result is not None else None,
         "problem": "; ".join(trial.problems) or None,
