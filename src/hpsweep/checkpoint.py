@@ -91,7 +91,7 @@ def restore_rng(state: dict[str, Any], shuffle: torch.Generator) -> None:
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`key: old -> new` for each key that differs, except those a resume may change."""
-    flat_old, flat_new = _flatten(old), _flatten(new)
+    flat_old, flat_new = flatten(old), flatten(new)
     return [
         f"{key}: {flat_old.get(key)!r} -> {flat_new.get(key)!r}"
         for key in sorted(flat_old.keys() | flat_new.keys())
@@ -99,11 +99,11 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     ]
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -259,9 +259,11 @@ def save_epoch(job: Job, progress: Progress, files: TrialFiles, improved: bool) 
     return due
 
 
-def log_epoch(row: dict[str, float], epochs: int) -> None:
+def log_epoch(row: dict[str, float], epochs: int, who: str = "") -> None:
+    """`who`: a prefix naming the trial, where one process trains several (a fused group)."""
     log.info(
-        "epoch %d/%d | train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.3g | %.1fs",
+        "%sepoch %d/%d | train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.3g | %.1fs",
+        who,
         row["epoch"],
         epochs,
         row["train_loss"],

@@ -1,0 +1,286 @@
+"""A fused group as a trial job: K MLP trials trained as one FusedMLP, each leaving the files
+run_trial leaves (metrics.csv, result.json, curves.png, checkpoints/last.pt and best.pt).
+
+Each trial is built by run_trial's own prepare() (same seeding, init, optimizer), so its init,
+batch order and dropout masks are those of its unfused run; its checkpoints are run_trial's, so
+a plain run_trial resumes any of them. A trial that is pruned, stops early or diverges leaves
+the group (FusedMLP.select) and the others go on.
+"""
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from hpsweep.checkpoint import flatten, save_checkpoint
+from hpsweep.data import iterate_batches
+from hpsweep.fused import FusedMLP, rng_after_init
+from hpsweep.fused_train import (
+    FusedAdam,
+    FusedOptimizer,
+    FusedSGD,
+    evaluate,
+    train_epoch,
+    trial_batches,
+)
+from hpsweep.models import MLP
+from hpsweep.record import Status, TrialResult
+from hpsweep.trial import (
+    STOPPING,
+    EpochHook,
+    Run,
+    TrainingDiverged,
+    checkpoint,
+    final_report,
+    log_epoch,
+    prepare,
+    result_of,
+)
+
+log = logging.getLogger(__name__)
+
+FUSED_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD")
+# Keys the trials of a group may differ in: per-trial hyperparameters FusedMLP and the fused
+# optimizers carry, and keys that only change what one trial records. Any other difference
+# (batch size, data, epochs, device, ...) would need a different training loop.
+MAY_DIFFER = {
+    "seed",
+    "model.hidden_sizes",
+    "model.dropout",
+    "optimizer.lr",
+    "optimizer.betas",
+    "optimizer.eps",
+    "optimizer.weight_decay",
+    "optimizer.momentum",
+    "optimizer.dampening",
+    "optimizer.nesterov",
+    "objective",
+    "checkpoint_every",
+    "log_every_s",
+}
+
+
+@dataclass
+class Member:
+    """One trial of the group: run_trial's Run plus its streams inside the group."""
+
+    run: Run
+    hook: EpochHook | None
+    dropout: torch.Generator  # the global RNG its unfused run would use (init, then dropout)
+    shuffle: torch.Generator  # its batch order (shared by the group when the seeds are equal)
+
+    @property
+    def name(self) -> str:
+        return self.run.files.dir.name
+
+
+def run_fused_trials(
+    cfgs: Sequence[DictConfig],
+    trial_dirs: Sequence[Path],
+    on_epoch_end: Sequence[EpochHook | None] | None = None,
+) -> list[TrialResult]:
+    """Train the trials `cfgs` (one per trial dir) as one fused group; returns their results."""
+    hooks = list(on_epoch_end) if on_epoch_end is not None else [None] * len(cfgs)
+    dirs = [Path(d) for d in trial_dirs]
+    if not len(cfgs) == len(dirs) == len(hooks) or len({d.resolve() for d in dirs}) < len(dirs):
+        raise ValueError(
+            f"one distinct trial dir and hook per config; got {len(cfgs)} configs, "
+            f"{len(dirs)} dirs, {len(hooks)} hooks"
+        )
+    check_fusable(cfgs)
+
+    # -- build: each trial as run_trial builds it; nothing is written yet
+    members = []
+    for cfg, trial_dir, hook in zip(cfgs, dirs, hooks, strict=True):
+        run = prepare(cfg, trial_dir)
+        if run.progress.epoch:
+            raise ValueError(f"{trial_dir} has a checkpoint: resuming a fused group is not done")
+        # build() seeds the global RNG, then builds the model (the data has its own generator):
+        # right now the global stream stands where the unfused run's first dropout draws it.
+        members.append(Member(run, hook, rng_after_init(run.job.device), run.job.shuffle))
+        if len(members) > 1:  # the same data config: one copy of the data for the group
+            run.job.splits, run.job.train = members[0].run.job.splits, members[0].run.job.train
+    same_seed = len({cfg.seed for cfg in cfgs}) == 1
+    if same_seed:  # one batch order for all: one wide first-layer GEMM per step
+        for m in members:
+            m.shuffle = members[0].shuffle
+    # overfit_batches: every trial sees the same batches in order, whatever its seed
+    shared_order = same_seed or bool(cfgs[0].overfit_batches)
+    models = [cast(MLP, m.run.job.model) for m in members]  # check_fusable: all MLPs
+    fused = FusedMLP.from_models(models, [m.dropout for m in members])
+    optimizer = fused_optimizer(fused, members)
+
+    results: dict[int, TrialResult] = {}
+    active = list(range(len(members)))  # active[slot] = index of the trial in that group slot
+    cfg = cfgs[0]
+    train_split, splits = members[0].run.job.train, members[0].run.job.splits
+    for m in members:
+        m.run.files.checkpoints.mkdir(parents=True, exist_ok=True)
+        log.info("%s: fused group of %d trials, output %s", m.name, len(members), m.run.files.dir)
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            started = time.perf_counter()
+
+            # -- train the group: one shared batch order, or each trial its own (per seed)
+            if shared_order:
+                shuffle = None if cfg.overfit_batches else members[0].shuffle
+                batches: Any = iterate_batches(train_split, cfg.batch_size, shuffle)
+            else:
+                gens = [members[k].shuffle for k in active]
+                batches = trial_batches(train_split, cfg.batch_size, gens)
+            lrs = [members[k].run.job.optimizer.param_groups[0]["lr"] for k in active]
+            train = train_epoch(fused, optimizer, batches, cfg.grad_clip_norm, not shared_order)
+
+            # -- evaluate on validation
+            val = evaluate(fused, splits.val)
+            # The group's time is shared equally by its trials: each trial's seconds and
+            # wall_time_s are its share, not the time a trial alone would have taken.
+            share = (time.perf_counter() - started) / len(active)
+
+            # -- record each trial: its row, checkpoints, log line and hook; some leave
+            leaving = []
+            for slot, k in enumerate(active):
+                m, (train_loss, train_acc), (val_loss, val_acc) = members[k], train[slot], val[slot]
+                m.run.progress.elapsed += share
+                if not math.isfinite(train_loss):  # as run_epoch: the trial fails alone
+                    error = TrainingDiverged(
+                        f"train loss is {train_loss} in epoch {epoch}; "
+                        "lower optimizer.lr or set grad_clip_norm"
+                    )
+                    reason = f"{type(error).__name__}: {error}"
+                    log.warning("%s: failed: %s", m.name, reason)
+                    results[k] = result_of(m.run.job, m.run.progress, Status.FAIL, reason)
+                    m.run.files.write_result(results[k])
+                    leaving.append(k)
+                    continue
+                row = {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "train_acc": train_acc,
+                    "val_loss": val_loss,
+                    "val_acc": val_acc,
+                    "lr": lrs[slot],
+                    "seconds": share,
+                }
+                stop = record_epoch(m, row, fused, optimizer, slot)
+                if stop is not None or epoch == cfg.epochs:
+                    results[k] = finish(m, stop, epoch)
+                    leaving.append(k)
+
+            # -- the trials that ended leave the group: no compute spent on them from here
+            if leaving:
+                keep = [slot for slot, k in enumerate(active) if k not in leaving]
+                active = [active[slot] for slot in keep]
+                if not active:
+                    break
+                smaller = fused.select(keep)
+                optimizer = optimizer.select(smaller, keep)
+                fused = smaller
+    except Exception as e:
+        # as run_trial: a trial that was still training records the failure, then it propagates
+        for k in active:
+            if k not in results:
+                m = members[k]
+                reason = f"{type(e).__name__}: {e}"
+                m.run.files.write_result(result_of(m.run.job, m.run.progress, Status.FAIL, reason))
+        raise
+    return [results[k] for k in range(len(members))]
+
+
+def record_epoch(
+    m: Member, row: dict[str, float], fused: FusedMLP, optimizer: FusedOptimizer, slot: int
+) -> Status | None:
+    """run_trial's save_epoch, log line and hook for one trial of the group."""
+    progress, files, cfg = m.run.progress, m.run.files, m.run.job.cfg
+    epoch = int(row["epoch"])
+    improved = progress.add(row, cfg.objective)
+    state = trial_checkpoint(m, fused, optimizer, slot)
+    due = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs
+    save_checkpoint(state, *([files.last] if due else []), *([files.best] if improved else []))
+    files.write_metrics(progress.history)
+    log_epoch(row, cfg.epochs, who=f"{m.name}: ")
+
+    # -- report: a sweeper's pruner (or an early-stopping rule) may stop the trial here
+    stop = None if m.hook is None else m.hook(epoch, row)
+    if stop is not None and stop not in STOPPING:
+        raise TypeError(f"an epoch hook returned {stop!r}; expected one of {STOPPING} or None")
+    if stop is not None and not due:
+        save_checkpoint(state, files.last)  # so it can be continued, as run_trial does
+    return stop
+
+
+def finish(m: Member, stop: Status | None, epoch: int) -> TrialResult:
+    """run_trial's final report: test set once on best.pt, result.json, curves.png."""
+    status, reason = Status.COMPLETE, None
+    if stop is not None:
+        how = "pruned" if stop is Status.PRUNED else "stopped early"
+        status, reason = stop, f"{how} after epoch {epoch}"
+    return final_report(m.run.job, m.run.progress, m.run.files, status, reason, m.run.meter)
+
+
+def trial_checkpoint(
+    m: Member, fused: FusedMLP, optimizer: FusedOptimizer, slot: int
+) -> dict[str, Any]:
+    """run_trial's checkpoint of this trial: its own MLP's weights, its optimizer's state in
+    torch.optim's format (param_groups those of the optimizer its config builds) and RNGs."""
+    job = m.run.job
+    state = checkpoint(job, m.run.progress)
+    optimizer_state = job.optimizer.state_dict()
+    optimizer_state["state"] = optimizer.trial_state_dict(slot)["state"]
+    if isinstance(optimizer, FusedSGD) and not job.optimizer.param_groups[0]["momentum"]:
+        optimizer_state["state"] = {}  # torch.optim.SGD keeps no buffer without momentum
+    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "shuffle": m.shuffle.get_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    # the trial's dropout stream is the global RNG of its unfused run, on the model's device
+    if job.device.type == "cuda":
+        rng["cuda"][job.device.index or 0] = m.dropout.get_state()
+    else:
+        rng["torch"] = m.dropout.get_state()
+    return state | {"model": fused.trial_state_dict(slot), "optimizer": optimizer_state, "rng": rng}
+
+
+def fused_optimizer(fused: FusedMLP, members: list[Member]) -> FusedOptimizer:
+    optimizers = [m.run.job.optimizer for m in members]
+    for m, opt in zip(members, optimizers, strict=True):
+        group = opt.param_groups[0]
+        for flag in ("amsgrad", "maximize"):
+            if group.get(flag):
+                raise ValueError(f"cannot fuse {m.run.files.dir}: optimizer.{flag}=true")
+    target = members[0].run.job.cfg.optimizer._target_
+    if target == "torch.optim.SGD":
+        return FusedSGD.from_optimizers(fused, optimizers)
+    return FusedAdam.from_optimizers(fused, optimizers, decoupled=target == "torch.optim.AdamW")
+
+
+def check_fusable(cfgs: Sequence[DictConfig]) -> None:
+    """Refuse a group that one fused loop cannot train, naming the key and its values."""
+    if not cfgs:
+        raise ValueError("a fused group needs at least one trial")
+    flat = [flatten(cast(dict[str, Any], OmegaConf.to_container(c, resolve=True))) for c in cfgs]
+
+    def values(key: str) -> list[Any]:
+        return [f.get(key, f.get(f"{key}._target_")) for f in flat]  # a group: its class
+
+    def refuse(key: str, why: str) -> None:
+        raise ValueError(f"cannot fuse these trials: {key} {why} (values: {values(key)})")
+
+    if any(v != "hpsweep.models.MLP" for v in values("model._target_")):
+        refuse("model._target_", "must be hpsweep.models.MLP for every trial")
+    if any(v not in FUSED_OPTIMIZERS for v in values("optimizer._target_")):
+        refuse("optimizer._target_", f"must be one of {', '.join(FUSED_OPTIMIZERS)}")
+    if any(c.scheduler is not None for c in cfgs):
+        refuse("scheduler", "must be null: fused trials take no scheduler yet")
+    depths = {len(v) if isinstance(v, list) else 1 for v in values("model.hidden_sizes")}
+    if len(depths) > 1:
+        refuse("model.hidden_sizes", "must give every trial the same depth")
+    keys = sorted(set().union(*flat), key=lambda k: (not k.endswith("_target_"), k))
+    for key in keys:
+        if key not in MAY_DIFFER and len({repr(v) for v in values(key)}) > 1:
+            refuse(key, "differs")

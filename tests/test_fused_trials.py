@@ -1,0 +1,251 @@
+"""run_fused_trials: a fused group leaves each trial the files run_trial leaves, with the same
+numbers (within float tolerance), and trials that are pruned or diverge leave the group."""
+
+import shutil
+
+import pytest
+import torch
+from omegaconf import ListConfig, OmegaConf
+
+from hpsweep import fused_trials
+from hpsweep.build import build
+from hpsweep.checkpoint import load_checkpoint
+from hpsweep.fused_trials import run_fused_trials
+from hpsweep.models import MLP
+from hpsweep.record import Status, TrialFiles
+from hpsweep.training import evaluate, make_criterion
+from hpsweep.trial import run_trial
+from tests.conftest import FAST, compose_config, read_metrics, read_result
+
+# Measured (4 trials x 3 epochs, Adam and SGD, with dropout, shared or per-seed batches): losses
+# within 2.5e-7 of the unfused runs, accuracies identical. Asserted with margin: losses within
+# 1e-5, accuracies within 2 images (2000 train, 500 val).
+LOSS_TOL = 1e-5
+ACC_TOL = {"train_acc": 2 / 2000, "val_acc": 2 / 500}
+
+BASE = (*FAST, "epochs=3", "num_threads=1")
+ADAM_GROUP = [
+    ("model.hidden_sizes=32", "optimizer.lr=0.001"),
+    ("model.hidden_sizes=64", "optimizer.lr=0.003", "model.dropout=0.2"),
+    ("model.hidden_sizes=16", "optimizer.lr=0.01"),
+    ("model.hidden_sizes=48", "optimizer.lr=0.0005", "optimizer.weight_decay=0.001"),
+]
+SGD = ("optimizer=sgd",)
+SGD_GROUP = [
+    (*SGD, "model.hidden_sizes=32", "optimizer.lr=0.05"),
+    (*SGD, "model.hidden_sizes=24", "optimizer.lr=0.02", "model.dropout=0.1"),
+    (*SGD, "model.hidden_sizes=40", "optimizer.lr=0.1", "optimizer.momentum=0.0"),
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def configs(group, *extra):
+    return [compose_config(*BASE, *overrides, *extra) for overrides in group]
+
+
+def assert_same_rows(got_dir, want_dir):
+    got, want = read_metrics(got_dir), read_metrics(want_dir)
+    assert [r["epoch"] for r in got] == [r["epoch"] for r in want]
+    for g, w in zip(got, want, strict=True):
+        assert g["lr"] == w["lr"]
+        for key in ("train_loss", "val_loss"):
+            assert abs(g[key] - w[key]) <= LOSS_TOL, (got_dir.name, g["epoch"], key)
+        for key, tol in ACC_TOL.items():
+            assert abs(g[key] - w[key]) <= tol, (got_dir.name, g["epoch"], key)
+
+
+def assert_same_result(got_dir, want_dir):
+    got, want = read_result(got_dir), read_result(want_dir)
+    for key in ("status", "reason", "best_epoch", "epochs_run", "epochs", "num_params", "seed"):
+        assert getattr(got, key) == getattr(want, key), key
+    for key in ("value", "best_val_acc", "test_acc"):
+        assert abs(getattr(got, key) - getattr(want, key)) <= 2 / 500, key
+    for key in ("best_val_loss", "test_loss"):
+        assert abs(getattr(got, key) - getattr(want, key)) <= LOSS_TOL, key
+
+
+@pytest.fixture
+def group_sizes(monkeypatch):
+    """The number of trials the group trains, epoch by epoch."""
+    sizes = []
+    real = fused_trials.train_epoch
+
+    def spy(model, *args, **kwargs):
+        sizes.append(model.num_trials)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(fused_trials, "train_epoch", spy)
+    return sizes
+
+
+def test_build_leaves_the_global_rng_right_after_the_model_init():
+    # What rng_after_init captures after prepare(): data loading draws nothing from it.
+    cfg = compose_config(*BASE, "seed=7", "model.hidden_sizes=32")
+    job = build(cfg)
+    after_build = torch.get_rng_state()
+    torch.manual_seed(7)
+    MLP(job.splits.input_shape, 10, 32)
+    assert torch.equal(after_build, torch.get_rng_state())
+
+
+@pytest.mark.parametrize("seeds", ["same", "differ"])
+def test_a_group_writes_each_trial_the_files_and_numbers_of_run_trial(tmp_path, seeds):
+    extra = [()] * 4 if seeds == "same" else [(f"seed={s}",) for s in (0, 1, 2, 3)]
+    cfgs = [compose_config(*BASE, *o, *e) for o, e in zip(ADAM_GROUP, extra, strict=True)]
+    fused_dirs = [tmp_path / f"fused{k}" for k in range(4)]
+    results = run_fused_trials(cfgs, fused_dirs)
+    for k, cfg in enumerate(cfgs):
+        alone = run_trial(cfg, tmp_path / f"alone{k}")
+        files = TrialFiles(fused_dirs[k])
+        for path in (files.metrics, files.result, files.curves, files.last, files.best):
+            assert path.stat().st_size > 0, path
+        assert results[k] == read_result(fused_dirs[k])
+        assert results[k].status is Status.COMPLETE and results[k].epochs_run == 3
+        assert results[k].wall_time_s > 0
+        assert_same_rows(fused_dirs[k], tmp_path / f"alone{k}")
+        assert_same_result(fused_dirs[k], tmp_path / f"alone{k}")
+        assert alone.value > 0.7  # they learned
+        # the same checkpoint layout as run_trial's, down to the optimizer's param_groups
+        got, want = (
+            load_checkpoint(files.last),
+            load_checkpoint(TrialFiles(tmp_path / f"alone{k}").last),
+        )
+        assert got.keys() == want.keys() and got["config"] == want["config"]
+        assert got["optimizer"]["param_groups"] == want["optimizer"]["param_groups"]
+        assert got["rng"].keys() == want["rng"].keys()
+        assert torch.equal(got["rng"]["shuffle"], want["rng"]["shuffle"])
+        assert torch.equal(got["rng"]["torch"], want["rng"]["torch"])  # the dropout stream
+
+
+def test_a_fused_checkpoint_is_a_normal_trials_checkpoint(tmp_path):
+    cfgs = configs(ADAM_GROUP)
+    run_fused_trials(cfgs, [tmp_path / f"fused{k}" for k in range(4)])
+    job = build(cfgs[1])  # the dropout trial
+    for k in range(4):
+        model = MLP(
+            job.splits.input_shape, 10, cfgs[k].model.hidden_sizes, dropout=cfgs[k].model.dropout
+        )
+        model.load_state_dict(load_checkpoint(TrialFiles(tmp_path / f"fused{k}").best)["model"])
+        _, test_acc = evaluate(model, make_criterion(10), job.splits.test)
+        assert test_acc == read_result(tmp_path / f"fused{k}").test_acc
+
+    # run_trial continues it to 5 epochs, as if it had run those 3 epochs itself
+    shutil.copytree(tmp_path / "fused1", tmp_path / "continued")
+    longer = compose_config(*BASE, *ADAM_GROUP[1], "epochs=5")
+    result = run_trial(longer, tmp_path / "continued")
+    assert result.epochs_run == 5
+    rows = read_metrics(tmp_path / "continued")
+    assert rows[:3] == read_metrics(tmp_path / "fused1")
+    run_trial(longer, tmp_path / "alone")
+    assert_same_rows(tmp_path / "continued", tmp_path / "alone")
+
+
+def test_a_pruned_trial_stops_and_leaves_the_group(tmp_path, group_sizes):
+    def prune_after_1(epoch, row):
+        return Status.PRUNED if epoch == 1 else None
+
+    cfgs = configs(SGD_GROUP)
+    dirs = [tmp_path / f"group{k}" for k in range(3)]
+    results = run_fused_trials(cfgs, dirs, [None, prune_after_1, None])
+    assert group_sizes == [3, 2, 2]  # epochs 2 and 3 trained without it
+
+    pruned = results[1]
+    assert pruned.status is Status.PRUNED and pruned.reason == "pruned after epoch 1"
+    assert pruned.epochs_run == 1 and len(read_metrics(dirs[1])) == 1
+    assert pruned.test_acc is not None and TrialFiles(dirs[1]).curves.exists()
+    assert load_checkpoint(TrialFiles(dirs[1]).last)["epoch"] == 1  # it can be continued
+
+    group_sizes.clear()
+    without = [tmp_path / "without0", tmp_path / "without2"]
+    run_fused_trials([cfgs[0], cfgs[2]], without)
+    assert group_sizes == [2, 2, 2]
+    for k, other in zip((0, 2), without, strict=True):
+        assert results[k].status is Status.COMPLETE and results[k].epochs_run == 3
+        assert_same_rows(dirs[k], other)
+        assert_same_result(dirs[k], other)
+
+
+def test_a_diverging_trial_fails_alone(tmp_path, group_sizes):
+    cfgs = configs([*SGD_GROUP, (*SGD, "model.hidden_sizes=32", "optimizer.lr=1e4")])
+    dirs = [tmp_path / f"group{k}" for k in range(4)]
+    results = run_fused_trials(cfgs, dirs)
+    assert group_sizes == [4, 3, 3]
+
+    with pytest.raises(Exception, match="train loss is nan"):
+        run_trial(cfgs[3], tmp_path / "alone")
+    failed, alone = results[3], read_result(tmp_path / "alone")
+    assert failed == read_result(dirs[3])
+    assert failed.status is Status.FAIL and failed.reason == alone.reason
+    assert failed.reason.startswith("TrainingDiverged: train loss is nan in epoch 1")
+    assert failed.epochs_run == alone.epochs_run == 0
+
+    without = [tmp_path / f"without{k}" for k in range(3)]
+    run_fused_trials(cfgs[:3], without)
+    for k in range(3):
+        assert results[k].status is Status.COMPLETE
+        assert_same_rows(dirs[k], without[k])
+        assert_same_result(dirs[k], without[k])
+
+
+def test_overfit_batches_give_every_seed_the_same_batches(tmp_path):
+    cfgs = configs(ADAM_GROUP[:2], "overfit_batches=3")
+    cfgs[1].seed = 5
+    run_fused_trials(cfgs, [tmp_path / "fused0", tmp_path / "fused1"])
+    for k, cfg in enumerate(cfgs):
+        run_trial(cfg, tmp_path / f"alone{k}")
+        assert_same_rows(tmp_path / f"fused{k}", tmp_path / f"alone{k}")
+        got = load_checkpoint(TrialFiles(tmp_path / f"fused{k}").last)["rng"]
+        want = load_checkpoint(TrialFiles(tmp_path / f"alone{k}").last)["rng"]
+        assert all(torch.equal(got[key], want[key]) for key in ("torch", "shuffle"))
+
+
+def test_adamw_with_gradient_clipping_matches_run_trial(tmp_path):
+    extra = (
+        "optimizer._target_=torch.optim.AdamW",
+        "optimizer.weight_decay=0.05",
+        "grad_clip_norm=0.5",
+    )
+    cfgs = configs(ADAM_GROUP[1:3], *extra)
+    run_fused_trials(cfgs, [tmp_path / "fused0", tmp_path / "fused1"])
+    for k, cfg in enumerate(cfgs):
+        run_trial(cfg, tmp_path / f"alone{k}")
+        assert_same_rows(tmp_path / f"fused{k}", tmp_path / f"alone{k}")
+        assert_same_result(tmp_path / f"fused{k}", tmp_path / f"alone{k}")
+
+
+def test_two_trials_in_one_dir_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="distinct trial dir"):
+        run_fused_trials(configs(ADAM_GROUP[:2]), [tmp_path / "a", tmp_path / "b" / ".." / "a"])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("second", "key"),
+    [
+        (("batch_size=128",), "batch_size"),
+        (("optimizer=sgd",), "optimizer._target_"),
+        (("model=cnn",), "model._target_"),
+        (("optimizer=rmsprop",), "optimizer._target_"),
+        (("scheduler=cosine",), "scheduler"),
+        (("model.hidden_sizes=[32,16]",), "model.hidden_sizes"),
+        (("model.activation=tanh",), "model.activation"),
+        (("epochs=4",), "epochs"),
+        (("data.val_size=400",), "data.val_size"),
+    ],
+)
+def test_a_group_that_cannot_be_fused_is_refused_before_any_file(tmp_path, second, key):
+    cfgs = [compose_config(*BASE), compose_config(*BASE, *second)]
+    with pytest.raises(ValueError, match=f"cannot fuse these trials: {key} ") as caught:
+        run_fused_trials(cfgs, [tmp_path / "a", tmp_path / "b"])
+    value = OmegaConf.select(cfgs[1], key)
+    if key == "scheduler":
+        value = value._target_  # a group is named by its class
+    assert repr(value if not isinstance(value, ListConfig) else list(value)) in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
