@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hpsweep import cli
+from hpsweep import compare as tables
 from hpsweep.record import TrialFileError
 from hpsweep.results import load_trials
 from tests.conftest import FAST, run_cli
@@ -41,8 +42,8 @@ def watch(monkeypatch, argv: list[str], ticks: int, changes=None) -> tuple[int, 
     """main(argv) with a sleep that returns at once, runs changes[n] after the n-th sleep and is
     a Ctrl-C at the `ticks`-th; (exit code, load_trials calls, the seconds each sleep was for)."""
     loads, sleeps = [], []
-    real = cli.load_trials
-    monkeypatch.setattr(cli, "load_trials", lambda *a, **k: loads.append(a) or real(*a, **k))
+    real = tables.load_trials
+    monkeypatch.setattr(tables, "load_trials", lambda *a, **k: loads.append(a) or real(*a, **k))
 
     def sleep(seconds: float) -> None:
         sleeps.append(seconds)
@@ -50,7 +51,7 @@ def watch(monkeypatch, argv: list[str], ticks: int, changes=None) -> tuple[int, 
             raise KeyboardInterrupt
         (changes or {}).get(len(sleeps), lambda: None)()
 
-    monkeypatch.setattr(cli, "sleep", sleep)
+    monkeypatch.setattr(tables, "sleep", sleep)
     return cli.main(argv), len(loads), sleeps
 
 
@@ -74,7 +75,7 @@ def touch(path: Path) -> None:
 
 @pytest.mark.parametrize(("option", "seconds"), [(["--watch", "0.05"], 0.05), (["--watch"], 5.0)])
 def test_an_unchanged_sweep_is_read_once_and_shown_once(monkeypatch, capsys, copy, option, seconds):
-    expected, states = compare(capsys, str(copy)), cli.summary(load_trials(copy))
+    expected, states = compare(capsys, str(copy)), tables.summary(load_trials(copy))
     code, loads, sleeps = watch(monkeypatch, ["compare", str(copy), *option], ticks=6)
     out, err = capsys.readouterr()
     assert (code, loads, sleeps, err) == (0, 1, [seconds] * 6, "")
@@ -103,7 +104,7 @@ def test_a_touched_file_is_read_again_but_an_equal_table_not_shown_again(
 def test_a_new_trial_is_shown_once_piped_without_escape_codes(monkeypatch, capsys, copy, tmp_path):
     (copy / "optuna.journal").unlink()  # the trial dirs alone: a study knows trial 2 already
     shutil.move(copy / "trial_0002", tmp_path / "trial_0002")
-    two = cli.summary(load_trials(copy))
+    two = tables.summary(load_trials(copy))
     come_back = {2: lambda: shutil.copytree(tmp_path / "trial_0002", copy / "trial_0002")}
     code, loads, _ = watch(monkeypatch, ["compare", str(copy), "--watch", "1"], 6, come_back)
     out, err = capsys.readouterr()
@@ -111,7 +112,7 @@ def test_a_new_trial_is_shown_once_piped_without_escape_codes(monkeypatch, capsy
     assert "\x1b" not in out
     (before, old), (after, new) = frames(out)
     assert before.endswith(f": {two}") and two.startswith("2 trials: ")
-    assert after.endswith(f": {cli.summary(load_trials(copy))}") and " 3 trials: " in after
+    assert after.endswith(f": {tables.summary(load_trials(copy))}") and " 3 trials: " in after
     numbers = [[line.split()[0] for line in t.splitlines()[1:]] for t in (old, new)]
     assert sorted(numbers[0]) == ["0", "1"] and sorted(numbers[1]) == ["0", "1", "2"]
     assert new == compare(capsys, str(copy))
@@ -120,7 +121,7 @@ def test_a_new_trial_is_shown_once_piped_without_escape_codes(monkeypatch, capsy
 def test_on_a_terminal_each_change_redraws_in_place(monkeypatch, capsys, copy):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     result = copy / "trial_0000" / "result.json"
-    states = cli.summary(load_trials(copy))
+    states = tables.summary(load_trials(copy))
     better = {
         2: lambda: result.write_text(result.read_text().replace('"test_acc": 0.', '"test_acc": 1.'))
     }
@@ -153,7 +154,7 @@ def test_a_damaged_result_mid_watch_is_shown_and_the_watch_goes_on(monkeypatch, 
 
 
 def test_a_file_changing_as_it_is_read_is_read_again_next_tick(monkeypatch, capsys, copy):
-    real, calls = cli.load_trials, []
+    real, calls = tables.load_trials, []
 
     def load_trials_in_a_race(sweep):  # what load_trials raises when a file changed under it
         calls.append(sweep)
@@ -161,7 +162,7 @@ def test_a_file_changing_as_it_is_read_is_read_again_next_tick(monkeypatch, caps
             raise TrialFileError(sweep / "trial_0001" / "result.json", "cut short")
         return real(sweep)
 
-    monkeypatch.setattr(cli, "load_trials", load_trials_in_a_race)
+    monkeypatch.setattr(tables, "load_trials", load_trials_in_a_race)
     code, _, sleeps = watch(monkeypatch, ["compare", str(copy), "--watch", "1"], 4)
     out, err = capsys.readouterr()
     assert (code, len(calls), len(sleeps), err) == (0, 2, 4, "")

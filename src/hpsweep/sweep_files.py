@@ -322,3 +322,26 @@ def read_trial_dir(
         else:
             trial.overrides = [str(o) for o in loaded]
     return trial
+
+
+def newest_sweep(root: Path = Path("multirun")) -> Path:
+    """The sweep under `root` (multirun/<study>/ of the hpsweep sweeper, or
+    multirun/<date>/<time>/ of Hydra's grid sweeper) whose trials wrote last: what `hpsweep
+    reproduce` and `plot` add to a sweep (reproduce/, plot_*.png) does not make it the newest."""
+    candidates = [p for p in (*root.glob("*"), *root.glob("*/*")) if p.is_dir()]
+    activity = {p: last_activity(p) for p in candidates}
+    sweeps = {p: t for p, t in activity.items() if t is not None}
+    if not sweeps:
+        raise SweepDirError(f"no sweep found under {root.absolute()}; pass SWEEP_DIR{runs_hint()}")
+    return max(sweeps, key=lambda p: sweeps[p])
+
+
+def runs_hint(outputs: Path = Path("outputs")) -> str:
+    """Where single runs of hpsweep-train are, for a user who has no sweep yet."""
+    for day in sorted((p for p in outputs.glob("*") if p.is_dir()), reverse=True):
+        try:
+            find_trials(day)
+        except SweepDirError:
+            continue
+        return f" (single runs are a SWEEP_DIR too: {day})"
+    return ""
