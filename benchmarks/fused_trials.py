@@ -115,31 +115,8 @@ def phases(widths: list[int], batches: list) -> dict[str, float]:
 
 
 def naive_adam(model: FusedMLP, k: int) -> Callable[[], None]:
-    """Adam as elementwise ops on the stacked tensors, per-trial hyperparameters broadcast."""
-    lrs = torch.tensor(learning_rates(k))
-    lr = [model.per_trial(lrs, i) for i in range(len(model.params))]
-    m = [torch.zeros_like(p) for p in model.params]
-    v = [torch.zeros_like(p) for p in model.params]
-    step = torch.zeros(())
-    b1, b2, eps = 0.9, 0.999, 1e-8
-
-    @torch.no_grad()
-    def update() -> None:
-        step.add_(1)
-        bc1, bc2_sqrt = 1 - b1**step, (1 - b2**step).sqrt()
-        for p, g, m_i, v_i, lr_i in zip(
-            model.params, (p.grad for p in model.params), m, v, lr, strict=True
-        ):
-            m_i.lerp_(g, 1 - b1)
-            v_i.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v_i.sqrt() / bc2_sqrt).add_(eps)
-            p.addcdiv_(m_i, denom, value=-1.0 * (lr_i / bc1))  # type: ignore[arg-type]
-
-    return update
-
-
-def naive_adam_tensor_value(model: FusedMLP, k: int) -> Callable[[], None]:
-    # addcdiv_ takes a scalar value only: per-trial step sizes need a separate multiply
+    """Adam as elementwise ops on the stacked tensors, per-trial lrs broadcast (addcdiv_
+    takes a scalar value only: per-trial step sizes need a separate multiply)."""
     lrs = torch.tensor(learning_rates(k))
     lr = [model.per_trial(lrs, i) for i in range(len(model.params))]
     m = [torch.zeros_like(p) for p in model.params]
@@ -224,7 +201,7 @@ def compiled_naive_adam(model: FusedMLP, k: int) -> Callable[[], None]:
 OPTIMIZERS = {
     "per-trial torch.optim.Adam(fused=True), sequential (reference)": sequential_fused_adam,
     "hpsweep.fused_train.FusedAdam: _fused_adam_ per trial on views": fused_kernel_adam,
-    "elementwise ops on stacked tensors, per-trial lr tensors": naive_adam_tensor_value,
+    "elementwise ops on stacked tensors, per-trial lr tensors": naive_adam,
     "torch._foreach_* with per-trial scalar lists": foreach_adam,
     "torch.compile of the elementwise ops": compiled_naive_adam,
 }
@@ -256,9 +233,7 @@ def exactness(kind: str, k: int, steps: int = 5) -> dict[str, float]:
     reference = None
     for name in ("fused", "naive", "foreach"):
         model = fused_group(widths_for(kind, k))[0]
-        make = {"fused": fused_kernel_adam, "naive": naive_adam_tensor_value}.get(
-            name, foreach_adam
-        )
+        make = {"fused": fused_kernel_adam, "naive": naive_adam}.get(name, foreach_adam)
         update = make(model, k)
         for step in range(steps):
             gen = torch.Generator().manual_seed(step)

@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -25,6 +26,16 @@ def read_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("read-cache")
     os.environ["HPSWEEP_CACHE_DIR"] = str(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module, as each worker of an n_jobs=2 sweep runs: two threads
+    on a busy 2-core machine made small steps up to 50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def every_state_preset(study_name: str) -> str:

@@ -75,14 +75,7 @@ def test_auto_layout_runs_only_long_runs_of_very_different_widths():
     assert not auto([64] * 16 + [32] * 16)  # padding only doubles
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # As a sweep worker runs (n_jobs=2 x 1 thread); two threads on a busy 2-core machine made
-    # these small steps up to 50x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

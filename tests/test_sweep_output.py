@@ -12,7 +12,8 @@ import yaml
 from optuna.trial import TrialState, create_trial
 
 from hydra_plugins.hpsweep_sweeper import load_sweep_study
-from hydra_plugins.hpsweep_sweeper._progress import progress_line
+from hydra_plugins.hpsweep_sweeper._progress import tally_line
+from hydra_plugins.hpsweep_sweeper._tally import Tally
 from tests.conftest import FAST, TRAIN_CMD, read_metrics
 
 EPOCH_LINE = re.compile(r"\[trial (\d+)\] epoch (\d+)/(\d+) \|.* val loss \S+ acc (\d\.\d+) ")
@@ -193,13 +194,19 @@ def test_progress_line_counts_the_study_and_estimates_from_this_runs_trials():
     ]
     for number, t in enumerate(trials):
         t.number = number
+
+    def progress_line(directions, total, slots, elapsed):
+        tally = Tally(directions, since=start)
+        tally.fold(trials)
+        return tally_line(tally, total, slots, elapsed)
+
     maximize = [optuna.study.StudyDirection.MAXIMIZE]
-    line = progress_line(trials, maximize, total=20, slots=2, elapsed=65, since=start)
+    line = progress_line(maximize, total=20, slots=2, elapsed=65)
     # 4 done of 20: 16 left at the mean of 20 s, 40 s and 30 s (the failed one), over 2 slots
     assert line == (
         "trials 4/20 done (2 complete, 1 pruned, 1 failed), 2 running | best 0.9545 (trial 2) "
         "| 1m05s elapsed, ~4m left"
     )
     minimize = [optuna.study.StudyDirection.MINIMIZE]
-    assert "| best 0.5 (trial 0) |" in progress_line(trials, minimize, 4, 1, 3725, start)
-    assert progress_line(trials, maximize, 4, 1, 3725, start).endswith("| 1h02m elapsed")
+    assert "| best 0.5 (trial 0) |" in progress_line(minimize, 4, 1, 3725)
+    assert progress_line(maximize, 4, 1, 3725).endswith("| 1h02m elapsed")

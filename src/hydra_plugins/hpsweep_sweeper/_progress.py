@@ -14,13 +14,12 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import optuna
-from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from hydra_plugins.hpsweep_sweeper._study import mask_password
 from hydra_plugins.hpsweep_sweeper._tally import Tally
@@ -71,24 +70,12 @@ class SweepProgress:
         log.info(tally_line(tally, self.total, self.slots, elapsed))
 
 
-def progress_line(
-    trials: Sequence[FrozenTrial],
-    directions: Sequence[StudyDirection],
-    total: int,
-    slots: int,
-    elapsed: float,
-    since: datetime,
-) -> str:
+def tally_line(tally: Tally, total: int, slots: int, elapsed: float) -> str:
     """`trials 5/20 done (3 complete, 1 pruned, 1 failed), 2 running | best 0.9545 (trial 2) |
     1m05s elapsed, ~3m left`. Trials a retry continues are not counted (nor is their time);
-    the estimate is the mean time of the trials finished since `since` (this command's start),
-    times the trials left, over the slots (`slots`, or more workers seen running)."""
-    tally = Tally(directions, since)
-    tally.fold(trials)
-    return tally_line(tally, total, slots, elapsed)
-
-
-def tally_line(tally: Tally, total: int, slots: int, elapsed: float) -> str:
+    the estimate is the mean time of the trials the tally timed (those finished since this
+    command's start), times the trials left, over the slots (`slots`, or more workers seen
+    running)."""
     complete, pruned, failed = (tally.states[s] for s in FINISHED)
     running = tally.running
     done = complete + pruned + failed
