@@ -322,3 +322,15 @@ def test_a_row_read_again_has_the_path_as_this_call_spells_it(sweep, tmp_path, m
     assert parses["result"] == 0  # the rows came from the cache
     assert all(p.startswith(str(copy)) for p in absolute["trial_dir"])
     assert all(p.startswith(str(copy)) for p in absolute["best_checkpoint"].dropna())
+
+
+def test_with_a_study_its_word_on_a_retry_wins_over_the_files(sweep, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep, copy)
+    hydra_yaml = copy / "trial_0002" / ".hydra" / "hydra.yaml"  # files alone: a retry (5 of 2)
+    hydra_yaml.write_text(hydra_yaml.read_text().replace("    num: 2\n", "    num: 5\n"))
+
+    trials = load_trials(copy)
+
+    row = trials[trials["trial_dir"].str.endswith("trial_0002")].iloc[0]
+    assert row["number"] == 2 and pd.isna(row["retry_of"])  # the study ran trial 2 there, once
