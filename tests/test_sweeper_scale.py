@@ -252,13 +252,15 @@ def test_a_tally_refreshed_as_other_workers_go_on_counts_what_a_full_recount_doe
 
 
 def test_progress_line_counts_the_pareto_front_of_two_objectives():
-    from hydra_plugins.hpsweep_sweeper._progress import progress_line
+    from hydra_plugins.hpsweep_sweeper._progress import tally_line
 
     values = [(3, 1), (1, 3), (2, 2), (2.5, 2.5), (1, 3), (0.5, 4), (3, 0.5)]
     trials = [create_trial(values=list(v)) for v in values]
     for number, t in enumerate(trials):
         t.number = number
     minimize = [optuna.study.StudyDirection.MINIMIZE] * 2
-    line = progress_line(trials, minimize, 10, 1, 1, datetime.now())
+    tally = _tally.Tally(minimize, datetime.now())
+    tally.fold(trials)
+    line = tally_line(tally, 10, 1, 1)
     # (3, 1) is dominated by (3, 0.5) once it comes, and (2.5, 2.5) by (2, 2); both (1, 3) stay
     assert "| pareto front 5 trials |" in line
