@@ -2,6 +2,7 @@
 numbers (within float tolerance), and trials that are pruned or diverge leave the group."""
 
 import shutil
+from unittest.mock import Mock
 
 import pytest
 import torch
@@ -244,3 +245,85 @@ def test_a_group_that_cannot_be_fused_is_refused_before_any_file(tmp_path, secon
         value = value._target_  # a group is named by its class
     assert repr(value if not isinstance(value, ListConfig) else list(value)) in str(caught.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def killed_in_epoch(n, monkeypatch):
+    """Make the group's n-th epoch of training raise KeyboardInterrupt (as SIGKILL, nothing
+    after it runs: the checkpoints hold the epoch before)."""
+    real, calls = fused_trials.train_epoch, []
+
+    def train_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fused_trials, "train_epoch", train_epoch)
+
+
+@pytest.mark.parametrize("group", [ADAM_GROUP, SGD_GROUP], ids=["adam", "sgd"])
+def test_a_killed_group_resumes_bitwise_as_if_never_stopped(tmp_path, monkeypatch, group):
+    def prune_after_1(epoch, row):
+        return Status.PRUNED if epoch == 1 else None
+
+    cfgs = configs(group)
+    hooks = [None, prune_after_1, *[None] * (len(group) - 2)]
+    whole = [tmp_path / f"whole{k}" for k in range(len(group))]
+    run_fused_trials(cfgs, whole, hooks)
+
+    dirs = [tmp_path / f"killed{k}" for k in range(len(group))]
+    with monkeypatch.context() as patch:
+        killed_in_epoch(3, patch)
+        with pytest.raises(KeyboardInterrupt):
+            run_fused_trials(cfgs, dirs, hooks)
+    assert len(read_metrics(dirs[0])) == 2 and not TrialFiles(dirs[0]).result.exists()
+    # the pruned trial ended in epoch 1; the others resume as one group after epoch 2
+    survivors = [k for k in range(len(group)) if k != 1]
+    run_fused_trials([cfgs[k] for k in survivors], [dirs[k] for k in survivors])
+    for k in range(len(group)):
+        got, want = read_metrics(dirs[k]), read_metrics(whole[k])
+        drop_seconds = [{key: v for key, v in r.items() if key != "seconds"} for r in got]
+        assert drop_seconds == [{key: v for key, v in r.items() if key != "seconds"} for r in want]
+        got_model = load_checkpoint(TrialFiles(dirs[k]).last)["model"]
+        want_model = load_checkpoint(TrialFiles(whole[k]).last)["model"]
+        assert all(torch.equal(got_model[n], want_model[n]) for n in want_model)
+        assert read_result(dirs[k]).test_acc == read_result(whole[k]).test_acc
+
+
+def test_a_group_at_different_epochs_is_refused_before_any_file(tmp_path):
+    cfgs = configs(ADAM_GROUP[:2], "epochs=2")
+    run_trial(
+        compose_config(*BASE, *ADAM_GROUP[0], "epochs=2", "checkpoint_every=1"), tmp_path / "a"
+    )
+    # a trial dir at epoch 2 of 2 next to a new one
+    before = sorted(p.name for p in (tmp_path / "a").rglob("*"))
+    with pytest.raises(
+        ValueError,
+        match="resumes after one epoch for all trials; these are a after epoch 2, b after epoch 0",
+    ):
+        run_fused_trials(cfgs, [tmp_path / "a", tmp_path / "b"])
+    assert sorted(p.name for p in (tmp_path / "a").rglob("*")) == before
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_group_killed_in_a_final_report_resumes_by_epoch(tmp_path, monkeypatch):
+    # Killed in trial a's final report: a stands after epoch 3 with no result, b after epoch 2.
+    # They are at different epochs, so each resumes in a group of its epoch (here: alone).
+    cfgs = configs(ADAM_GROUP[:2])
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    with monkeypatch.context() as patch:
+        patch.setattr(fused_trials, "final_report", Mock(side_effect=KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            run_fused_trials(cfgs, dirs)
+    assert not TrialFiles(dirs[0]).result.exists()
+    assert [len(read_metrics(d)) for d in dirs] == [3, 2]
+    with pytest.raises(ValueError, match="a after epoch 3, b after epoch 2"):
+        run_fused_trials(cfgs, dirs)
+
+    results = [run_fused_trials([cfg], [d])[0] for cfg, d in zip(cfgs, dirs, strict=True)]
+    assert [r.status for r in results] == [Status.COMPLETE] * 2
+    assert [r.epochs_run for r in results] == [3, 3]
+    assert all(TrialFiles(d).curves.exists() for d in dirs)
+    for k, cfg in enumerate(cfgs):
+        run_trial(cfg, tmp_path / f"alone{k}")
+        assert_same_rows(dirs[k], tmp_path / f"alone{k}")

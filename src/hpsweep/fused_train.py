@@ -87,10 +87,27 @@ class FusedOptimizer:
     def from_optimizers(
         cls, model: FusedMLP, optimizers: Sequence[torch.optim.Optimizer], **kwargs: Any
     ) -> "FusedOptimizer":
-        """Hyperparameters read from the optimizers the unfused trials would have used
-        (AdamW: FusedAdam.from_optimizers(model, optimizers, decoupled=True))."""
+        """Hyperparameters, and state if they have any (resumed from checkpoints), read from
+        the optimizers the unfused trials would use (AdamW: decoupled=True)."""
         hparams = [{k: o.param_groups[0][k] for k in cls.defaults} for o in optimizers]
-        return cls(model, hparams, **kwargs)
+        fused = cls(model, hparams, **kwargs)
+        states = [[o.state[p] for p in o.param_groups[0]["params"]] for o in optimizers]
+        steps = {float(s.get("step", 1)) for trial in states for s in trial if s}
+        if not steps:
+            return fused  # a new group
+        if len(steps) > 1:
+            raise ValueError(f"the trials' optimizers stand at different steps: {sorted(steps)}")
+        for name, zeros in fused.state.items():  # SGD without momentum keeps no buffer: zeros
+            per_trial = [model.unstack(zeros, k) for k in range(model.num_trials)]
+            fused.state[name] = model.stack(
+                [
+                    [s.get(name, z) for s, z in zip(trial, empty, strict=True)]
+                    for trial, empty in zip(states, per_trial, strict=True)
+                ]
+            )
+        fused.steps = int(steps.pop())
+        fused._copy_counters(fused)
+        return fused
 
     def zero_grad(self) -> None:
         for p in self.model.params:

@@ -10,7 +10,9 @@ the group (FusedMLP.select) and the others go on.
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -66,6 +68,14 @@ MAY_DIFFER = {
 }
 
 
+# The trial a fused group's log record is about (None: the whole group), for log handlers
+# that keep each trial's own file (hpsweep.train).
+SPEAKING_FOR: ContextVar[str | None] = ContextVar("fused_trial", default=None)
+# Called as trial i leaves the group for good, its result.json written: (i, result, the error
+# that failed it or None)
+TrialEnd = Callable[[int, TrialResult, Exception | None], None]
+
+
 @dataclass
 class Member:
     """One trial of the group: run_trial's Run plus its streams inside the group."""
@@ -80,12 +90,30 @@ class Member:
         return self.run.files.dir.name
 
 
+def prepare_member(cfg: DictConfig, trial_dir: Path, hook: EpochHook | None = None) -> Member:
+    """run_trial's prepare() (build, check, resume; nothing written), and the trial's dropout
+    stream: prepare() seeds the global RNG and builds the model, or restores a checkpoint's
+    RNG, so right now the global stream stands where the unfused run draws its next mask."""
+    run = prepare(cfg, trial_dir)
+    return Member(run, hook, rng_after_init(run.job.device), run.job.shuffle)
+
+
+@contextmanager
+def speaking_for(member: Member) -> Iterator[None]:
+    token = SPEAKING_FOR.set(member.name)
+    try:
+        yield
+    finally:
+        SPEAKING_FOR.reset(token)
+
+
 def run_fused_trials(
     cfgs: Sequence[DictConfig],
     trial_dirs: Sequence[Path],
     on_epoch_end: Sequence[EpochHook | None] | None = None,
 ) -> list[TrialResult]:
-    """Train the trials `cfgs` (one per trial dir) as one fused group; returns their results."""
+    """Train (or resume) the trials `cfgs` (one per trial dir) as one fused group; returns
+    their results."""
     hooks = list(on_epoch_end) if on_epoch_end is not None else [None] * len(cfgs)
     dirs = [Path(d) for d in trial_dirs]
     if not len(cfgs) == len(dirs) == len(hooks) or len({d.resolve() for d in dirs}) < len(dirs):
@@ -94,18 +122,23 @@ def run_fused_trials(
             f"{len(dirs)} dirs, {len(hooks)} hooks"
         )
     check_fusable(cfgs)
+    return train_fused([prepare_member(*args) for args in zip(cfgs, dirs, hooks, strict=True)])
 
-    # -- build: each trial as run_trial builds it; nothing is written yet
-    members = []
-    for cfg, trial_dir, hook in zip(cfgs, dirs, hooks, strict=True):
-        run = prepare(cfg, trial_dir)
-        if run.progress.epoch:
-            raise ValueError(f"{trial_dir} has a checkpoint: resuming a fused group is not done")
-        # build() seeds the global RNG, then builds the model (the data has its own generator):
-        # right now the global stream stands where the unfused run's first dropout draws it.
-        members.append(Member(run, hook, rng_after_init(run.job.device), run.job.shuffle))
-        if len(members) > 1:  # the same data config: one copy of the data for the group
-            run.job.splits, run.job.train = members[0].run.job.splits, members[0].run.job.train
+
+def train_fused(
+    members: Sequence[Member], on_trial_end: TrialEnd | None = None
+) -> list[TrialResult]:
+    """Train prepared trials (prepare_member) as one group, from the epoch their checkpoints
+    stand at (all the same one); returns their results, in order."""
+    cfgs = [m.run.job.cfg for m in members]
+    check_fusable(cfgs)
+    done = {m.run.progress.epoch for m in members}
+    if len(done) > 1:
+        at = ", ".join(f"{m.name} after epoch {m.run.progress.epoch}" for m in members)
+        raise ValueError(f"a fused group resumes after one epoch for all trials; these are {at}")
+    start = done.pop()
+    for m in members[1:]:  # the same data config: one copy of the data for the group
+        m.run.job.splits, m.run.job.train = members[0].run.job.splits, members[0].run.job.train
     same_seed = len({cfg.seed for cfg in cfgs}) == 1
     if same_seed:  # one batch order for all: one wide first-layer GEMM per step
         for m in members:
@@ -122,9 +155,23 @@ def run_fused_trials(
     train_split, splits = members[0].run.job.train, members[0].run.job.splits
     for m in members:
         m.run.files.checkpoints.mkdir(parents=True, exist_ok=True)
-        log.info("%s: fused group of %d trials, output %s", m.name, len(members), m.run.files.dir)
+        with speaking_for(m):
+            log.info(
+                "%s: in a fused group of %d trials%s, output %s",
+                m.name,
+                len(members),
+                f", resuming after epoch {start}" if start else "",
+                m.run.files.dir.resolve(),
+            )
+    if start >= cfg.epochs:  # stopped in the final report: that report alone is left
+        active = []
+        for k, m in enumerate(members):
+            with speaking_for(m):
+                results[k] = finish(m, None, start)
+            if on_trial_end is not None:
+                on_trial_end(k, results[k], None)
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(start + 1, cfg.epochs + 1):
             started = time.perf_counter()
 
             # -- train the group: one shared batch order, or each trial its own (per seed)
@@ -148,17 +195,6 @@ def run_fused_trials(
             for slot, k in enumerate(active):
                 m, (train_loss, train_acc), (val_loss, val_acc) = members[k], train[slot], val[slot]
                 m.run.progress.elapsed += share
-                if not math.isfinite(train_loss):  # as run_epoch: the trial fails alone
-                    error = TrainingDiverged(
-                        f"train loss is {train_loss} in epoch {epoch}; "
-                        "lower optimizer.lr or set grad_clip_norm"
-                    )
-                    reason = f"{type(error).__name__}: {error}"
-                    log.warning("%s: failed: %s", m.name, reason)
-                    results[k] = result_of(m.run.job, m.run.progress, Status.FAIL, reason)
-                    m.run.files.write_result(results[k])
-                    leaving.append(k)
-                    continue
                 row = {
                     "epoch": epoch,
                     "train_loss": train_loss,
@@ -168,10 +204,13 @@ def run_fused_trials(
                     "lr": lrs[slot],
                     "seconds": share,
                 }
-                stop = record_epoch(m, row, fused, optimizer, slot)
-                if stop is not None or epoch == cfg.epochs:
-                    results[k] = finish(m, stop, epoch)
+                with speaking_for(m):
+                    ended = record_epoch(m, row, fused, optimizer, slot)
+                if ended is not None:
+                    results[k] = ended[0]
                     leaving.append(k)
+                    if on_trial_end is not None:
+                        on_trial_end(k, *ended)
 
             # -- the trials that ended leave the group: no compute spent on them from here
             if leaving:
@@ -195,10 +234,21 @@ def run_fused_trials(
 
 def record_epoch(
     m: Member, row: dict[str, float], fused: FusedMLP, optimizer: FusedOptimizer, slot: int
-) -> Status | None:
-    """run_trial's save_epoch, log line and hook for one trial of the group."""
+) -> tuple[TrialResult, Exception | None] | None:
+    """run_trial's save_epoch, log line and hook for one trial of the group; its result (and
+    what failed it) if the trial ends here."""
     progress, files, cfg = m.run.progress, m.run.files, m.run.job.cfg
     epoch = int(row["epoch"])
+    if not math.isfinite(row["train_loss"]):  # as run_epoch, but the trial fails alone
+        error = TrainingDiverged(
+            f"train loss is {row['train_loss']} in epoch {epoch}; "
+            "lower optimizer.lr or set grad_clip_norm"
+        )
+        reason = f"{type(error).__name__}: {error}"
+        log.warning("%s: failed: %s", m.name, reason)
+        result = result_of(m.run.job, progress, Status.FAIL, reason)
+        files.write_result(result)
+        return result, error
     improved = progress.add(row, cfg.objective)
     state = trial_checkpoint(m, fused, optimizer, slot)
     due = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs
@@ -212,7 +262,9 @@ def record_epoch(
         raise TypeError(f"an epoch hook returned {stop!r}; expected one of {STOPPING} or None")
     if stop is not None and not due:
         save_checkpoint(state, files.last)  # so it can be continued, as run_trial does
-    return stop
+    if stop is None and epoch < cfg.epochs:
+        return None
+    return finish(m, stop, epoch), None
 
 
 def finish(m: Member, stop: Status | None, epoch: int) -> TrialResult:
