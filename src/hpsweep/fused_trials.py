@@ -168,8 +168,8 @@ def train_fused(
         for k, m in enumerate(members):
             with speaking_for(m):
                 results[k] = finish(m, None, start)
-            if on_trial_end is not None:
-                on_trial_end(k, results[k], None)
+                if on_trial_end is not None:
+                    on_trial_end(k, results[k], None)
     try:
         for epoch in range(start + 1, cfg.epochs + 1):
             started = time.perf_counter()
@@ -206,11 +206,11 @@ def train_fused(
                 }
                 with speaking_for(m):
                     ended = record_epoch(m, row, fused, optimizer, slot)
-                if ended is not None:
-                    results[k] = ended[0]
-                    leaving.append(k)
-                    if on_trial_end is not None:
-                        on_trial_end(k, *ended)
+                    if ended is not None:
+                        results[k] = ended[0]
+                        leaving.append(k)
+                        if on_trial_end is not None:
+                            on_trial_end(k, *ended)
 
             # -- the trials that ended leave the group: no compute spent on them from here
             if leaving:
@@ -300,11 +300,6 @@ def trial_checkpoint(
 
 def fused_optimizer(fused: FusedMLP, members: list[Member]) -> FusedOptimizer:
     optimizers = [m.run.job.optimizer for m in members]
-    for m, opt in zip(members, optimizers, strict=True):
-        group = opt.param_groups[0]
-        for flag in ("amsgrad", "maximize"):
-            if group.get(flag):
-                raise ValueError(f"cannot fuse {m.run.files.dir}: optimizer.{flag}=true")
     target = members[0].run.job.cfg.optimizer._target_
     if target == "torch.optim.SGD":
         return FusedSGD.from_optimizers(fused, optimizers)
@@ -327,6 +322,9 @@ def check_fusable(cfgs: Sequence[DictConfig]) -> None:
         refuse("model._target_", "must be hpsweep.models.MLP for every trial")
     if any(v not in FUSED_OPTIMIZERS for v in values("optimizer._target_")):
         refuse("optimizer._target_", f"must be one of {', '.join(FUSED_OPTIMIZERS)}")
+    for flag in ("optimizer.amsgrad", "optimizer.maximize"):
+        if any(values(flag)):
+            refuse(flag, "must be false: the fused kernels take neither")
     if any(c.scheduler is not None for c in cfgs):
         refuse("scheduler", "must be null: fused trials take no scheduler yet")
     depths = {len(v) if isinstance(v, list) else 1 for v in values("model.hidden_sizes")}
@@ -336,3 +334,17 @@ def check_fusable(cfgs: Sequence[DictConfig]) -> None:
     for key in keys:
         if key not in MAY_DIFFER and len({repr(v) for v in values(key)}) > 1:
             refuse(key, "differs")
+
+
+def fusion_key(cfg: DictConfig) -> str | None:
+    """Equal for configs that check_fusable lets train as one group; None for a config that
+    cannot be fused at all (a CNN, RMSprop, a scheduler, ...)."""
+    try:
+        check_fusable([cfg])
+    except ValueError:
+        return None
+    flat = flatten(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
+    hidden = flat.get("model.hidden_sizes")
+    same = {k: v for k, v in flat.items() if k not in MAY_DIFFER}
+    depth = len(hidden) if isinstance(hidden, list) else 1
+    return repr([*sorted(same.items()), ("depth", depth)])

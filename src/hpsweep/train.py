@@ -7,11 +7,13 @@ Hydra's `train_job`, which turns Ctrl-C in a single run into one line and exit c
 """
 
 import contextlib
+import copy
 import logging
 import re
 import shlex
 import shutil
 import sys
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -21,13 +23,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hpsweep.config import CONFIG_DIR, TrainConfig
 from hpsweep.errors import CheckpointError, ConfigError
-from hpsweep.record import Status, atomic_write_bytes
+from hpsweep.record import Status, TrialResult, atomic_write_bytes
 from hpsweep.trial import EpochHook, Run, prepare, train
-from hydra_plugins.hpsweep_sweeper import current_trial
+from hydra_plugins.hpsweep_sweeper import Done, current_trial, fusable
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +122,114 @@ def interrupted(run: Run | None, trial_dir: Path) -> str:
     return f"{where}, resumable after epoch {resumable}; continue with: {command}"
 
 
+# -- fused groups (hydra.sweeper.fuse=K) ----------------------------------------------------
+
+
+def group_key(config: DictConfig) -> Hashable | None:
+    """Trials with equal keys train as one fused group: configs fused_trials can fuse, whose
+    checkpoints (a retry resumes) stand after the same epoch."""
+    from hpsweep.checkpoint import load_resume_state
+    from hpsweep.fused_trials import fusion_key
+
+    cfg = task_config(config)
+    key = fusion_key(cfg)
+    if key is None:
+        return None
+    try:
+        state = load_resume_state(Path(config.hydra.runtime.output_dir) / "checkpoints")
+    except CheckpointError:
+        return None  # alone: its run says what is wrong with it
+    return key, 0 if state is None else state["epoch"]
+
+
+def train_group(configs: Sequence[DictConfig], trials: Sequence[Any], done: Done) -> None:
+    """The sweeper's job for a group: each trial prepared and recorded as train_job does it,
+    then trained together (hpsweep.fused_trials), each told to the study as it leaves."""
+    import optuna
+
+    from hpsweep.fused_trials import prepare_member, train_fused
+
+    # Widest last: trials of equal width run side by side (FusedMLP's runs of equal widths).
+    def widths(i: int) -> list[int]:
+        hidden = configs[i].model.hidden_sizes
+        return [hidden] if isinstance(hidden, int) else list(hidden)
+
+    order = sorted(range(len(configs)), key=widths)
+    members, index = [], []
+    for i in order:
+        HydraConfig.instance().set_config(configs[i])  # the record it writes is its own
+        cfg, trial_dir = task_config(configs[i]), Path(configs[i].hydra.runtime.output_dir)
+        try:
+            member = prepare_member(cfg, trial_dir, report_to(trials[i], cfg.objective))
+        except (ConfigError, CheckpointError) as e:
+            with contextlib.suppress(OSError):
+                trial_dir.rmdir()
+            done(i, ConfigRejected(str(e)))
+            continue
+        save_hydra_record(cfg, trial_dir)
+        members.append(member)
+        index.append(i)
+
+    def trial_end(k: int, result: TrialResult, error: Exception | None) -> None:
+        if error is not None:
+            done(index[k], error)
+        elif result.status is Status.PRUNED:
+            done(index[k], optuna.TrialPruned(result.reason))
+        else:
+            done(index[k], result.value)
+
+    if members:
+        with trial_log_files([configs[i] for i in index]):
+            train_fused(members, trial_end)
+
+
+def task_config(config: DictConfig) -> DictConfig:
+    """A job config without its hydra node: what the task function gets (as run_job makes)."""
+    cfg = copy.deepcopy(config)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+@contextlib.contextmanager
+def trial_log_files(configs: Sequence[DictConfig]) -> Iterator[None]:
+    """Hydra's job logging for a group: the console, and each trial's log file in its own dir
+    with the group's lines and its own, not those about the other trials of the group."""
+    from hydra.core.utils import configure_log
+
+    from hpsweep.fused_trials import SPEAKING_FOR
+
+    first = configs[0]
+    configure_log(first.hydra.job_logging, first.hydra.verbose)
+    root = logging.getLogger()
+    files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    added = []
+    for config in configs[1:]:
+        for handler in files:  # the same file name, in this trial's dir
+            name = Path(handler.baseFilename).name
+            twin = logging.FileHandler(Path(config.hydra.runtime.output_dir) / name, delay=True)
+            twin.setFormatter(handler.formatter)
+            twin.setLevel(handler.level)
+            root.addHandler(twin)
+            added.append((twin, config))
+    for handler in files:
+        added.append((handler, first))
+    for handler, config in added:
+        own = Path(config.hydra.runtime.output_dir).name
+        handler.addFilter(lambda record, own=own: SPEAKING_FOR.get() in (None, own))
+    try:
+        yield
+    finally:
+        for handler, _ in added:
+            handler.close()
+            root.removeHandler(handler)
+
+
 # -- the command -----------------------------------------------------------------------------
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+@fusable(group_key, train_group)
 def train_job(cfg: DictConfig) -> float | None:
     trial_dir = Path(HydraConfig.get().runtime.output_dir)
     trial = current_trial()  # the Optuna trial when hydra/sweeper=hpsweep runs this job

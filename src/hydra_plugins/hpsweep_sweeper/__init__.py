@@ -1,7 +1,8 @@
 """hpsweep's Optuna sweeper for Hydra: `hydra/sweeper=hpsweep`.
 
-What others may use: the names the sweeper's files and its study share, the study of a sweep,
-and `current_trial()` for the job. Everything in a `_module` is the sweeper's own.
+What others may use: the names the sweeper's files and its study share, the study of a
+sweep, `current_trial()` for the job, and `fusable` for a task that trains trials together.
+Everything in a `_module` is the sweeper's own.
 
 Hydra imports every module of a plugin at start-up, except those whose names begin with "_":
 the Optuna-heavy code lives in those, and this face imports optuna only when called, so a plain
@@ -9,7 +10,7 @@ the Optuna-heavy code lives in those, and this face imports optuna only when cal
 """
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,3 +117,31 @@ def running_trial(trial: "optuna.Trial") -> Iterator[None]:
         yield
     finally:
         _running = None
+
+
+# A task function marked by `fusable` carries (group_key, run_group) under this name.
+FUSABLE = "hpsweep_fusable"
+# done(i, outcome): trial i of a group ended; outcome is what the task function would have
+# returned, or the exception that ended it (optuna.TrialPruned for a pruned trial).
+Done = Callable[[int, Any], None]
+
+
+def fusable(
+    group_key: "Callable[[Any], Hashable | None]",
+    run_group: "Callable[[Sequence[Any], Sequence[optuna.Trial], Done], None]",
+) -> Callable[[Any], Any]:
+    """Mark a task function whose trials `hydra.sweeper.fuse=K` may train as one group.
+
+    group_key(job config) -> trials with equal keys can share one job; None: this trial runs
+    alone, as with fuse=1. run_group(job configs, their trials, done) runs such a group: each
+    config is a whole job config (hydra node included, hydra.runtime.output_dir set); it
+    reports each trial's end through `done` as soon as that trial leaves the group, and
+    reports each trial once. A trial it does not report when it returns or raises fails with
+    what it raised. Put it under @hydra.main (Hydra hands sweepers the undecorated function).
+    """
+
+    def mark(task_function: Any) -> Any:
+        setattr(task_function, FUSABLE, (group_key, run_group))
+        return task_function
+
+    return mark

@@ -30,10 +30,10 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 @contextlib.contextmanager
-def trial_log_prefix(number: int) -> Iterator[None]:
-    """Log records made inside this block (any logger, any thread) start with `[trial N] `."""
+def log_prefix(prefix: str) -> Iterator[None]:
+    """Log records made inside this block (any logger, any thread) start with `prefix` (the
+    trial or trials they come from)."""
     previous = logging.getLogRecordFactory()
-    prefix = f"[trial {number}] "
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)

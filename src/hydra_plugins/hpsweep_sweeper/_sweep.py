@@ -25,7 +25,7 @@ import numpy as np
 import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
 from hydra.errors import CompactHydraException, HydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
@@ -36,6 +36,7 @@ from optuna.trial import Trial, TrialState
 
 from hydra_plugins.hpsweep_sweeper import (
     FAIL_REASON,
+    FUSABLE,
     OVERRIDES,
     RETRY_OF,
     TRIAL_DIR,
@@ -43,10 +44,11 @@ from hydra_plugins.hpsweep_sweeper import (
     running_trial,
 )
 from hydra_plugins.hpsweep_sweeper._experimental import our_optuna_calls
+from hydra_plugins.hpsweep_sweeper._groups import run_fusable
 from hydra_plugins.hpsweep_sweeper._progress import (
     SweepProgress,
+    log_prefix,
     quiet_bars_in_workers,
-    trial_log_prefix,
 )
 from hydra_plugins.hpsweep_sweeper._report import write_report
 from hydra_plugins.hpsweep_sweeper._search_space import (
@@ -102,6 +104,7 @@ def read_settings(settings: Mapping[str, Any]) -> HpsweepSweeperConf:
         ("direction", set(directions(conf)) <= {None, *DIRECTIONS}, "maximize or minimize"),
         ("threads_per_job", threads is None or threads >= 1, "must be >= 1, or null"),
         ("top_k", conf.top_k >= 1, "must be >= 1"),
+        ("fuse", conf.fuse >= 1, "must be >= 1 (1: each trial its own job)"),
         ("max_retries", conf.max_retries >= 0, "must be >= 0 (0: a dead worker's trial fails)"),
         ("heartbeat_interval", conf.heartbeat_interval >= 1, "must be >= 1"),
         (
@@ -221,6 +224,7 @@ class Sweep:
             )
         self.settings = settings
         self.context = context
+        self.fusable = fusable_task(settings, context)
         self.directions = study_directions(settings, context.config)
         try:
             self.space = parse_search_space(settings.params or {}, arguments)
@@ -389,67 +393,88 @@ class Sweep:
 
     def serve(self, conn: StudyConnection) -> None:
         """Run trials until the study has its n_trials (or too many failed)."""
-        while (claimed := self.claim_next_trial(conn)) is not None:
-            trial, trial_dir, lock = claimed
+        while claimed := self.claim_trials(conn, self.settings.fuse):
             try:
-                self.run_trial(conn, trial, trial_dir)
+                if len(claimed) == 1:
+                    trial, trial_dir, _ = claimed[0]
+                    self.run_trial(conn, trial, trial_dir)
+                else:
+                    run_fusable(self, conn, [(trial, trial_dir) for trial, trial_dir, _ in claimed])
             except KeyboardInterrupt:
+                where = ", ".join(
+                    f"trial {trial.number} in {self.context.sweep_dir / trial_dir}"
+                    for trial, trial_dir, _ in claimed
+                )
                 log.warning(
-                    "interrupted: trial %d stays resumable in %s; start the sweep again to "
-                    "continue it",
-                    trial.number,
-                    self.context.sweep_dir / trial_dir,
+                    "interrupted: %s stay%s resumable; start the sweep again to continue",
+                    where,
+                    "s" if len(claimed) == 1 else "",
                 )
                 raise
             finally:
-                lock.close()
+                for _, _, lock in claimed:
+                    lock.close()
 
-    def claim_next_trial(self, conn: StudyConnection) -> tuple[Trial, str, IO[str]] | None:
-        settings, sweep_dir = self.settings, self.context.sweep_dir
-        study, tally = conn.study, conn.tally
+    def claim_trials(self, conn: StudyConnection, n: int) -> list[tuple[Trial, str, IO[str]]]:
+        """Up to n trials from the study (fewer once a budget is spent), each with its trial
+        dir and the lock that says a live worker runs it."""
+        sweep_dir, study, tally = self.context.sweep_dir, conn.study, conn.tally
+        claimed = []
         with file_lock(sweep_dir / ".ask.lock"):
             with our_optuna_calls():
                 optuna.storages.fail_stale_trials(study)  # RDB: no heartbeat for grace_period
             tally.refresh(study)
             requeue_abandoned(study, sweep_dir, tally.running_trials())  # trial dir lock free
             tally.refresh(study)  # the trials it failed and queued: a read of those alone
-            if tally.failed > settings.max_failure_rate * self.total:
-                return None
-            if not tally.waiting and tally.budget_used >= self.total:
-                return None
-            if self.deadline is not None and time.monotonic() >= self.deadline:
-                log.info("timeout of %g s reached: no new trials", settings.timeout)
-                return None
-            if settings.epoch_budget is not None and tally.epochs >= settings.epoch_budget:
-                log.info("epoch budget of %d spent: no new trials", settings.epoch_budget)
-                return None
-            if self.reseeded:
-                study.sampler = self.sampler(stream=len(tally.trials))
-            with our_optuna_calls():  # the sampler is at work in both
-                trial = study.ask()  # a queued trial (warm start, retry) first, else a new one
-                self.space.suggest(trial)
-            # Named after the trial it was made for: a retry's is its first attempt's (retry_of).
-            trial_dir = trial.user_attrs.get(TRIAL_DIR, f"trial_{trial.number:04d}")
-            if settings.custom_search_space:
-                get_method(settings.custom_search_space)(self.context.config, trial)
-            trial.set_user_attr(TRIAL_DIR, trial_dir)
-            trial.set_user_attr(OVERRIDES, self.space.overrides(trial.params))
-            trial.set_user_attr(WORKER, worker_name())
-            if isinstance(conn.client, RDBStorage):
-                conn.client.record_heartbeat(trial._trial_id)  # alive from the start
-            return trial, trial_dir, claim_trial_dir(sweep_dir / trial_dir)
+            while len(claimed) < n and self.may_start_trial(tally):
+                claimed.append(self.claim_trial(conn))
+                tally.refresh(study)  # the trial just asked counts toward the budgets
+        return claimed
 
-    def run_trial(self, conn: StudyConnection, trial: Trial, trial_dir: str) -> None:
-        study, overrides = conn.study, trial.user_attrs[OVERRIDES]
-        where = trial_dir
-        if RETRY_OF in trial.user_attrs:  # in the dir of the trial it retries, named after it
-            where += f", retry of trial {trial.user_attrs[RETRY_OF]}"
-        log.info("trial %d (%s): %s", trial.number, where, " ".join(overrides))
+    def may_start_trial(self, tally: Tally) -> bool:
+        settings = self.settings
+        if tally.failed > settings.max_failure_rate * self.total:
+            return False
+        if not tally.waiting and tally.budget_used >= self.total:
+            return False
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            log.info("timeout of %g s reached: no new trials", settings.timeout)
+            return False
+        if settings.epoch_budget is not None and tally.epochs >= settings.epoch_budget:
+            log.info("epoch budget of %d spent: no new trials", settings.epoch_budget)
+            return False
+        return True
+
+    def claim_trial(self, conn: StudyConnection) -> tuple[Trial, str, IO[str]]:
+        """The study's next trial, asked under the ask lock."""
+        settings, sweep_dir, study = self.settings, self.context.sweep_dir, conn.study
+        if self.reseeded:
+            study.sampler = self.sampler(stream=len(conn.tally.trials))
+        with our_optuna_calls():  # the sampler is at work in both
+            trial = study.ask()  # a queued trial (warm start, retry) first, else a new one
+            self.space.suggest(trial)
+        # Named after the trial it was made for: a retry's is its first attempt's (retry_of).
+        trial_dir = trial.user_attrs.get(TRIAL_DIR, f"trial_{trial.number:04d}")
+        if settings.custom_search_space:
+            get_method(settings.custom_search_space)(self.context.config, trial)
+        trial.set_user_attr(TRIAL_DIR, trial_dir)
+        trial.set_user_attr(OVERRIDES, self.space.overrides(trial.params))
+        trial.set_user_attr(WORKER, worker_name())
+        if isinstance(conn.client, RDBStorage):
+            conn.client.record_heartbeat(trial._trial_id)  # alive from the start
+        return trial, trial_dir, claim_trial_dir(sweep_dir / trial_dir)
+
+    def run_trial(
+        self, conn: StudyConnection, trial: Trial, trial_dir: str, config: DictConfig | None = None
+    ) -> None:
+        """One trial, one job (`config`: its job config, if composed already)."""
+        overrides = self.log_trial_start(trial, trial_dir)
         launcher = self.context.launcher
         try:
             with heartbeat(conn.client, trial, self.settings.heartbeat_interval):
                 if launcher is None:
-                    ret = self.run_here(trial, trial_dir, overrides)
+                    config = config or self.job_config(overrides, trial.number, trial_dir)
+                    ret = self.run_here(trial, config)
                 else:  # one job per call: the slot frees when this trial ends, not a batch
                     overrides = [
                         *overrides,
@@ -457,7 +482,29 @@ class Sweep:
                         f"hydra.sweep.subdir={trial_dir}",
                     ]
                     [ret] = launcher.launch([overrides], initial_job_idx=trial.number)
-            values = self.values(ret)
+            # JobReturn.return_value would re-raise a failure too, but first prints "Error
+            # executing job", which is wrong for a pruned trial (hydra 1.3).
+            outcome = ret._return_value
+        except Exception as e:
+            outcome = e
+        self.record(conn, trial, outcome)
+
+    def log_trial_start(self, trial: Trial, trial_dir: str) -> list[str]:
+        overrides: list[str] = trial.user_attrs[OVERRIDES]
+        where = trial_dir
+        if RETRY_OF in trial.user_attrs:  # in the dir of the trial it retries, named after it
+            where += f", retry of trial {trial.user_attrs[RETRY_OF]}"
+        log.info("trial %d (%s): %s", trial.number, where, " ".join(overrides))
+        return overrides
+
+    def record(self, conn: StudyConnection, trial: Trial, outcome: Any) -> None:
+        """Tell the study how the trial ended: `outcome` is what its job returned, or the
+        exception that ended it."""
+        study = conn.study
+        try:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            values = self.values(outcome)
         except optuna.TrialPruned as pruned:
             self.tell(study, trial, state=TrialState.PRUNED)
             log.info("trial %d pruned: %s", trial.number, pruned)
@@ -471,12 +518,11 @@ class Sweep:
             log.info("trial %d finished: %s", trial.number, ", ".join(f"{v:.6g}" for v in values))
         self.progress.log(study, conn.tally)
 
-    def run_here(self, trial: Trial, trial_dir: str, overrides: list[str]) -> JobReturn:
+    def run_here(self, trial: Trial, config: DictConfig) -> JobReturn:
         """The job in this process, where it can report to its trial and be pruned."""
         context = self.context
-        config = self.job_config(overrides, trial.number, trial_dir)
         try:
-            with running_trial(trial), trial_log_prefix(trial.number):
+            with running_trial(trial), log_prefix(f"[trial {trial.number}] "):
                 return run_job(
                     hydra_context=context.hydra_context,
                     task_function=context.task_function,
@@ -514,12 +560,7 @@ class Sweep:
         HydraConfig.instance().set_config(config)
         return config
 
-    def values(self, ret: JobReturn) -> list[float]:
-        if ret.status == JobStatus.FAILED:
-            # JobReturn.return_value would re-raise too, but first prints "Error executing
-            # job", which is wrong for a pruned trial; the exception is kept here (hydra 1.3).
-            raise ret._return_value
-        result = ret.return_value
+    def values(self, result: Any) -> list[float]:
         raw = [result] if len(self.directions) == 1 else list(result)
         values = [float(v) for v in raw]
         if len(values) != len(self.directions) or not all(map(math.isfinite, values)):
@@ -527,6 +568,26 @@ class Sweep:
                 f"the job returned {result!r}; expected {len(self.directions)} finite number(s)"
             )
         return values
+
+
+def fusable_task(settings: HpsweepSweeperConf, context: JobContext) -> Any:
+    """The task's (group_key, run_group) when fuse > 1 (see hpsweep_sweeper.fusable)."""
+    if settings.fuse == 1:
+        return None
+    if context.launcher is not None:
+        raise SweepError(
+            f"hydra.sweeper.fuse={settings.fuse}: jobs run through "
+            f"{context.config.hydra.launcher._target_} run one trial each; use fuse=1"
+        )
+    found = getattr(context.task_function, FUSABLE, None)
+    if found is None:
+        name = getattr(context.task_function, "__qualname__", context.task_function)
+        raise SweepError(
+            f"hydra.sweeper.fuse={settings.fuse}: the task function {name} cannot train "
+            "trials together (it is not marked with hydra_plugins.hpsweep_sweeper.fusable); "
+            "use fuse=1"
+        )
+    return found
 
 
 def worker_name() -> str:

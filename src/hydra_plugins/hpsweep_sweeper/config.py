@@ -51,6 +51,10 @@ class HpsweepSweeperConf:
     # checkpoint at most this many times; then it is FAIL and counts toward max_failure_rate.
     max_retries: int = 2
     threads_per_job: int | None = None  # torch threads per worker; null = cores // n_jobs
+    # Trials a worker takes from the study at once, to train those that can share a model as
+    # one fused job (hpsweep-train: MLPs alike but for width, dropout, seed and optimizer
+    # floats); the others run one by one as usual. 1: off. See the README, "Fused trials".
+    fuse: int = 1
     # With several GPUs visible, forked worker i sees only GPU i mod N (CUDA_VISIBLE_DEVICES):
     # n_jobs > N puts several workers on each GPU, for small models. false: all see all.
     spread_gpus: bool = True

@@ -1,0 +1,101 @@
+"""hydra.sweeper.fuse=K: the trials a worker claimed, trained in groups, one job per group.
+
+The task function says which trials can share a job (its group_key, see `fusable`): trials
+with equal keys form a group, the others run one by one as with fuse=1. Each trial keeps its
+own Optuna trial: it reports its epochs, is pruned and is told its outcome as it leaves the
+group, not when the group ends, so the sampler and the pruners see it as soon as it is known.
+"""
+
+import contextlib
+import logging
+import os
+from collections.abc import Hashable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import configure_log
+from omegaconf import DictConfig, read_write
+from optuna.trial import Trial
+
+from hydra_plugins.hpsweep_sweeper import OVERRIDES
+from hydra_plugins.hpsweep_sweeper._progress import log_prefix
+from hydra_plugins.hpsweep_sweeper._study import heartbeat
+
+if TYPE_CHECKING:
+    from hydra_plugins.hpsweep_sweeper._sweep import StudyConnection, Sweep
+
+log = logging.getLogger(__name__)
+
+Job = tuple[Trial, str, DictConfig]  # a trial, its dir (relative to the sweep dir), its config
+
+
+def run_fusable(sweep: "Sweep", conn: "StudyConnection", claimed: list[tuple[Trial, str]]) -> None:
+    """Run the claimed trials: those the task can train together as one job per group."""
+    group_key, _ = sweep.fusable
+    groups: dict[Hashable, list[Job]] = {}
+    for trial, trial_dir in claimed:
+        config = sweep.job_config(trial.user_attrs[OVERRIDES], trial.number, trial_dir)
+        with read_write(config.hydra.runtime):  # as Hydra's run_job sets it
+            config.hydra.runtime.output_dir = os.path.abspath(
+                os.path.join(config.hydra.sweep.dir, trial_dir)
+            )
+        key = group_key(config)
+        # None: a trial the task trains alone (its own key, unlike any other)
+        groups.setdefault(("alone", trial.number) if key is None else key, []).append(
+            (trial, trial_dir, config)
+        )
+    for jobs in groups.values():
+        if len(jobs) == 1:
+            sweep.run_trial(conn, *jobs[0])
+        else:
+            run_group(sweep, conn, jobs)
+
+
+def run_group(sweep: "Sweep", conn: "StudyConnection", jobs: list[Job]) -> None:
+    """One job for the group: the task's run_group, each trial told as it leaves."""
+    _, task_run_group = sweep.fusable
+    trials = [trial for trial, _, _ in jobs]
+    for trial, trial_dir, _ in jobs:
+        sweep.log_trial_start(trial, trial_dir)
+    told: set[int] = set()
+
+    def done(i: int, outcome: Any) -> None:
+        if i in told:
+            raise ValueError(f"trial {trials[i].number} of the group was reported twice")
+        told.add(i)
+        sweep.record(conn, trials[i], outcome)
+
+    numbers = number_ranges([t.number for t in trials])
+    log.info("trials %s: one fused job", numbers)
+    hydra_config = HydraConfig.instance().cfg
+    error: Exception = RuntimeError("the group's job ended without a word on this trial")
+    with contextlib.ExitStack() as beats:
+        for trial in trials:
+            beats.enter_context(heartbeat(conn.client, trial, sweep.settings.heartbeat_interval))
+        try:
+            for _, _, config in jobs:
+                Path(config.hydra.runtime.output_dir).mkdir(parents=True, exist_ok=True)
+            with log_prefix(f"[trials {numbers}] "):
+                task_run_group([config for _, _, config in jobs], trials, done)
+        except Exception as e:  # the whole job failed: every trial it had not reported
+            log.exception("the fused job of trials %s failed", numbers)
+            error = e
+        finally:  # the group set up its own logging and Hydra config: back to the sweep's
+            HydraConfig.instance().cfg = hydra_config
+            config = sweep.context.config
+            configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    for i in range(len(trials)):
+        if i not in told:
+            done(i, error)
+
+
+def number_ranges(numbers: list[int]) -> str:
+    """0,1,2,3,7,9,10 -> "0-3,7,9-10": a group's trials, short enough for every log line."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)

@@ -1,0 +1,204 @@
+"""hydra.sweeper.fuse=K through the real CLI: a worker takes K trials and trains those that can
+share a model as one fused job; each trial keeps its own files, report, pruning and failure."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from hpsweep.checkpoint import load_checkpoint
+from hpsweep.record import Status, TrialFiles
+from hydra_plugins.hpsweep_sweeper import load_sweep_study as load_study
+from tests.conftest import FAST, TRAIN_CMD, read_metrics, read_result, run_cli, write_preset
+
+# As tests/test_fused_trials.py: measured within 2.5e-7 of the unfused runs; asserted with margin.
+LOSS_TOL = 1e-5
+
+# A grid: every trial's parameters are known, whatever the order the workers ask in.
+GRID = """
+epochs: 3
+hydra:
+  sweeper:
+    study_name: {name}
+    n_trials: {n}
+    params:
+      model.hidden_sizes: choice(16, 48)
+      optimizer.lr: choice(0.03, 0.1, 1e4)
+      batch_size: choice(64, 128)
+"""
+SGD = ("optimizer=sgd", "num_threads=1", *FAST)
+
+
+def grid_sweep(tmp_path, name, *args, n=12):
+    preset = write_preset(
+        tmp_path,
+        name,
+        GRID.format(name=name, n=n),
+        defaults=("/hydra/sweeper/sampler: grid", "/hydra/sweeper/pruner: none"),
+    )
+    return run_cli("-m", preset, f"sweep={name}", *SGD, *args, cwd=tmp_path)
+
+
+def by_params(study):
+    return {tuple(sorted(t.params.items())): t for t in study.trials}
+
+
+def test_a_fused_sweep_leaves_each_trial_its_files_and_values_of_an_unfused_one(tmp_path):
+    # 12 trials asked 6 at a time: two batch sizes -> groups; lr 1e4 diverges and fails alone
+    fused = grid_sweep(
+        tmp_path, "fused", "hydra.sweeper.fuse=6", "hydra.sweeper.max_failure_rate=1"
+    )
+    assert fused.returncode == 0, fused.stderr
+    plain = grid_sweep(tmp_path, "plain", "hydra.sweeper.max_failure_rate=1")
+    assert plain.returncode == 0, plain.stderr
+    log = fused.stdout + fused.stderr
+    assert log.count("one fused job") >= 3, log  # 6 asked: 2 batch sizes, some in one group
+
+    sweep = tmp_path / "multirun" / "fused"
+    study, other = load_study(sweep, "fused"), load_study(tmp_path / "multirun" / "plain", "plain")
+    assert len(study.trials) == 12
+    got, want = by_params(study), by_params(other)
+    assert got.keys() == want.keys()
+    for params, trial in got.items():
+        trial_dir = sweep / trial.user_attrs["trial_dir"]
+        files = TrialFiles(trial_dir)
+        if dict(params)["optimizer.lr"] == 1e4:
+            assert trial.state == want[params].state == TrialState.FAIL
+            assert trial.user_attrs["fail_reason"].startswith("TrainingDiverged: train loss is")
+            assert read_result(trial_dir).status is Status.FAIL
+            continue
+        assert trial.state == TrialState.COMPLETE
+        assert trial.value == read_result(trial_dir).value
+        assert abs(trial.value - want[params].value) <= 2 / 500  # two validation images
+        assert list(trial.intermediate_values) == [1, 2, 3]
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            assert (trial_dir / ".hydra" / name).is_file()
+        overrides = files.read_hydra_file("overrides.yaml")
+        assert f"batch_size={dict(params)['batch_size']}" in overrides
+        assert files.curves.is_file() and files.best.is_file() and files.last.is_file()
+        other_dir = tmp_path / "multirun" / "plain" / want[params].user_attrs["trial_dir"]
+        for g, w in zip(read_metrics(trial_dir), read_metrics(other_dir), strict=True):
+            assert abs(g["train_loss"] - w["train_loss"]) <= LOSS_TOL
+        # its own log: its own lines, none about the other trials of its group
+        [log_file] = trial_dir.glob("*.log")
+        lines = log_file.read_text().splitlines()
+        assert sum(f"{trial_dir.name}: epoch" in line for line in lines) == 3
+        assert not [line for line in lines if ": epoch" in line and trial_dir.name not in line]
+
+
+def test_pruned_trials_leave_their_group_and_are_told_at_once(tmp_path):
+    # Trials 0-3 complete as one group; in the next groups the median pruner stops trials
+    # after epoch 1 below the median of the first ones.
+    args = ("-m", "sweep=mlp", "hydra.sweeper.fuse=4", "hydra.sweeper.n_trials=12")
+    args += ("epochs=3", "batch_size=64", "num_threads=1", *FAST)
+    args += ("hydra.sweeper.pruner.n_startup_trials=2", "hydra.sweeper.sampler.seed=3")
+    proc = run_cli(*args, "hydra.sweeper.params.batch_size=64", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    sweep = tmp_path / "multirun" / "mlp"
+    trials = load_study(sweep, "mlp").trials
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned and all(t.number >= 4 for t in pruned)
+    log = proc.stdout + proc.stderr
+    for t in pruned:
+        trial_dir = sweep / t.user_attrs["trial_dir"]
+        epochs = len(read_metrics(trial_dir))
+        assert epochs == len(t.intermediate_values) < 3
+        result = read_result(trial_dir)
+        assert result.status is Status.PRUNED and result.reason == f"pruned after epoch {epochs}"
+        # told before its group ended: before the last epoch line of the group's survivors
+        told = log.index(f"trial {t.number} pruned")
+        assert told < log.rindex("epoch 3/3"), "the pruned trial was told at the group's end"
+
+
+def test_fuse_is_checked_before_anything_runs(tmp_path):
+    proc = run_cli("-m", "sweep=mlp", "hydra.sweeper.fuse=0", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "hydra.sweeper.fuse=0: must be >= 1" in proc.stderr
+    assert not (tmp_path / "multirun").exists()
+
+
+def test_trials_that_cannot_be_fused_run_one_by_one(tmp_path):
+    # RMSprop has no fused kernel here: each trial is its own job, as with fuse=1
+    args = ("-m", "sweep=mlp", "optimizer=rmsprop", "hydra.sweeper.fuse=4")
+    proc = run_cli(*args, "hydra.sweeper.n_trials=3", "epochs=1", *FAST, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "fused" not in proc.stdout + proc.stderr
+    trials = load_study(tmp_path / "multirun" / "mlp", "mlp").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+
+
+@pytest.mark.slow
+def test_a_fused_sweep_killed_mid_group_resumes_it_as_if_never_stopped(tmp_path):
+    body = """
+    epochs: 6
+    hydra:
+      sweeper:
+        study_name: {name}
+        n_trials: 4
+        fuse: 4
+        enqueue:
+          - {{model.hidden_sizes: 256, optimizer.lr: 0.01}}
+          - {{model.hidden_sizes: 64, optimizer.lr: 0.03}}
+          - {{model.hidden_sizes: 128, optimizer.lr: 0.003}}
+          - {{model.hidden_sizes: 256, optimizer.lr: 0.05}}
+        params:
+          model.hidden_sizes: choice(64, 128, 256)
+          optimizer.lr: interval(0.001, 0.1)
+    """
+    args = ("optimizer=sgd", "optimizer.momentum=0.9", "model.dropout=0.2", "num_threads=1")
+    args += ("data.val_size=500", "batch_size=32")
+
+    def command(name):
+        preset = write_preset(
+            tmp_path, name, body.format(name=name), defaults=("/hydra/sweeper/pruner: none",)
+        )
+        return [*TRAIN_CMD, "-m", preset, f"sweep={name}", *args]
+
+    whole = subprocess.run(command("whole"), cwd=tmp_path, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+
+    victim = subprocess.Popen(
+        command("killed"),
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sweep = tmp_path / "multirun" / "killed"
+    dirs = [sweep / f"trial_{i:04d}" for i in range(4)]
+    deadline = time.monotonic() + 300
+    while not all(
+        len(read_metrics(d)) >= 2 for d in dirs if (d / "metrics.csv").exists()
+    ) or not all((d / "metrics.csv").exists() for d in dirs):
+        assert time.monotonic() < deadline and victim.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.05)  # into the next epoch's training
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    at = [load_checkpoint(TrialFiles(d).last)["epoch"] for d in dirs]
+    assert all(2 <= e < 6 for e in at), at
+
+    again = subprocess.run(command("killed"), cwd=tmp_path, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    trials = load_study(sweep, "killed").trials
+    assert [t.state for t in trials[:4]] == [TrialState.FAIL] * 4  # the killed worker's
+    assert [t.state for t in trials[4:]] == [TrialState.COMPLETE] * 4  # their retries
+    if len(set(at)) == 1:  # killed in training: the same group resumes, bitwise
+        assert (again.stdout + again.stderr).count("one fused job") == 1
+    for i, d in enumerate(dirs):
+        got, want = read_metrics(d), read_metrics(tmp_path / "multirun" / "whole" / d.name)
+        assert len(got) == 6
+        for g, w in zip(got, want, strict=True):
+            g.pop("seconds"), w.pop("seconds")
+            if len(set(at)) == 1:
+                assert g == w, (i, g["epoch"])
+            else:  # killed between two trials' checkpoints: resumed in groups by epoch
+                assert abs(g["train_loss"] - w["train_loss"]) <= LOSS_TOL
+        got_model = load_checkpoint(TrialFiles(d).last)["model"]
+        want_model = load_checkpoint(TrialFiles(tmp_path / "multirun" / "whole" / d.name).last)
+        if len(set(at)) == 1:
+            assert all(torch.equal(got_model[n], want_model["model"][n]) for n in got_model)
