@@ -11,6 +11,7 @@ import torch
 from optuna.trial import TrialState
 
 from hpsweep.checkpoint import load_checkpoint
+from hpsweep.cli import main as hpsweep
 from hpsweep.record import Status, TrialFiles
 from hydra_plugins.hpsweep_sweeper import load_sweep_study as load_study
 from tests.conftest import FAST, TRAIN_CMD, read_metrics, read_result, run_cli, write_preset
@@ -47,7 +48,7 @@ def by_params(study):
     return {tuple(sorted(t.params.items())): t for t in study.trials}
 
 
-def test_a_fused_sweep_leaves_each_trial_its_files_and_values_of_an_unfused_one(tmp_path):
+def test_a_fused_sweep_leaves_each_trial_its_files_and_values_of_an_unfused_one(tmp_path, capsys):
     # 12 trials asked 6 at a time: two batch sizes -> groups; lr 1e4 diverges and fails alone
     fused = grid_sweep(
         tmp_path, "fused", "hydra.sweeper.fuse=6", "hydra.sweeper.max_failure_rate=1"
@@ -88,6 +89,36 @@ def test_a_fused_sweep_leaves_each_trial_its_files_and_values_of_an_unfused_one(
         lines = log_file.read_text().splitlines()
         assert sum(f"{trial_dir.name}: epoch" in line for line in lines) == 3
         assert not [line for line in lines if ": epoch" in line and trial_dir.name not in line]
+        assert read_result(trial_dir).fused_with in {None, *range(2, 7)}
+    fused_trials = [
+        t for t in study.trials if read_result(sweep / t.user_attrs["trial_dir"]).fused_with
+    ]
+    assert len(fused_trials) >= 6
+
+    # reproduce: a fused trial re-run alone matches within tolerance, and says so
+    trial = max((t for t in fused_trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    out = tmp_path / "again"
+    code = hpsweep(["reproduce", str(sweep), "--trial", str(trial.number), "--out", str(out)])
+    said = capsys.readouterr().out
+    assert code == 0, said
+    group = read_result(sweep / trial.user_attrs["trial_dir"]).fused_with
+    assert "reproduced within tolerance, not exactly: 3 epochs, every metric within 0.001" in said
+    assert f"trained in a fused group of {group} trials and re-run alone" in said
+    assert read_result(out).fused_with is None
+    # --tolerance 0 asks for exact: a fused trial is not
+    code = hpsweep(
+        [
+            "reproduce",
+            str(sweep),
+            "--trial",
+            str(trial.number),
+            "--out",
+            str(out) + "2",
+            "--tolerance",
+            "0",
+        ]
+    )
+    assert code == 1 and "NOT reproduced" in capsys.readouterr().out
 
 
 def test_pruned_trials_leave_their_group_and_are_told_at_once(tmp_path):

@@ -84,6 +84,7 @@ class Member:
     hook: EpochHook | None
     dropout: torch.Generator  # the global RNG its unfused run would use (init, then dropout)
     shuffle: torch.Generator  # its batch order (shared by the group when the seeds are equal)
+    group_size: int = 1  # trials in its group when the group started
 
     @property
     def name(self) -> str:
@@ -137,6 +138,8 @@ def train_fused(
         at = ", ".join(f"{m.name} after epoch {m.run.progress.epoch}" for m in members)
         raise ValueError(f"a fused group resumes after one epoch for all trials; these are {at}")
     start = done.pop()
+    for m in members:
+        m.group_size = len(members)
     for m in members[1:]:  # the same data config: one copy of the data for the group
         m.run.job.splits, m.run.job.train = members[0].run.job.splits, members[0].run.job.train
     same_seed = len({cfg.seed for cfg in cfgs}) == 1
@@ -227,7 +230,10 @@ def train_fused(
             if k not in results:
                 m = members[k]
                 reason = f"{type(e).__name__}: {e}"
-                m.run.files.write_result(result_of(m.run.job, m.run.progress, Status.FAIL, reason))
+                failed = result_of(
+                    m.run.job, m.run.progress, Status.FAIL, reason, fused_with=m.group_size
+                )
+                m.run.files.write_result(failed)
         raise
     return [results[k] for k in range(len(members))]
 
@@ -246,7 +252,7 @@ def record_epoch(
         )
         reason = f"{type(error).__name__}: {error}"
         log.warning("%s: failed: %s", m.name, reason)
-        result = result_of(m.run.job, progress, Status.FAIL, reason)
+        result = result_of(m.run.job, progress, Status.FAIL, reason, fused_with=m.group_size)
         files.write_result(result)
         return result, error
     improved = progress.add(row, cfg.objective)
@@ -273,7 +279,8 @@ def finish(m: Member, stop: Status | None, epoch: int) -> TrialResult:
     if stop is not None:
         how = "pruned" if stop is Status.PRUNED else "stopped early"
         status, reason = stop, f"{how} after epoch {epoch}"
-    return final_report(m.run.job, m.run.progress, m.run.files, status, reason, m.run.meter)
+    run = m.run
+    return final_report(run.job, run.progress, run.files, status, reason, run.meter, m.group_size)
 
 
 def trial_checkpoint(

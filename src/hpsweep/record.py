@@ -110,6 +110,8 @@ class TrialResult:
     torch_version: str | None
     device: str | None
     num_threads: int | None
+    # trials in its fused group when it (last) started; None: trained alone (hpsweep.fused_trials)
+    fused_with: int | None = None
 
     def to_json(self) -> str:
         fields = dataclasses.asdict(self) | {"status": self.status.value}

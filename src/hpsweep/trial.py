@@ -285,12 +285,15 @@ def final_report(
     status: Status,
     reason: str | None,
     meter: Meter,
+    fused_with: int | None = None,
 ) -> TrialResult:
     """The test set, once, on the best checkpoint's weights; then result.json and curves.png."""
     job.model.load_state_dict(load_checkpoint(files.best)["model"])
     with meter.track(len(job.splits.test), "test", bar_delay=1.0) as wrap:
         test_loss, test_acc = evaluate(job.model, job.criterion, job.splits.test, progress=wrap)
-    result = result_of(job, progress, status, reason, test_loss=test_loss, test_acc=test_acc)
+    result = result_of(
+        job, progress, status, reason, test_loss=test_loss, test_acc=test_acc, fused_with=fused_with
+    )
     files.write_result(result)
     best_epoch = result.best_epoch
     save_png(
@@ -317,6 +320,7 @@ def result_of(
     reason: str | None,
     test_loss: float | None = None,
     test_acc: float | None = None,
+    fused_with: int | None = None,
 ) -> TrialResult:
     cfg, best = job.cfg, progress.best or {}
     return TrialResult(
@@ -338,4 +342,5 @@ def result_of(
         torch_version=torch.__version__,
         device=device_name(job.device),
         num_threads=torch.get_num_threads(),
+        fused_with=fused_with,
     )
