@@ -1,6 +1,7 @@
 """hydra.sweeper.fuse=K through the real CLI: a worker takes K trials and trains those that can
 share a model as one fused job; each trial keeps its own files, report, pruning and failure."""
 
+import difflib
 import os
 import signal
 import subprocess
@@ -44,6 +45,23 @@ def grid_sweep(tmp_path, name, *args, n=12):
     return run_cli("-m", preset, f"sweep={name}", *SGD, *args, cwd=tmp_path)
 
 
+def same_record(fused_dir, plain_dir, fused_number, plain_number):
+    """The .hydra files of two trials with the same parameters, one of each sweep, equal but
+    for the sweep's name and the trial's number."""
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        fused = (fused_dir / ".hydra" / name).read_text()
+        plain = (plain_dir / ".hydra" / name).read_text().replace("plain", "fused")
+        for text, number in ((fused, fused_number), (plain, plain_number)):
+            assert f"num: {number}\n" in text or name != "hydra.yaml"
+        fused = fused.replace(f"fused_{fused_number}\n", "").replace(f"num: {fused_number}\n", "")
+        plain = plain.replace(f"fused_{plain_number}\n", "").replace(f"num: {plain_number}\n", "")
+        fused = fused.replace("- hydra.sweeper.fuse=6\n    ", "").replace("fuse: 6", "fuse: 1")
+        if fused != plain:
+            diff = difflib.unified_diff(plain.splitlines(), fused.splitlines(), lineterm="")
+            raise AssertionError(f"{name} differs:\n" + "\n".join(diff))
+    return True
+
+
 def by_params(study):
     return {tuple(sorted(t.params.items())): t for t in study.trials}
 
@@ -79,9 +97,11 @@ def test_a_fused_sweep_leaves_each_trial_its_files_and_values_of_an_unfused_one(
         for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
             assert (trial_dir / ".hydra" / name).is_file()
         overrides = files.read_hydra_file("overrides.yaml")
+        # the group's configs, derived from one composition, are those Hydra composes
+        other_dir = tmp_path / "multirun" / "plain" / want[params].user_attrs["trial_dir"]
+        assert same_record(trial_dir, other_dir, trial.number, want[params].number)
         assert f"batch_size={dict(params)['batch_size']}" in overrides
         assert files.curves.is_file() and files.best.is_file() and files.last.is_file()
-        other_dir = tmp_path / "multirun" / "plain" / want[params].user_attrs["trial_dir"]
         for g, w in zip(read_metrics(trial_dir), read_metrics(other_dir), strict=True):
             assert abs(g["train_loss"] - w["train_loss"]) <= LOSS_TOL
         # its own log: its own lines, none about the other trials of its group

@@ -44,7 +44,7 @@ from hydra_plugins.hpsweep_sweeper import (
     running_trial,
 )
 from hydra_plugins.hpsweep_sweeper._experimental import our_optuna_calls
-from hydra_plugins.hpsweep_sweeper._groups import run_fusable
+from hydra_plugins.hpsweep_sweeper._groups import derive_config, run_fusable
 from hydra_plugins.hpsweep_sweeper._progress import (
     SweepProgress,
     log_prefix,
@@ -547,11 +547,21 @@ class Sweep:
 
         with_retries(tell, f"recording trial {trial.number}", self.where)
 
-    def job_config(self, overrides: list[str], number: int, trial_dir: str) -> DictConfig:
-        loader = self.context.hydra_context.config_loader
-        config = loader.load_sweep_config(
-            self.context.config, [*overrides, *self.context.job_overrides]
-        )
+    def job_config(
+        self,
+        overrides: list[str],
+        number: int,
+        trial_dir: str,
+        like: tuple[DictConfig, list[str]] | None = None,
+    ) -> DictConfig:
+        """The trial's job config. `like`: another trial's (config, overrides), which this
+        one's is derived from when they differ only in plain values (_groups.derive_config)."""
+        config = None if like is None else derive_config(*like, overrides)
+        if config is None:
+            loader = self.context.hydra_context.config_loader
+            config = loader.load_sweep_config(
+                self.context.config, [*overrides, *self.context.job_overrides]
+            )
         with open_dict(config):
             config.hydra.job.id = f"{self.settings.study_name}_{number}"
             config.hydra.job.num = number
