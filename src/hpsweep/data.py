@@ -127,6 +127,9 @@ def load_raw(dataset: str, root: str | None = None, download: bool = False) -> t
     raise ConfigError("data.root", root, f"{folder} not found; looked in {where}. {fixes}.")
 
 
+# Cached too: a sweep worker's trials (a fused group's above all, which builds each of its
+# trials) share one copy, read-only, instead of normalizing the images again for each.
+@functools.lru_cache(maxsize=1)
 def load_splits(
     dataset: str,
     root: str | None = None,
