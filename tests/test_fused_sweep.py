@@ -253,3 +253,34 @@ def test_a_fused_sweep_killed_mid_group_resumes_it_as_if_never_stopped(tmp_path)
         want_model = load_checkpoint(TrialFiles(tmp_path / "multirun" / "whole" / d.name).last)
         if len(set(at)) == 1:
             assert all(torch.equal(got_model[n], want_model["model"][n]) for n in got_model)
+
+
+def test_per_group_sampling_fills_groups_and_workers_share_the_trials(tmp_path):
+    # fuse_sampling=per_group: the first trial of each claim samples batch_size, the others
+    # take it (and sample width and lr), so each worker's 4 trials are one group; n_jobs=2
+    # with fuse=8 and 8 trials: 4 for each worker, not 8 for the first to ask
+    args = ("-m", "sweep=mlp", "hydra.sweeper.fuse=8", "hydra.sweeper.fuse_sampling=per_group")
+    args += ("hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=8", "epochs=1", *FAST)
+    proc = run_cli(*args, "hydra/sweeper/pruner=none", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    trials = load_study(tmp_path / "multirun" / "mlp", "mlp").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
+    by_worker = {}
+    for t in trials:
+        by_worker.setdefault(t.user_attrs["worker"], []).append(t)
+    assert sorted(map(len, by_worker.values())) == [4, 4]
+    for group in by_worker.values():
+        assert len({t.params["batch_size"] for t in group}) == 1
+        assert len({t.params["optimizer.lr"] for t in group}) == 4
+        assert {
+            read_result(tmp_path / "multirun" / "mlp" / t.user_attrs["trial_dir"]).fused_with
+            for t in group
+        } == {4}
+    assert (proc.stdout + proc.stderr).count("one fused job") == 2
+
+
+def test_fuse_sampling_is_checked_before_anything_runs(tmp_path):
+    proc = run_cli("-m", "sweep=mlp", "hydra.sweeper.fuse_sampling=by_luck", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "hydra.sweeper.fuse_sampling='by_luck': per_trial or per_group" in proc.stderr
+    assert not (tmp_path / "multirun").exists()

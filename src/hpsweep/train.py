@@ -183,6 +183,14 @@ def train_group(configs: Sequence[DictConfig], trials: Sequence[Any], done: Done
             train_fused(members, trial_end)
 
 
+def may_differ(parameter: str) -> bool:
+    """Whether the trials of a fused group may differ in this searched key (`key.N`: an
+    element of a searched list)."""
+    from hpsweep.fused_trials import MAY_DIFFER
+
+    return re.sub(r"\.\d+$", "", parameter) in MAY_DIFFER
+
+
 def task_config(config: DictConfig) -> DictConfig:
     """A job config without its hydra node: what the task function gets (as run_job makes)."""
     cfg = copy.deepcopy(config)
@@ -229,7 +237,7 @@ def trial_log_files(configs: Sequence[DictConfig]) -> Iterator[None]:
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
-@fusable(group_key, train_group)
+@fusable(group_key, train_group, may_differ)
 def train_job(cfg: DictConfig) -> float | None:
     trial_dir = Path(HydraConfig.get().runtime.output_dir)
     trial = current_trial()  # the Optuna trial when hydra/sweeper=hpsweep runs this job

@@ -129,6 +129,7 @@ Done = Callable[[int, Any], None]
 def fusable(
     group_key: "Callable[[Any], Hashable | None]",
     run_group: "Callable[[Sequence[Any], Sequence[optuna.Trial], Done], None]",
+    may_differ: Callable[[str], bool],
 ) -> Callable[[Any], Any]:
     """Mark a task function whose trials `hydra.sweeper.fuse=K` may train as one group.
 
@@ -137,11 +138,14 @@ def fusable(
     config is a whole job config (hydra node included, hydra.runtime.output_dir set); it
     reports each trial's end through `done` as soon as that trial leaves the group, and
     reports each trial once. A trial it does not report when it returns or raises fails with
-    what it raised. Put it under @hydra.main (Hydra hands sweepers the undecorated function).
+    what it raised. It sets up its own logging; the sweeper restores its own afterwards.
+    may_differ(parameter name): whether trials of one group may differ in that searched
+    parameter (fuse_sampling=per_group samples the others once per group).
+    Put it under @hydra.main (Hydra hands sweepers the undecorated function).
     """
 
     def mark(task_function: Any) -> Any:
-        setattr(task_function, FUSABLE, (group_key, run_group))
+        setattr(task_function, FUSABLE, (group_key, run_group, may_differ))
         return task_function
 
     return mark

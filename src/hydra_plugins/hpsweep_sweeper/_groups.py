@@ -36,7 +36,7 @@ Job = tuple[Trial, str, DictConfig]  # a trial, its dir (relative to the sweep d
 
 def run_fusable(sweep: "Sweep", conn: "StudyConnection", claimed: list[tuple[Trial, str]]) -> None:
     """Run the claimed trials: those the task can train together as one job per group."""
-    group_key, _ = sweep.fusable
+    group_key, _, _ = sweep.fusable
     groups: dict[Hashable, list[Job]] = {}
     first: tuple[DictConfig, list[str]] | None = None
     for trial, trial_dir in claimed:
@@ -61,7 +61,7 @@ def run_fusable(sweep: "Sweep", conn: "StudyConnection", claimed: list[tuple[Tri
 
 def run_group(sweep: "Sweep", conn: "StudyConnection", jobs: list[Job]) -> None:
     """One job for the group: the task's run_group, each trial told as it leaves."""
-    _, task_run_group = sweep.fusable
+    _, task_run_group, _ = sweep.fusable
     trials = [trial for trial, _, _ in jobs]
     for trial, trial_dir, _ in jobs:
         sweep.log_trial_start(trial, trial_dir)

@@ -83,6 +83,7 @@ from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf
 log = logging.getLogger(__name__)
 
 DIRECTIONS = ("maximize", "minimize")
+FUSE_SAMPLING = ("per_trial", "per_group")
 
 
 class SweepError(CompactHydraException):
@@ -105,6 +106,7 @@ def read_settings(settings: Mapping[str, Any]) -> HpsweepSweeperConf:
         ("threads_per_job", threads is None or threads >= 1, "must be >= 1, or null"),
         ("top_k", conf.top_k >= 1, "must be >= 1"),
         ("fuse", conf.fuse >= 1, "must be >= 1 (1: each trial its own job)"),
+        ("fuse_sampling", conf.fuse_sampling in FUSE_SAMPLING, " or ".join(FUSE_SAMPLING)),
         ("max_retries", conf.max_retries >= 0, "must be >= 0 (0: a dead worker's trial fails)"),
         ("heartbeat_interval", conf.heartbeat_interval >= 1, "must be >= 1"),
         (
@@ -426,8 +428,20 @@ class Sweep:
             tally.refresh(study)
             requeue_abandoned(study, sweep_dir, tally.running_trials())  # trial dir lock free
             tally.refresh(study)  # the trials it failed and queued: a read of those alone
+            # a fair share: one worker taking every trial would leave the others idle
+            n = min(n, -(-self.total // self.settings.n_jobs))
+            shared: dict[str, Any] | None = None
             while len(claimed) < n and self.may_start_trial(tally):
-                claimed.append(self.claim_trial(conn))
+                # fuse_sampling=per_group: the trials after the first take its values of the
+                # parameters a group must share (queued for this worker, which holds the lock)
+                if shared and not tally.waiting:
+                    with our_optuna_calls():
+                        study.enqueue_trial(shared, skip_if_exists=False)
+                trial, trial_dir, lock = self.claim_trial(conn)
+                claimed.append((trial, trial_dir, lock))
+                if self.settings.fuse_sampling == "per_group" and shared is None:
+                    _, _, may_differ = self.fusable
+                    shared = {k: v for k, v in trial.params.items() if not may_differ(k)}
                 tally.refresh(study)  # the trial just asked counts toward the budgets
         return claimed
 

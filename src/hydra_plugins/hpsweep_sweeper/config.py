@@ -55,6 +55,11 @@ class HpsweepSweeperConf:
     # one fused job (hpsweep-train: MLPs alike but for width, dropout, seed and optimizer
     # floats); the others run one by one as usual. 1: off. See the README, "Fused trials".
     fuse: int = 1
+    # per_trial: each trial samples all its parameters, and those of the fuse trials taken at
+    # once whose group keys match train together (batch size choices split them). per_group:
+    # the first samples the parameters a group must share and the others take its values, so
+    # groups fill up, at the cost of sampling those parameters once per group only.
+    fuse_sampling: str = "per_trial"
     # With several GPUs visible, forked worker i sees only GPU i mod N (CUDA_VISIBLE_DEVICES):
     # n_jobs > N puts several workers on each GPU, for small models. false: all see all.
     spread_gpus: bool = True
