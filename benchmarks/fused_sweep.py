@@ -1,16 +1,22 @@
-"""Fused trials at sweep level: `hpsweep-train -m sweep=mlp hydra.sweeper.n_trials=64` on
-mnist_mini with hydra.sweeper.fuse=K (a worker claims up to K trials from the study and trains
-those that can share one FusedMLP as one job) against today's best unfused setting, n_jobs=2.
+"""Fused trials at sweep level (hydra.sweeper.fuse=K: a worker takes up to K trials from the
+study and trains those that can share one FusedMLP as one job) against today's best unfused
+setting for the `mlp` preset, n_jobs=2, through the real CLI, each run in a fresh temp dir.
 
-    python benchmarks/fused_sweep.py [--quick]
+    HPSWEEP_DATA_ROOT=../shared/data python benchmarks/fused_sweep.py [--quick]
 
-Settings: A n_jobs=2 (the baseline), B fuse=32, C n_jobs=2 fuse=32, D n_jobs=2 fuse=8, each
-with sampler seeds 0, 1, 2, run interleaved (A B C D A B C D ...) so machine noise hits all
-alike, each through the real CLI in a fresh temp dir. Per run: the process's wall seconds,
-trials/hour (n_trials / wall), the study's COMPLETE / PRUNED / FAIL counts, epochs trained
-(result.json epochs_run, summed) and the best validation accuracy found (study.best_value).
-The table's ratios are to A: of the mean trials/hour, and per seed (run i against A's run i).
---quick: one seed, 16 trials, A and B (fuse=8) only. Writes benchmarks/results/fused_sweep.json.
+Three experiments, each run with sampler seeds 0, 1, 2, settings interleaved (A B C ... A B C)
+so machine noise hits all alike:
+  mini     sweep=mlp, 64 trials on mnist_mini (the issue's acceptance): A n_jobs=2,
+           B fuse=32, C n_jobs=2 fuse=32, E n_jobs=2 fuse=32 fuse_sampling=per_group
+  wall     the same sweep with a 20 s timeout and no trial limit: what each setting finds in
+           equal wall time (A, C, E)
+  mnist    sweep=mlp on full MNIST, 32 trials of 3 epochs, where training outweighs the
+           per-trial cost around it: A against E (fuse=16)
+Per run: wall seconds of the command, trials/hour, COMPLETE / PRUNED / FAIL counts, epochs
+trained (result.json epochs_run, summed), the best validation accuracy (study.best_value).
+Ratios are to A: of the mean trials/hour, and per seed (run i against A's run i).
+--quick: one seed, mini only, 16 trials, A and E (fuse=8). Writes
+benchmarks/results/fused_sweep.json.
 """
 
 import argparse
@@ -23,13 +29,46 @@ from common import load_study, run_sweep, write_result  # benchmarks/ is on sys.
 from hpsweep.record import TrialFiles
 from hydra_plugins.hpsweep_sweeper import TRIAL_DIR
 
-SETTINGS = {
-    "A": ["hydra.sweeper.n_jobs=2"],
-    "B": ["hydra.sweeper.fuse=32"],
-    "C": ["hydra.sweeper.n_jobs=2", "hydra.sweeper.fuse=32"],
-    "D": ["hydra.sweeper.n_jobs=2", "hydra.sweeper.fuse=8"],
+PER_GROUP = "hydra.sweeper.fuse_sampling=per_group"
+EXPERIMENTS = {
+    "mini": (
+        "sweep=mlp, 64 trials, mnist_mini",
+        ["hydra.sweeper.n_trials=64"],
+        {
+            "A": ["hydra.sweeper.n_jobs=2"],
+            "B": ["hydra.sweeper.fuse=32"],
+            "C": ["hydra.sweeper.n_jobs=2", "hydra.sweeper.fuse=32"],
+            "E": ["hydra.sweeper.n_jobs=2", "hydra.sweeper.fuse=32", PER_GROUP],
+        },
+    ),
+    "wall": (
+        "sweep=mlp, 20 s timeout, mnist_mini",
+        ["hydra.sweeper.n_trials=10000", "hydra.sweeper.timeout=20"],
+        {
+            "A": ["hydra.sweeper.n_jobs=2"],
+            "C": ["hydra.sweeper.n_jobs=2", "hydra.sweeper.fuse=32"],
+            "E": ["hydra.sweeper.n_jobs=2", "hydra.sweeper.fuse=32", PER_GROUP],
+        },
+    ),
+    "mnist": (
+        "sweep=mlp, 32 trials of 3 epochs, full MNIST",
+        ["hydra.sweeper.n_trials=32", "data=mnist", "epochs=3"],
+        {
+            "A": ["hydra.sweeper.n_jobs=2"],
+            "E": ["hydra.sweeper.n_jobs=2", "hydra.sweeper.fuse=16", PER_GROUP],
+        },
+    ),
 }
-QUICK_SETTINGS = {"A": SETTINGS["A"], "B": ["hydra.sweeper.fuse=8"]}
+QUICK = {
+    "mini": (
+        "sweep=mlp, 16 trials, mnist_mini",
+        ["hydra.sweeper.n_trials=16"],
+        {
+            "A": ["hydra.sweeper.n_jobs=2"],
+            "E": ["hydra.sweeper.n_jobs=2", "hydra.sweeper.fuse=8", PER_GROUP],
+        },
+    )
+}
 
 
 def log_problems(sweep: Path) -> int:
@@ -42,15 +81,14 @@ def log_problems(sweep: Path) -> int:
     )
 
 
-def measure(label: str, overrides: list[str], seed: int, n_trials: int) -> dict:
-    name = f"fused_{label}_{seed}"
+def measure(experiment: str, label: str, overrides: list[str], seed: int) -> dict:
+    name = f"{experiment}_{label}_{seed}"
     # a fresh dir each run: nothing (data cache aside) carries over from the run before
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         wall = run_sweep(
             folder,
             "sweep=mlp",
-            f"hydra.sweeper.n_trials={n_trials}",
             f"hydra.sweeper.sampler.seed={seed}",
             f"hydra.sweeper.study_name={name}",
             *overrides,
@@ -64,13 +102,13 @@ def measure(label: str, overrides: list[str], seed: int, n_trials: int) -> dict:
             epochs += result.epochs_run if result is not None else 0
         complete = states.count("COMPLETE")
         return {
+            "experiment": experiment,
             "setting": label,
             "overrides": overrides,
             "seed": seed,
-            "n_trials": n_trials,
             "trials": len(states),
             "wall_s": wall,
-            "trials_per_hour": n_trials / wall * 3600,
+            "trials_per_hour": len(states) / wall * 3600,
             "complete": complete,
             "pruned": states.count("PRUNED"),
             "failed": states.count("FAIL"),
@@ -87,39 +125,43 @@ def span(values: list[float], fmt: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one seed, 16 trials, A and B")
+    parser.add_argument("--quick", action="store_true", help="one seed, mini only, A and E")
     args = parser.parse_args()
-    settings, seeds, n_trials = (
-        (QUICK_SETTINGS, [0], 16) if args.quick else (SETTINGS, [0, 1, 2], 64)
-    )
-    rows = []
-    for seed in seeds:
-        for label, overrides in settings.items():
-            row = measure(label, overrides, seed, n_trials)
-            rows.append(row)
-            best = row["best_val_acc"]
-            print(
-                f"{label} seed {seed}  {' '.join(overrides):<44} {row['wall_s']:6.1f} s "
-                f"{row['trials_per_hour']:7.0f} trials/h  {row['epochs']:4d} epochs  "
-                f"best {best if best is None else f'{best:.4f}'}  "
-                f"{row['complete']}/{row['pruned']}/{row['failed']} complete/pruned/failed  "
-                f"{row['log_warnings_errors']} log warnings/errors",
-                flush=True,
-            )
+    experiments, seeds = (QUICK, [0]) if args.quick else (EXPERIMENTS, [0, 1, 2])
+    rows, summary = [], {}
+    for experiment, (title, common, settings) in experiments.items():
+        print(f"\n== {experiment}: {title} ==", flush=True)
+        for seed in seeds:
+            for label, overrides in settings.items():
+                row = measure(experiment, label, [*common, *overrides], seed)
+                rows.append(row)
+                best = row["best_val_acc"]
+                print(
+                    f"{label} seed {seed}  {' '.join(overrides):<44} {row['wall_s']:6.1f} s "
+                    f"{row['trials']:4d} trials {row['trials_per_hour']:7.0f}/h "
+                    f"{row['epochs']:4d} epochs  best {best if best is None else f'{best:.4f}'}"
+                    f"  {row['complete']}/{row['pruned']}/{row['failed']} complete/pruned/failed"
+                    f"  {row['log_warnings_errors']} log warnings/errors",
+                    flush=True,
+                )
+        mine = [r for r in rows if r["experiment"] == experiment]
+        summary[experiment] = table(title, settings, mine)
+    problems = sum(r["log_warnings_errors"] for r in rows)
+    print(f"\nWARNING/ERROR lines in the trials' train.log, all runs: {problems}")
+    write_result("fused_sweep", rows, quick=args.quick, extra={"seeds": seeds, "summary": summary})
 
+
+def table(title: str, settings: dict[str, list[str]], rows: list[dict]) -> list[dict]:
     by = {label: [r for r in rows if r["setting"] == label] for label in settings}
     base = by["A"]
     base_rate = statistics.mean(r["trials_per_hour"] for r in base)
+    print(f"\n{title}; x A: ratio of mean trials/hour, and per seed (run i vs A's run i)\n")
+    print(
+        "| setting | wall s | trials | trials/h | x A | x A per seed | epochs "
+        "| best val acc mean | best val acc per seed | complete/pruned/failed per seed |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     summary = []
-    print(
-        f"\n{n_trials} trials, sweep=mlp on mnist_mini, seeds {seeds}; x A: ratio of mean "
-        "trials/hour, and per seed (run i vs A's run i)\n"
-    )
-    print(
-        "| setting | wall s | trials/h | x A | x A per seed | epochs | best val acc mean "
-        "| best val acc per seed | complete/pruned/failed per seed |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
     for label, mine in by.items():
         rate = statistics.mean(r["trials_per_hour"] for r in mine)
         per_seed = [
@@ -131,6 +173,7 @@ def main() -> None:
             "setting": label,
             "overrides": settings[label],
             "wall_s_mean": statistics.mean(r["wall_s"] for r in mine),
+            "trials_mean": statistics.mean(r["trials"] for r in mine),
             "trials_per_hour_mean": rate,
             "x_a": rate / base_rate,
             "x_a_per_seed": per_seed,
@@ -142,26 +185,17 @@ def main() -> None:
         best_mean = "-" if not bests else f"{entry['best_val_acc_mean']:.4f}"
         print(
             f"| {label}: {' '.join(o.removeprefix('hydra.sweeper.') for o in settings[label])} "
-            f"| {entry['wall_s_mean']:.1f} | {rate:.0f} | {entry['x_a']:.2f} "
-            f"| {span(per_seed, '.2f')} | {entry['epochs_mean']:.0f} | {best_mean} "
-            f"| {' '.join(f'{b:.4f}' for b in bests)} | {counts} |"
+            f"| {entry['wall_s_mean']:.1f} | {entry['trials_mean']:.0f} | {rate:.0f} "
+            f"| {entry['x_a']:.2f} | {span(per_seed, '.2f')} | {entry['epochs_mean']:.0f} "
+            f"| {best_mean} | {' '.join(f'{b:.4f}' for b in bests)} | {counts} |"
         )
     a_bests = [r["best_val_acc"] for r in base if r["best_val_acc"] is not None]
-    a_spread = max(a_bests) - min(a_bests) if a_bests else None
-    if a_spread is not None:
-        sd = f", sd {statistics.stdev(a_bests):.4f}" if len(a_bests) > 1 else ""
+    if len(a_bests) > 1:
         print(
-            f"\nA's best val acc over its {len(a_bests)} seed(s): {span(a_bests, '.4f')} "
-            f"(spread {a_spread:.4f}{sd}): differences in best val acc within that are noise"
+            f"\nA's best val acc over its {len(a_bests)} seeds: {span(a_bests, '.4f')} "
+            f"(sd {statistics.stdev(a_bests):.4f}): differences within that are noise"
         )
-    problems = sum(r["log_warnings_errors"] for r in rows)
-    print(f"WARNING/ERROR lines in the trials' train.log, all runs: {problems}")
-    write_result(
-        "fused_sweep",
-        rows,
-        quick=args.quick,
-        extra={"n_trials": n_trials, "seeds": seeds, "summary": summary, "a_spread": a_spread},
-    )
+    return summary
 
 
 if __name__ == "__main__":
