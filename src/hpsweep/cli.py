@@ -103,7 +103,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         and fused
         and not compare_metrics(original, reproduced, FUSED_TOLERANCE)
     ):
-        largest = max(differences, key=lambda d: abs(d.reproduced - d.original))
+        # within FUSED_TOLERANCE: both ran the same epochs, so no value is None
+        largest = max(differences, key=lambda d: abs((d.reproduced or 0.0) - (d.original or 0.0)))
         print(
             f"reproduced within tolerance, not exactly: {epochs}, every metric within "
             f"{FUSED_TOLERANCE}{note}. It was trained in a fused group of {fused} trials and "

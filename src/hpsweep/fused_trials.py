@@ -305,7 +305,7 @@ def trial_checkpoint(
     return state | {"model": fused.trial_state_dict(slot), "optimizer": optimizer_state, "rng": rng}
 
 
-def fused_optimizer(fused: FusedMLP, members: list[Member]) -> FusedOptimizer:
+def fused_optimizer(fused: FusedMLP, members: Sequence[Member]) -> FusedOptimizer:
     optimizers = [m.run.job.optimizer for m in members]
     target = members[0].run.job.cfg.optimizer._target_
     if target == "torch.optim.SGD":

@@ -13,7 +13,7 @@ import re
 import shlex
 import shutil
 import sys
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -199,13 +199,18 @@ def task_config(config: DictConfig) -> DictConfig:
     return cfg
 
 
+def only_about(trial: str) -> Callable[[logging.LogRecord], bool]:
+    """A log filter passing the group's records and those about `trial`."""
+    from hpsweep.fused_trials import SPEAKING_FOR
+
+    return lambda record: SPEAKING_FOR.get() in (None, trial)
+
+
 @contextlib.contextmanager
 def trial_log_files(configs: Sequence[DictConfig]) -> Iterator[None]:
     """Hydra's job logging for a group: the console, and each trial's log file in its own dir
     with the group's lines and its own, not those about the other trials of the group."""
     from hydra.core.utils import configure_log
-
-    from hpsweep.fused_trials import SPEAKING_FOR
 
     first = configs[0]
     configure_log(first.hydra.job_logging, first.hydra.verbose)
@@ -223,8 +228,7 @@ def trial_log_files(configs: Sequence[DictConfig]) -> Iterator[None]:
     for handler in files:
         added.append((handler, first))
     for handler, config in added:
-        own = Path(config.hydra.runtime.output_dir).name
-        handler.addFilter(lambda record, own=own: SPEAKING_FOR.get() in (None, own))
+        handler.addFilter(only_about(Path(config.hydra.runtime.output_dir).name))
     try:
         yield
     finally:

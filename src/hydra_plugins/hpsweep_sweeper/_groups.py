@@ -90,8 +90,8 @@ def run_group(sweep: "Sweep", conn: "StudyConnection", jobs: list[Job]) -> None:
             error = e
         finally:  # the group set up its own logging and Hydra config: back to the sweep's
             HydraConfig.instance().cfg = hydra_config
-            config = sweep.context.config
-            configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+            hydra = sweep.context.config.hydra
+            configure_log(hydra.hydra_logging, hydra.verbose)
     for i in range(len(trials)):
         if i not in told:
             done(i, error)
@@ -128,7 +128,8 @@ def derive_config(
         if not plain or o.is_hydra_override() or o.key_or_group in choices:
             return None
     task = [
-        changed[line].input_line if line in changed else line for line in like.hydra.overrides.task
+        str(changed[line].input_line) if line in changed else str(line)
+        for line in like.hydra.overrides.task
     ]
     if len(set(task)) != len(task) or not set(changed) <= set(like.hydra.overrides.task):
         return None

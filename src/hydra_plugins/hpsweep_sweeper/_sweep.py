@@ -421,7 +421,7 @@ class Sweep:
         """Up to n trials from the study (fewer once a budget is spent), each with its trial
         dir and the lock that says a live worker runs it."""
         sweep_dir, study, tally = self.context.sweep_dir, conn.study, conn.tally
-        claimed = []
+        claimed: list[tuple[Trial, str, IO[str]]] = []
         with file_lock(sweep_dir / ".ask.lock"):
             with our_optuna_calls():
                 optuna.storages.fail_stale_trials(study)  # RDB: no heartbeat for grace_period
