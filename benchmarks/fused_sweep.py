@@ -8,12 +8,12 @@ Three experiments, each run with sampler seeds 0, 1, 2, settings interleaved (A 
 so machine noise hits all alike:
   mini     sweep=mlp, 64 trials on mnist_mini (the issue's acceptance): A n_jobs=2,
            B fuse=32, C n_jobs=2 fuse=32, E n_jobs=2 fuse=32 fuse_sampling=per_group
-  wall     the same sweep with a 20 s timeout and no trial limit: what each setting finds in
-           equal wall time (A, C, E)
   mnist    sweep=mlp on full MNIST, 32 trials of 3 epochs, where training outweighs the
-           per-trial cost around it: A against E (fuse=16)
+           per-trial cost around it: A, C and E with fuse=16
 Per run: wall seconds of the command, trials/hour, COMPLETE / PRUNED / FAIL counts, epochs
-trained (result.json epochs_run, summed), the best validation accuracy (study.best_value).
+trained (result.json epochs_run, summed), the best validation accuracy (study.best_value), and
+at equal wall time: the best of the trials that completed within A's time (its mean, from the
+first trial's start to the last trial's end; a fused sweep that ends later is cut there).
 Ratios are to A: of the mean trials/hour, and per seed (run i against A's run i).
 --quick: one seed, mini only, 16 trials, A and E (fuse=8). Writes
 benchmarks/results/fused_sweep.json.
@@ -41,20 +41,12 @@ EXPERIMENTS = {
             "E": ["hydra.sweeper.n_jobs=2", "hydra.sweeper.fuse=32", PER_GROUP],
         },
     ),
-    "wall": (
-        "sweep=mlp, 20 s timeout, mnist_mini",
-        ["hydra.sweeper.n_trials=10000", "hydra.sweeper.timeout=20"],
-        {
-            "A": ["hydra.sweeper.n_jobs=2"],
-            "C": ["hydra.sweeper.n_jobs=2", "hydra.sweeper.fuse=32"],
-            "E": ["hydra.sweeper.n_jobs=2", "hydra.sweeper.fuse=32", PER_GROUP],
-        },
-    ),
     "mnist": (
         "sweep=mlp, 32 trials of 3 epochs, full MNIST",
         ["hydra.sweeper.n_trials=32", "data=mnist", "epochs=3"],
         {
             "A": ["hydra.sweeper.n_jobs=2"],
+            "C": ["hydra.sweeper.n_jobs=2", "hydra.sweeper.fuse=16"],
             "E": ["hydra.sweeper.n_jobs=2", "hydra.sweeper.fuse=16", PER_GROUP],
         },
     ),
@@ -101,6 +93,13 @@ def measure(experiment: str, label: str, overrides: list[str], seed: int) -> dic
             result = TrialFiles(sweep / t.user_attrs[TRIAL_DIR]).read_result()
             epochs += result.epochs_run if result is not None else 0
         complete = states.count("COMPLETE")
+        start = min(t.datetime_start for t in study.trials)
+        # (seconds from the first trial's start, value) of each COMPLETE trial, as it ended
+        ends = sorted(
+            ((t.datetime_complete - start).total_seconds(), t.value)
+            for t in study.trials
+            if t.state.name == "COMPLETE"
+        )
         return {
             "experiment": experiment,
             "setting": label,
@@ -115,6 +114,12 @@ def measure(experiment: str, label: str, overrides: list[str], seed: int) -> dic
             "epochs": epochs,
             "best_val_acc": study.best_value if complete else None,
             "log_warnings_errors": log_problems(sweep),
+            "completions": ends,
+            "sweep_s": max(
+                (t.datetime_complete - start).total_seconds()
+                for t in study.trials
+                if t.datetime_complete is not None
+            ),
         }
 
 
@@ -155,12 +160,14 @@ def table(title: str, settings: dict[str, list[str]], rows: list[dict]) -> list[
     by = {label: [r for r in rows if r["setting"] == label] for label in settings}
     base = by["A"]
     base_rate = statistics.mean(r["trials_per_hour"] for r in base)
+    budget = statistics.mean(r["sweep_s"] for r in base)  # equal wall time: A's
     print(f"\n{title}; x A: ratio of mean trials/hour, and per seed (run i vs A's run i)\n")
     print(
         "| setting | wall s | trials | trials/h | x A | x A per seed | epochs "
-        "| best val acc mean | best val acc per seed | complete/pruned/failed per seed |"
+        f"| best val acc mean | best val acc per seed | best within {budget:.1f} s "
+        "| complete/pruned/failed per seed |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     summary = []
     for label, mine in by.items():
         rate = statistics.mean(r["trials_per_hour"] for r in mine)
@@ -169,6 +176,7 @@ def table(title: str, settings: dict[str, list[str]], rows: list[dict]) -> list[
         ]
         bests = [r["best_val_acc"] for r in mine if r["best_val_acc"] is not None]
         counts = " ".join(f"{r['complete']}/{r['pruned']}/{r['failed']}" for r in mine)
+        in_time = [max((v for t, v in r["completions"] if t <= budget), default=None) for r in mine]
         entry = {
             "setting": label,
             "overrides": settings[label],
@@ -180,6 +188,8 @@ def table(title: str, settings: dict[str, list[str]], rows: list[dict]) -> list[
             "epochs_mean": statistics.mean(r["epochs"] for r in mine),
             "best_val_acc_mean": statistics.mean(bests) if bests else None,
             "best_val_acc_per_seed": [r["best_val_acc"] for r in mine],
+            "equal_time_s": budget,
+            "best_val_acc_in_equal_time_per_seed": in_time,
         }
         summary.append(entry)
         best_mean = "-" if not bests else f"{entry['best_val_acc_mean']:.4f}"
@@ -187,7 +197,8 @@ def table(title: str, settings: dict[str, list[str]], rows: list[dict]) -> list[
             f"| {label}: {' '.join(o.removeprefix('hydra.sweeper.') for o in settings[label])} "
             f"| {entry['wall_s_mean']:.1f} | {entry['trials_mean']:.0f} | {rate:.0f} "
             f"| {entry['x_a']:.2f} | {span(per_seed, '.2f')} | {entry['epochs_mean']:.0f} "
-            f"| {best_mean} | {' '.join(f'{b:.4f}' for b in bests)} | {counts} |"
+            f"| {best_mean} | {' '.join(f'{b:.4f}' for b in bests)} "
+            f"| {' '.join('-' if b is None else f'{b:.4f}' for b in in_time)} | {counts} |"
         )
     a_bests = [r["best_val_acc"] for r in base if r["best_val_acc"] is not None]
     if len(a_bests) > 1:
