@@ -22,6 +22,7 @@ BENCHMARKS = [
     "compare_scale.py",
     "sweep_scale.py",
     "fused_trials.py",
+    "fused_sweep.py",
 ]
 
 
