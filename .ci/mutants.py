@@ -134,6 +134,27 @@ MUTANTS = [
             "tests/test_sweeper.py::test_a_trial_that_always_kills_its_worker_fails_after_max_retries",
         ),
     ),
+    Mutant(
+        "delete zero_grad in a fused group",
+        "hpsweep/fused_train.py",
+        "        optimizer.zero_grad()\n",
+        "",
+        ("tests/test_fused.py",),
+    ),
+    Mutant(
+        "a fused trial's pruning hook ignored",
+        "hpsweep/fused_trials.py",
+        "    stop = None if m.hook is None else m.hook(epoch, row)\n",
+        "    stop = None\n",
+        ("tests/test_fused_trials.py",),
+    ),
+    Mutant(
+        "a resumed fused group starts its optimizer afresh",
+        "hpsweep/fused_train.py",
+        "        if not steps:\n",
+        "        if True:\n",
+        ("tests/test_fused_trials.py",),
+    ),
 ]
 
 

@@ -403,15 +403,13 @@ class Sweep:
                 else:
                     run_fusable(self, conn, [(trial, trial_dir) for trial, trial_dir, _ in claimed])
             except KeyboardInterrupt:
-                where = ", ".join(
-                    f"trial {trial.number} in {self.context.sweep_dir / trial_dir}"
-                    for trial, trial_dir, _ in claimed
-                )
-                log.warning(
-                    "interrupted: %s stay%s resumable; start the sweep again to continue",
-                    where,
-                    "s" if len(claimed) == 1 else "",
-                )
+                numbers = ", ".join(str(trial.number) for trial, _, _ in claimed)
+                dirs = ", ".join(str(self.context.sweep_dir / d) for _, d, _ in claimed)
+                if len(claimed) == 1:
+                    what = f"trial {numbers} stays resumable in {dirs}; start the sweep again"
+                else:
+                    what = f"trials {numbers} stay resumable in {dirs}; start the sweep again"
+                log.warning("interrupted: %s to continue", what)
                 raise
             finally:
                 for _, _, lock in claimed:
