@@ -284,3 +284,37 @@ def test_fuse_sampling_is_checked_before_anything_runs(tmp_path):
     assert proc.returncode == 1
     assert "hydra.sweeper.fuse_sampling='by_luck': per_trial or per_group" in proc.stderr
     assert not (tmp_path / "multirun").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_fused_group_names_the_trials_left_and_the_next_start_ends_them(tmp_path):
+    args = [*TRAIN_CMD, "-m", "sweep=mlp", "hydra.sweeper.fuse=4", "hydra.sweeper.n_trials=4"]
+    args += ["hydra.sweeper.params.batch_size=32", "epochs=8", "hydra/sweeper/pruner=none", *FAST]
+    sweep = tmp_path / "multirun" / "mlp"
+    stopped = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    metrics = sweep / "trial_0000" / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and len(read_metrics(metrics.parent)) >= 3):
+        assert time.monotonic() < deadline and stopped.poll() is None
+        time.sleep(0.05)
+    os.killpg(stopped.pid, signal.SIGINT)  # as a terminal's Ctrl-C
+    output, _ = stopped.communicate(timeout=60)
+    assert stopped.returncode == 130, output
+    assert "Traceback" not in output
+    assert "interrupted: trials 0, 1, 2, 3 stay resumable in multirun/mlp/trial_0000, " in output
+    epochs = [len(read_metrics(sweep / f"trial_{i:04d}")) for i in range(4)]
+    assert all(0 < e < 8 for e in epochs), epochs
+
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "one fused job" in proc.stdout + proc.stderr  # the four retries, again as a group
+    trials = load_study(sweep, "mlp").trials
+    assert [t.state for t in trials[4:]] == [TrialState.COMPLETE] * 4
+    assert all(len(read_metrics(sweep / f"trial_{i:04d}")) == 8 for i in range(4))

@@ -227,6 +227,7 @@ class Sweep:
         self.settings = settings
         self.context = context
         self.fusable = fusable_task(settings, context)
+        self.told: set[int] = set()  # trials this process has told the study the end of
         self.directions = study_directions(settings, context.config)
         try:
             self.space = parse_search_space(settings.params or {}, arguments)
@@ -403,9 +404,11 @@ class Sweep:
                 else:
                     run_fusable(self, conn, [(trial, trial_dir) for trial, trial_dir, _ in claimed])
             except KeyboardInterrupt:
-                numbers = ", ".join(str(trial.number) for trial, _, _ in claimed)
-                dirs = ", ".join(str(self.context.sweep_dir / d) for _, d, _ in claimed)
-                if len(claimed) == 1:
+                # a fused group's trials that ended before the interrupt were told already
+                left = [(t, d) for t, d, _ in claimed if t.number not in self.told]
+                numbers = ", ".join(str(trial.number) for trial, _ in left)
+                dirs = ", ".join(str(self.context.sweep_dir / d) for _, d in left)
+                if len(left) == 1:
                     what = f"trial {numbers} stays resumable in {dirs}; start the sweep again"
                 else:
                     what = f"trials {numbers} stay resumable in {dirs}; start the sweep again"
@@ -513,6 +516,7 @@ class Sweep:
         """Tell the study how the trial ended: `outcome` is what its job returned, or the
         exception that ended it."""
         study = conn.study
+        self.told.add(trial.number)
         try:
             if isinstance(outcome, BaseException):
                 raise outcome
