@@ -16,10 +16,11 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from hpsweep.augment import Augment
 from hpsweep.config import check_config, resolve_device
 from hpsweep.data import Split, Splits
 from hpsweep.errors import ConfigError
-from hpsweep.training import make_criterion
+from hpsweep.training import PRECISIONS, make_criterion
 
 
 @dataclass
@@ -34,8 +35,11 @@ class Job:
     model: nn.Module
     optimizer: Optimizer
     scheduler: LRScheduler | None
-    criterion: nn.Module
-    shuffle: torch.Generator  # batch order: its own stream, apart from init and dropout
+    criterion: nn.Module  # the training loss (with label smoothing, if any)
+    eval_criterion: nn.Module  # validation and test losses: plain, comparable across trials
+    augment: Augment | None  # None: no augmentation
+    autocast_dtype: torch.dtype | None  # precision=bf16: torch.bfloat16
+    shuffle: torch.Generator  # batch order and augmentation: apart from init and dropout
 
 
 def build(cfg: DictConfig) -> Job:
@@ -51,6 +55,10 @@ def build(cfg: DictConfig) -> Job:
     model = _instantiate(
         "model", cfg.model, input_shape=splits.input_shape, num_outputs=splits.num_outputs
     ).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # A blank pixel, normalized: what a shift pads with (the images have black borders).
+    augment = _instantiate("augment", cfg.augment, fill=float(splits.train.x.min()))
     optimizer = _call("optimizer", _instantiate("optimizer", cfg.optimizer), model.parameters())
     scheduler = None
     if cfg.scheduler is not None:
@@ -64,7 +72,10 @@ def build(cfg: DictConfig) -> Job:
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
-        criterion=make_criterion(splits.num_outputs),
+        criterion=make_criterion(splits.num_outputs, cfg.label_smoothing),
+        eval_criterion=make_criterion(splits.num_outputs),
+        augment=augment if augment.active else None,
+        autocast_dtype=PRECISIONS[cfg.precision],
         shuffle=shuffle,
     )
 
@@ -103,5 +114,7 @@ def _instantiate(key: str, node: DictConfig, **kwargs: Any) -> Any:
 def _call(key: str, factory: Callable[..., Any], *args: Any) -> Any:
     try:
         return factory(*args)
+    except ConfigError:
+        raise  # already names its key
     except (TypeError, ValueError) as e:  # torch validates its own arguments, e.g. Adam's betas
         raise ConfigError(key, factory, str(e)) from None

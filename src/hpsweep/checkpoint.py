@@ -30,6 +30,18 @@ RESUMABLE_CHANGES = {
 }
 
 
+# Keys added after checkpoints were first written, with the value that computes what such a
+# checkpoint computed: a checkpoint without them compares as if it had these.
+ADDED_KEYS = {
+    "label_smoothing": 0.0,
+    "precision": "fp32",
+    "channels_last": False,
+    "augment._target_": "hpsweep.augment.Augment",
+    "augment.shift": 0,
+    "augment.hflip": False,
+}
+
+
 def save_checkpoint(state: dict[str, Any], *paths: Path) -> None:
     """Serialize once, write to each path (typically last.pt, and best.pt when it improved)."""
     buffer = io.BytesIO()
@@ -91,7 +103,7 @@ def restore_rng(state: dict[str, Any], shuffle: torch.Generator) -> None:
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`key: old -> new` for each key that differs, except those a resume may change."""
-    flat_old, flat_new = flatten(old), flatten(new)
+    flat_old, flat_new = ADDED_KEYS | flatten(old), ADDED_KEYS | flatten(new)
     return [
         f"{key}: {flat_old.get(key)!r} -> {flat_new.get(key)!r}"
         for key in sorted(flat_old.keys() | flat_new.keys())

@@ -14,8 +14,10 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, ListConfig
 
+from hpsweep.augment import NO_FLIP_DATASETS
 from hpsweep.errors import ConfigError
 from hpsweep.record import OBJECTIVES
+from hpsweep.training import PRECISIONS
 
 CONFIG_DIR = Path(__file__).parent / "conf"  # a symlink to the repo's conf/ in a source tree
 DEVICES = "auto, cpu, cuda, cuda:N"
@@ -32,6 +34,7 @@ class TrainConfig:
     model: Any = MISSING
     optimizer: Any = MISSING
     scheduler: Any = None  # no scheduler group chosen: a constant learning rate
+    augment: Any = MISSING
 
     seed: int = MISSING
     epochs: int = MISSING
@@ -39,6 +42,9 @@ class TrainConfig:
     device: str = MISSING
     num_threads: int | None = MISSING
     grad_clip_norm: float | None = MISSING
+    label_smoothing: float = MISSING
+    precision: str = MISSING
+    channels_last: bool = MISSING
     overfit_batches: int = MISSING
     checkpoint_every: int = MISSING
     objective: str = MISSING
@@ -55,7 +61,7 @@ def check_config(cfg: DictConfig) -> None:
     for key in cfg:
         if key not in known:  # `+epochz=3` gets past the schema: Hydra adds what `+` asks for
             raise ConfigError(str(key), cfg[key], f"unknown key; the keys are {', '.join(known)}")
-    for group in ("data", "model", "optimizer", "scheduler"):
+    for group in ("data", "model", "optimizer", "scheduler", "augment"):
         _check_group_keys(group, cfg.get(group))
     for key, value in _leaves(cfg):
         # inf and nan pass every bound check below (nan fails them silently): refuse them all
@@ -73,6 +79,28 @@ def check_config(cfg: DictConfig) -> None:
     log_every_s = cfg.get("log_every_s")  # None: a config saved before the key existed
     if log_every_s is not None and not log_every_s > 0:
         raise ConfigError("log_every_s", log_every_s, "must be > 0 (seconds)")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ConfigError("label_smoothing", cfg.label_smoothing, "must be in [0, 1) (0: off)")
+    data = cfg.data if isinstance(cfg.data, DictConfig) else {}
+    task, dataset = data.get("task", "multiclass"), data.get("dataset")
+    if cfg.label_smoothing > 0 and task == "lt3":
+        raise ConfigError(
+            "label_smoothing",
+            cfg.label_smoothing,
+            "must be 0 for data.task=lt3: it smooths CrossEntropyLoss's classes, and the binary "
+            "task trains one logit with BCEWithLogitsLoss",
+        )
+    augment = cfg.augment if isinstance(cfg.augment, DictConfig) else {}
+    if augment.get("hflip") and dataset in NO_FLIP_DATASETS:
+        raise ConfigError(
+            "augment.hflip",
+            cfg.augment.hflip,
+            f"flips are refused for data.dataset={dataset}: a mirrored digit is not that digit "
+            "(2, 3, 4, 5, 7 and 9 turn into shapes of no class), so the model would learn "
+            "from mislabelled images. Use augment=shift for digits; flips are for fashion_mnist",
+        )
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError("precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")
     if cfg.objective not in OBJECTIVES:
         raise ConfigError("objective", cfg.objective, f"must be one of {', '.join(OBJECTIVES)}")
     resolve_device(cfg.device)

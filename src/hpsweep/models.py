@@ -104,5 +104,55 @@ class CNN(nn.Sequential):
         super().__init__(*block(in_channels, channels), *block(channels, 2 * channels), *head)
 
 
+class VGG(nn.Sequential):
+    """VGG-style stages of `convs_per_stage` 3x3 convs -> BatchNorm -> activation, a 2x2
+    max-pool between stages, channels doubling from `channels`; then global average pooling,
+    dropout and the logits. The convs have no bias (BatchNorm's shift makes it redundant).
+
+    Pooling the last stage's maps to one value per channel keeps the head small (64 * 10
+    weights at the defaults) and makes the model indifferent to where a feature sits.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        channels: int = 16,
+        stages: int = 3,
+        convs_per_stage: int = 2,
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ):
+        _check_size("model.channels", channels)
+        _check_size("model.stages", stages)
+        _check_size("model.convs_per_stage", convs_per_stage)
+        _check_dropout(dropout)
+        in_channels, height, width = input_shape
+        if min(height, width) < 2 ** (stages - 1):
+            raise ConfigError(
+                "model.stages",
+                stages,
+                f"each stage but the last halves the image: {height}x{width} allows at most "
+                f"{1 + int(math.log2(min(height, width)))}",
+            )
+        layers: list[nn.Module] = []
+        for stage in range(stages):
+            out_channels = channels * 2**stage
+            for _ in range(convs_per_stage):
+                layers += [
+                    nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+                    nn.BatchNorm2d(out_channels),
+                    _activation(activation),
+                ]
+                in_channels = out_channels
+            if stage < stages - 1:
+                layers.append(nn.MaxPool2d(2))
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(in_channels, num_outputs))
+        super().__init__(*layers)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

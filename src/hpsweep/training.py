@@ -9,11 +9,20 @@ from hpsweep.data import Split, iterate_batches
 
 EVAL_BATCH_SIZE = 1024  # no gradients kept: large batches are cheaper per sample
 Batches = Iterable[tuple[Tensor, Tensor]]
+# precision -> the dtype forward passes autocast to (None: plain float32). Weights, gradients
+# and optimizer state stay float32 either way; bf16 needs no loss scaling.
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 
-def make_criterion(num_outputs: int) -> nn.Module:
+def make_criterion(num_outputs: int, label_smoothing: float = 0.0) -> nn.Module:
     # Both losses take raw logits: softmax/sigmoid happen inside, in a numerically stable form.
-    return nn.BCEWithLogitsLoss() if num_outputs == 1 else nn.CrossEntropyLoss()
+    if num_outputs == 1:
+        return nn.BCEWithLogitsLoss()
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def count_correct(logits: Tensor, y: Tensor) -> Tensor:
@@ -28,6 +37,7 @@ def train_one_epoch(
     criterion: nn.Module,
     batches: Batches,
     grad_clip_norm: float | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[float, float]:
     """One pass over `batches`; returns (mean train loss, train accuracy)."""
     model.train()
@@ -39,8 +49,9 @@ def train_one_epoch(
     seen = 0
     for x, y in batches:
         optimizer.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = criterion(logits, y)
+        with autocast(device, autocast_dtype):
+            logits = model(x)
+            loss = criterion(logits, y)
         loss.backward()
         if grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
@@ -61,6 +72,7 @@ def evaluate(
     split: Split,
     batch_size: int = EVAL_BATCH_SIZE,
     progress: Callable[[Batches], Batches] | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[float, float]:
     """(mean loss, accuracy) over `split` in eval mode; the model's mode is restored after.
 
@@ -71,7 +83,9 @@ def evaluate(
     correct = torch.zeros((), dtype=torch.long, device=split.x.device)
     batches = iterate_batches(split, batch_size)
     for x, y in batches if progress is None else progress(batches):
-        logits = model(x)
+        with autocast(split.x.device, autocast_dtype):
+            logits = model(x)
+        logits = logits.float()  # the loss and the argmax in float32, as in an fp32 run
         loss_sum += criterion(logits, y) * len(y)
         correct += count_correct(logits, y)
     model.train(was_training)

@@ -206,9 +206,16 @@ def run_epoch(job: Job, epoch: int, meter: Meter) -> dict[str, float]:
     batches = iterate_batches(
         job.train, cfg.batch_size, None if cfg.overfit_batches else job.shuffle
     )
+    if job.augment is not None:  # drawn from the shuffle generator, after the epoch's order
+        batches = job.augment.batches(batches, job.shuffle)
     with meter.track(len(job.train), label, eta="epoch ETA") as wrap:
         train_loss, train_acc = train_one_epoch(
-            job.model, job.optimizer, job.criterion, wrap(batches), cfg.grad_clip_norm
+            job.model,
+            job.optimizer,
+            job.criterion,
+            wrap(batches),
+            cfg.grad_clip_norm,
+            job.autocast_dtype,
         )
     if not math.isfinite(train_loss):
         raise TrainingDiverged(
@@ -217,7 +224,13 @@ def run_epoch(job: Job, epoch: int, meter: Meter) -> dict[str, float]:
 
     # -- evaluate, then step the schedule for the next epoch
     with meter.track(len(job.splits.val), f"{label} validation", bar_delay=1.0) as wrap:
-        val_loss, val_acc = evaluate(job.model, job.criterion, job.splits.val, progress=wrap)
+        val_loss, val_acc = evaluate(
+            job.model,
+            job.eval_criterion,
+            job.splits.val,
+            progress=wrap,
+            autocast_dtype=job.autocast_dtype,
+        )
     if job.scheduler is not None:
         job.scheduler.step()
     return {
@@ -290,7 +303,13 @@ def final_report(
     """The test set, once, on the best checkpoint's weights; then result.json and curves.png."""
     job.model.load_state_dict(load_checkpoint(files.best)["model"])
     with meter.track(len(job.splits.test), "test", bar_delay=1.0) as wrap:
-        test_loss, test_acc = evaluate(job.model, job.criterion, job.splits.test, progress=wrap)
+        test_loss, test_acc = evaluate(
+            job.model,
+            job.eval_criterion,
+            job.splits.test,
+            progress=wrap,
+            autocast_dtype=job.autocast_dtype,
+        )
     result = result_of(
         job, progress, status, reason, test_loss=test_loss, test_acc=test_acc, fused_with=fused_with
     )
