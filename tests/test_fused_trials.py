@@ -234,6 +234,9 @@ def test_two_trials_in_one_dir_are_refused(tmp_path):
         (("model.activation=tanh",), "model.activation"),
         (("epochs=4",), "epochs"),
         (("data.val_size=400",), "data.val_size"),
+        (("augment=shift",), "augment.shift"),
+        (("precision=bf16",), "precision"),
+        (("label_smoothing=0.1",), "label_smoothing"),
     ],
 )
 def test_a_group_that_cannot_be_fused_is_refused_before_any_file(tmp_path, second, key):

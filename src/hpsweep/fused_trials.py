@@ -334,13 +334,13 @@ def check_fusable(cfgs: Sequence[DictConfig]) -> None:
             refuse(flag, "must be false: the fused kernels take neither")
     if any(c.scheduler is not None for c in cfgs):
         refuse("scheduler", "must be null: fused trials take no scheduler yet")
-    # What the fused loop does not do (yet): it trains plain fp32 on unaugmented batches
-    if any(values("augment.shift")) or any(values("augment.hflip")):
-        refuse("augment", "must be none: fused trials take no augmentation yet")
+    # What the fused loop does not do (yet): it trains in fp32, on unaugmented batches, with
+    # plain losses
+    for key in ("augment.shift", "augment.hflip", "label_smoothing"):
+        if any(values(key)):
+            refuse(key, "must be 0 (off): fused trials take no augmentation or label smoothing")
     if any(v not in (None, "fp32") for v in values("precision")):
-        refuse("precision", "must be fp32 for fused trials")
-    if any(values("label_smoothing")):
-        refuse("label_smoothing", "must be 0 for fused trials")
+        refuse("precision", "must be fp32: fused trials train in float32")
     depths = {len(v) if isinstance(v, list) else 1 for v in values("model.hidden_sizes")}
     if len(depths) > 1:
         refuse("model.hidden_sizes", "must give every trial the same depth")
