@@ -155,6 +155,48 @@ MUTANTS = [
         "        if True:\n",
         ("tests/test_fused_trials.py",),
     ),
+    Mutant(
+        "train on unaugmented batches",
+        "hpsweep/trial.py",
+        "        batches = job.augment.batches(batches, job.shuffle)\n",
+        "        pass\n",
+        ("tests/test_augment.py",),
+    ),
+    Mutant(
+        "augmentation draws from the global RNG",
+        "hpsweep/augment.py",
+        "torch.randint(0, 2 * s + 1, (n, 2), generator=generator)",
+        "torch.randint(0, 2 * s + 1, (n, 2))",
+        ("tests/test_augment.py",),
+    ),
+    Mutant(
+        "shifts pad with zeros, not a blank pixel",
+        "hpsweep/augment.py",
+        "padded = F.pad(x, (s, s, s, s), value=self.fill)",
+        "padded = F.pad(x, (s, s, s, s), value=0.0)",
+        ("tests/test_augment.py",),
+    ),
+    Mutant(
+        "let flips through on digits",
+        "hpsweep/config.py",
+        '    if augment.get("hflip") and dataset in NO_FLIP_DATASETS:\n',
+        "    if False:\n",
+        ("tests/test_augment.py",),
+    ),
+    Mutant(
+        "label smoothing in the validation loss",
+        "hpsweep/build.py",
+        "eval_criterion=make_criterion(splits.num_outputs),",
+        "eval_criterion=make_criterion(splits.num_outputs, cfg.label_smoothing),",
+        ("tests/test_augment.py",),
+    ),
+    Mutant(
+        "train without autocast",
+        "hpsweep/training.py",
+        "        with autocast(device, autocast_dtype):\n",
+        "        with autocast(device, None):\n",
+        ("tests/test_augment.py",),
+    ),
 ]
 
 

@@ -1,5 +1,7 @@
 """Samples/second of one training epoch on full MNIST: our in-memory tensor path vs the classic
-torchvision `ToTensor` + `DataLoader(shuffle=True)` pipeline.
+torchvision `ToTensor` + `DataLoader(shuffle=True)` pipeline, without and with augmentation
+(shifts of up to 2 pixels: hpsweep.augment on the batch tensor vs `RandomCrop(28, padding=2)`
+per sample), and for the data path alone (batches drawn, no model).
 
     HPSWEEP_DATA_ROOT=../shared/data python benchmarks/data_path.py [--quick]
 
@@ -19,6 +21,7 @@ from common import write_result  # benchmarks/ is on sys.path when run as a scri
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from hpsweep.augment import Augment
 from hpsweep.data import iterate_batches, load_splits
 from hpsweep.models import CNN, MLP
 from hpsweep.training import make_criterion, train_one_epoch
@@ -27,22 +30,37 @@ MODELS = {
     "mlp 784-30-10": lambda: MLP((1, 28, 28), 10, hidden_sizes=30),
     "cnn 16/32": lambda: CNN((1, 28, 28), 10, channels=16, hidden_size=128),
 }
+DATA_ONLY = "data path only"
+SHIFT = 2
 
 
-def classic_batches(root: str, batch_size: int) -> DataLoader:
+def classic_batches(root: str, batch_size: int, augment: bool) -> DataLoader:
+    crop = [transforms.RandomCrop(28, padding=SHIFT)] if augment else []
     transform = transforms.Compose(
-        [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
+        [*crop, transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
     )
     dataset = datasets.MNIST(root, train=True, download=False, transform=transform)
     return DataLoader(dataset, batch_size=batch_size, shuffle=True)
 
 
+def our_batches(splits, batch_size: int, augment: bool):
+    gen = torch.Generator().manual_seed(0)
+    batches = iterate_batches(splits.train, batch_size, gen)
+    if not augment:
+        return batches
+    return Augment(fill=float(splits.train.x.min()), shift=SHIFT).batches(batches, gen)
+
+
 def samples_per_second(model_name: str, batches, n_samples: int) -> float:
-    torch.manual_seed(0)
-    model = MODELS[model_name]()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     start = time.perf_counter()
-    train_one_epoch(model, optimizer, make_criterion(10), batches)
+    if model_name == DATA_ONLY:
+        for x, _ in batches:
+            x.sum()  # touch the batch, as a first layer would
+    else:
+        torch.manual_seed(0)
+        model = MODELS[model_name]()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        train_one_epoch(model, optimizer, make_criterion(10), batches)
     return n_samples / (time.perf_counter() - start)
 
 
@@ -58,24 +76,26 @@ def main() -> None:
 
     splits = load_splits("mnist", root=root, val_size=10_000)
     classic_n = len(datasets.MNIST(root, train=True, download=False))
+    cases = [(model, False) for model in models]
+    cases += [(DATA_ONLY, True), ("mlp 784-30-10", True)]  # with shifts, on both sides
     rows = []
-    for model_name in models:
+    for model_name, augment in cases:
         for batch_size in args.batch_sizes:
             ours, classic = [], []
             for _ in range(repeats):
-                gen = torch.Generator().manual_seed(0)
                 ours.append(
                     samples_per_second(
-                        model_name,
-                        iterate_batches(splits.train, batch_size, gen),
-                        len(splits.train),
+                        model_name, our_batches(splits, batch_size, augment), len(splits.train)
                     )
                 )
                 classic.append(
-                    samples_per_second(model_name, classic_batches(root, batch_size), classic_n)
+                    samples_per_second(
+                        model_name, classic_batches(root, batch_size, augment), classic_n
+                    )
                 )
             row = {
                 "model": model_name,
+                "augment": f"shift {SHIFT}" if augment else "none",
                 "batch_size": batch_size,
                 "ours_samples_per_s": statistics.median(ours),
                 "classic_samples_per_s": statistics.median(classic),
@@ -84,8 +104,9 @@ def main() -> None:
             rows.append(row)
             ours_rate, classic_rate = row["ours_samples_per_s"], row["classic_samples_per_s"]
             print(
-                f"{model_name:<14} batch {batch_size:>4}  ours {ours_rate:>9,.0f}/s"
-                f"  classic {classic_rate:>8,.0f}/s  speedup {row['speedup']:5.1f}x",
+                f"{model_name:<14} augment {row['augment']:<7} batch {batch_size:>4}  "
+                f"ours {ours_rate:>9,.0f}/s  classic {classic_rate:>8,.0f}/s  "
+                f"speedup {row['speedup']:5.1f}x",
                 flush=True,
             )
 

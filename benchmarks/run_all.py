@@ -15,6 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 BENCHMARKS = [
     "data_path.py",
+    "conv_precision.py",
     "step_overhead.py",
     "sweep_speed.py",
     "search_efficiency.py",

@@ -105,7 +105,8 @@ def test_start_line_and_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
     assert proc.returncode == 0, proc.stderr
     log = messages(proc.stdout)
     assert re.fullmatch(
-        r"run: device \S+, \d+ threads \| data mnist_mini: 2000 train, 1500 val, 2000 test \| "
+        r"run: device \S+, \d+ threads, fp32 \| "
+        r"data mnist_mini: 2000 train, 1500 val, 2000 test \| "
         rf"MLP, 101,770 params \| output {re.escape(str(tmp_path / 'run'))}",
         log[0],
     ), log[0]

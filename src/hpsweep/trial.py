@@ -177,13 +177,17 @@ def _without_output_keys(config: dict[str, Any]) -> dict[str, Any]:
 
 def log_start(job: Job, files: TrialFiles) -> None:
     """What this run is, before the first epoch line: where it runs, on what, into which dir."""
-    splits, data = job.splits, job.cfg.data
+    splits, data, cfg = job.splits, job.cfg.data, job.cfg
     task = data.get("task", "multiclass")
+    how = [f"{cfg.precision}{', channels-last' if cfg.channels_last else ''}"]
+    if job.augment is not None:
+        how.append(f"augment shift {job.augment.shift}{', flips' if job.augment.hflip else ''}")
     log.info(
-        "run: device %s, %d threads | data %s%s: %d train, %d val, %d test | %s, %s params | "
-        "output %s",
+        "run: device %s, %d threads, %s | data %s%s: %d train, %d val, %d test | %s, %s params "
+        "| output %s",
         job.device,
         torch.get_num_threads(),
+        " | ".join(how),
         data.get("dataset", data.get("_target_")),
         "" if task == "multiclass" else f" (task {task})",
         len(job.train),
