@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,29 @@ def run_cli(
         text=True,
         timeout=600,
     )
+
+
+def start_sweep(args: list[str], cwd: Path) -> subprocess.Popen:
+    """A command in its own process group (a signal to the group reaches every worker, as a
+    terminal's Ctrl-C does), its output captured for `communicate`."""
+    return subprocess.Popen(
+        args,
+        cwd=cwd,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_epochs(proc: subprocess.Popen, trial_dir: Path, epochs: int) -> None:
+    """Until `trial_dir`'s metrics.csv has `epochs` rows; fails if `proc` ends first, or after
+    two minutes."""
+    metrics = trial_dir / "metrics.csv"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and len(read_metrics(trial_dir)) >= epochs):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
 
 
 def read_result(trial_dir: Path) -> TrialResult:

@@ -142,6 +142,48 @@ def test_fashion_cnn_experiment_builds_the_benchmarks_cnn_and_learns(tmp_path, d
     assert result.best_val_acc >= 0.85  # one epoch; ten reach about 0.918
 
 
+@pytest.mark.slow
+def test_the_fashion_sweep_preset_runs_as_a_user_starts_it(tmp_path, data_root):
+    # the preset's own settings but for size: 3 trials of 2 epochs on 2,000 images
+    proc = run_cli(
+        "-m",
+        "sweep=fashion",
+        "epochs=2",
+        "data.train_size=2000",
+        "data.val_size=500",
+        "model.channels=4",
+        "hydra.sweeper.n_trials=3",
+        cwd=tmp_path,
+        env={"HPSWEEP_DATA_ROOT": data_root},
+    )
+    assert proc.returncode == 0, proc.stderr
+    sweep = tmp_path / "multirun" / "fashion"
+    results = [read_result(sweep / f"trial_{i:04d}") for i in range(3)]
+    assert all(r.status in (Status.COMPLETE, Status.PRUNED) for r in results)
+    assert any(r.status is Status.COMPLETE and r.best_val_acc > 0.5 for r in results)
+    config = OmegaConf.load(sweep / "trial_0000" / ".hydra" / "config.yaml")
+    assert config.augment.hflip and config.precision == "bf16" and config.channels_last
+    assert config.model._target_ == "hpsweep.models.VGG"
+    log = (sweep / "trial_0000" / "train.log").read_text()
+    assert "bf16, channels-last | augment shift 2, flips" in log
+
+
+@pytest.mark.slow
+def test_fashion_vgg_experiment_learns_in_two_epochs(tmp_path, data_root):
+    proc = run_cli(
+        "experiment=fashion_vgg",
+        "epochs=2",  # the warm-up takes the first
+        "data.train_size=10000",
+        "hydra.run.dir=trial",
+        cwd=tmp_path,
+        env={"HPSWEEP_DATA_ROOT": data_root},
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = read_result(tmp_path / "trial")
+    assert result.num_params == 72_666
+    assert result.best_val_acc >= 0.75  # 2 epochs of 10,000 images; 30 of 50,000 reach 0.934
+
+
 def test_multirun_writes_one_complete_trial_dir_per_combination(tmp_path):
     proc = run_cli(
         "-m",

@@ -15,7 +15,16 @@ from hpsweep.checkpoint import load_checkpoint
 from hpsweep.cli import main as hpsweep
 from hpsweep.record import Status, TrialFiles
 from hydra_plugins.hpsweep_sweeper import load_sweep_study as load_study
-from tests.conftest import FAST, TRAIN_CMD, read_metrics, read_result, run_cli, write_preset
+from tests.conftest import (
+    FAST,
+    TRAIN_CMD,
+    read_metrics,
+    read_result,
+    run_cli,
+    start_sweep,
+    wait_for_epochs,
+    write_preset,
+)
 
 # As tests/test_fused_trials.py: measured within 2.5e-7 of the unfused runs; asserted with margin.
 LOSS_TOL = 1e-5
@@ -291,19 +300,8 @@ def test_ctrl_c_in_a_fused_group_names_the_trials_left_and_the_next_start_ends_t
     args = [*TRAIN_CMD, "-m", "sweep=mlp", "hydra.sweeper.fuse=4", "hydra.sweeper.n_trials=4"]
     args += ["hydra.sweeper.params.batch_size=32", "epochs=8", "hydra/sweeper/pruner=none", *FAST]
     sweep = tmp_path / "multirun" / "mlp"
-    stopped = subprocess.Popen(
-        args,
-        cwd=tmp_path,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    metrics = sweep / "trial_0000" / "metrics.csv"
-    deadline = time.monotonic() + 120
-    while not (metrics.exists() and len(read_metrics(metrics.parent)) >= 3):
-        assert time.monotonic() < deadline and stopped.poll() is None
-        time.sleep(0.05)
+    stopped = start_sweep(args, tmp_path)
+    wait_for_epochs(stopped, sweep / "trial_0000", 3)
     os.killpg(stopped.pid, signal.SIGINT)  # as a terminal's Ctrl-C
     output, _ = stopped.communicate(timeout=60)
     assert stopped.returncode == 130, output

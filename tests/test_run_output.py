@@ -145,7 +145,7 @@ def test_hpsweep_progress_bar_shows_a_bar_even_without_a_terminal(tmp_path):
             ["experiment=nope"],
             {},
             "experiment=nope: there is no conf/experiment/nope.yaml; "
-            "the options are fashion_cnn, pigeon",
+            "the options are fashion_cnn, fashion_vgg, pigeon",
         ),
         (["log_every_s=0"], {}, "log_every_s=0.0: must be > 0 (seconds)"),
         # a typo: `epochz=3` (test_cli) and `+epochz=3` give the same line
@@ -185,7 +185,7 @@ def test_experiment_without_plus_composes_what_plus_experiment_did(tmp_path):
     assert proc.returncode == 0, proc.stderr
     cfg = compose_config("experiment=pigeon")
     assert OmegaConf.create(proc.stdout) == cfg
-    for name in ("pigeon", "fashion_cnn"):
+    for name in ("pigeon", "fashion_cnn", "fashion_vgg"):
         # an experiment's values win over train.yaml's and the groups' (it was appended last)
         cfg = OmegaConf.to_container(compose_config(f"experiment={name}"))
         preset = yaml.safe_load((CONFIG_DIR / "experiment" / f"{name}.yaml").read_text())

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta
 
 import optuna
@@ -14,8 +13,18 @@ from optuna.trial import TrialState
 
 from hpsweep.record import Status
 from hpsweep.results import best_trial, load_trials
+from hpsweep.train import report_to
 from hydra_plugins.hpsweep_sweeper import load_sweep_study as load_study
-from tests.conftest import FAST, TRAIN_CMD, read_metrics, read_result, run_cli, write_preset
+from tests.conftest import (
+    FAST,
+    TRAIN_CMD,
+    read_metrics,
+    read_result,
+    run_cli,
+    start_sweep,
+    wait_for_epochs,
+    write_preset,
+)
 
 
 def states(study: optuna.Study) -> list[str]:
@@ -80,6 +89,52 @@ def test_epoch_budget_and_timeout_end_the_sweep_before_n_trials(tmp_path):
     assert all(t.datetime_start < first.datetime_start + timedelta(seconds=3) for t in trials)
     assert last.datetime_complete > started + timedelta(seconds=3)  # it did not stop early
     assert "timeout of 3 s reached" in proc.stderr + proc.stdout
+
+
+def test_the_last_epoch_is_reported_but_never_pruned():
+    class AlwaysPrune:
+        def __init__(self):
+            self.reported = []
+
+        def report(self, value, step):
+            self.reported.append((step, value))
+
+        def should_prune(self):
+            return True
+
+    trial = AlwaysPrune()
+    hook = report_to(trial, "val_acc", epochs=3)
+    assert hook(1, {"val_acc": 0.5}) is Status.PRUNED
+    assert hook(3, {"val_acc": 0.7}) is None  # nothing left to save: the trial completes
+    assert trial.reported == [(1, 0.5), (3, 0.7)]
+
+
+def test_a_successive_halving_rung_on_the_last_epoch_lets_the_trial_complete(tmp_path):
+    # rung at epoch 2 = the last: the worse trial would be PRUNED with all its epochs trained
+    searchpath = write_preset(
+        tmp_path,
+        "rung",
+        """\
+        epochs: 2
+        hydra:
+          sweeper:
+            study_name: rung
+            n_trials: 2
+            pruner: {min_resource: 2, reduction_factor: 2}
+            params:
+              optimizer.lr: choice(0.003, 1e-6)
+            enqueue:
+              - {optimizer.lr: 0.003}
+              - {optimizer.lr: 1e-6}
+        """,
+        defaults=("/hydra/sweeper/pruner: successive_halving",),
+    )
+    proc = run_cli("-m", "sweep=rung", searchpath, *FAST, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    study = load_study(tmp_path / "multirun" / "rung", "rung")
+    assert states(study) == ["COMPLETE", "COMPLETE"]
+    assert study.trials[1].value < study.trials[0].value  # the one a rung check would prune
+    assert [max(t.intermediate_values) for t in study.trials] == [2, 2]
 
 
 def test_median_pruner_stops_bad_learning_rates_early_and_keeps_their_files(tmp_path):
@@ -265,19 +320,8 @@ def test_stopped_sweep_resumes_the_interrupted_trial_from_its_checkpoint(tmp_pat
         "hydra/sweeper/pruner=none",
     ]
     sweep = tmp_path / "multirun" / "mlp"
-    stopped = subprocess.Popen(
-        args,
-        cwd=tmp_path,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    metrics = sweep / "trial_0001" / "metrics.csv"  # stop once trial 1 is well under way
-    deadline = time.monotonic() + 120
-    while not (metrics.exists() and len(read_metrics(metrics.parent)) >= 3):
-        assert time.monotonic() < deadline and stopped.poll() is None
-        time.sleep(0.05)
+    stopped = start_sweep(args, tmp_path)
+    wait_for_epochs(stopped, sweep / "trial_0001", 3)  # stop once trial 1 is well under way
     os.killpg(stopped.pid, sig)  # the whole process group, as a terminal does
     output, _ = stopped.communicate(timeout=60)
     # The signal lands mid-trial: trial 1, or (on a loaded machine) a later one.

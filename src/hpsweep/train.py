@@ -44,13 +44,17 @@ class ConfigRejected(CompactHydraException):
     shows it without a traceback. A single run exits with the message alone."""
 
 
-def report_to(trial: Any, objective: str) -> EpochHook:
-    """The pruning idiom as an epoch hook: report the objective, stop if the pruner says so."""
+def report_to(trial: Any, objective: str, epochs: int) -> EpochHook:
+    """The pruning idiom as an epoch hook: report the objective, stop if the pruner says so.
+
+    Not after the last of the trial's `epochs`: pruning it would save nothing, and would call
+    a fully trained trial PRUNED, out of the running for best (a successive-halving rung can
+    fall on the last epoch)."""
 
     def hook(epoch: int, row: dict[str, float]) -> Status | None:
         try:
             trial.report(row[objective], step=epoch)
-            return Status.PRUNED if trial.should_prune() else None
+            return Status.PRUNED if epoch < epochs and trial.should_prune() else None
         except Exception as e:  # storage away past its retries: train on, unpruned, for now
             log.warning("epoch %d not reported to the study: %s", epoch, str(e).splitlines()[0])
             return None
@@ -160,7 +164,7 @@ def train_group(configs: Sequence[DictConfig], trials: Sequence[Any], done: Done
         HydraConfig.instance().set_config(configs[i])  # the record it writes is its own
         cfg, trial_dir = task_config(configs[i]), Path(configs[i].hydra.runtime.output_dir)
         try:
-            member = prepare_member(cfg, trial_dir, report_to(trials[i], cfg.objective))
+            member = prepare_member(cfg, trial_dir, report_to(trials[i], cfg.objective, cfg.epochs))
         except (ConfigError, CheckpointError) as e:
             with contextlib.suppress(OSError):
                 trial_dir.rmdir()
@@ -256,7 +260,7 @@ def train_job(cfg: DictConfig) -> float | None:
                 sys.exit(str(e))  # the line alone; Hydra would add two of its own around it
             raise ConfigRejected(str(e)) from None
         save_hydra_record(cfg, trial_dir)
-        hook = None if trial is None else report_to(trial, cfg.objective)
+        hook = None if trial is None else report_to(trial, cfg.objective, cfg.epochs)
         result = train(run, on_epoch_end=hook)
     except KeyboardInterrupt:
         if not single_run():
