@@ -206,10 +206,10 @@ def test_help_describes_the_command_its_groups_and_every_run_level_key(tmp_path)
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("hpsweep-train: train a PyTorch model")
     assert "powered by Hydra" not in proc.stdout
-    for group in ("data", "model", "optimizer", "scheduler", "experiment", "sweep"):
+    for group in ("data", "model", "optimizer", "scheduler", "augment", "experiment", "sweep"):
         options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
         assert f"{group}: {', '.join(options)}" in lines, group
-    groups = {"data", "model", "optimizer", "scheduler"}
+    groups = {"data", "model", "optimizer", "scheduler", "augment"}
     for key in (f.name for f in fields(TrainConfig) if f.name not in groups):
         assert any(re.match(rf"{key} +\S", line) for line in lines), key
     for example in ("hpsweep-train experiment=pigeon ", "hpsweep-train -m sweep=mlp ", "--cfg job"):
