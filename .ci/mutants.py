@@ -82,8 +82,8 @@ MUTANTS = [
     Mutant(
         "test set evaluated on validation",
         "hpsweep/trial.py",
-        "evaluate(job.model, job.criterion, job.splits.test, progress=wrap)",
-        "evaluate(job.model, job.criterion, job.splits.val, progress=wrap)",
+        "            job.splits.test,\n",
+        "            job.splits.val,\n",
         ("tests/test_trial.py",),
     ),
     Mutant(
