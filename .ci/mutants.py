@@ -82,8 +82,8 @@ MUTANTS = [
     Mutant(
         "test set evaluated on validation",
         "hpsweep/trial.py",
-        "            job.splits.test,\n",
-        "            job.splits.val,\n",
+        'evaluate_split(job, job.splits.test, meter, "test")',
+        'evaluate_split(job, job.splits.val, meter, "test")',
         ("tests/test_trial.py",),
     ),
     Mutant(

@@ -48,7 +48,7 @@ def our_batches(splits, batch_size: int, augment: bool):
     batches = iterate_batches(splits.train, batch_size, gen)
     if not augment:
         return batches
-    return Augment(fill=float(splits.train.x.min()), shift=SHIFT).batches(batches, gen)
+    return Augment(fill=splits.blank, shift=SHIFT).batches(batches, gen)
 
 
 def samples_per_second(model_name: str, batches, n_samples: int) -> float:

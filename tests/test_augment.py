@@ -11,6 +11,7 @@ from torch import nn
 from hpsweep import training, trial
 from hpsweep.augment import Augment
 from hpsweep.config import check_config
+from hpsweep.data import load_splits
 from hpsweep.errors import ConfigError
 from hpsweep.models import VGG, count_parameters
 from hpsweep.schedules import WarmupCosine
@@ -65,6 +66,12 @@ def test_flip_mirrors_about_half_the_images_and_leaves_the_rest():
     same = torch.tensor([torch.equal(o, i) for o, i in zip(out, x, strict=True)])
     assert bool((flipped ^ same).all())
     assert 900 < int(flipped.sum()) < 1100
+
+
+def test_shifts_pad_with_the_datasets_black_pixel():
+    splits = load_splits("mnist_mini", val_size=1000)
+    assert splits.blank == pytest.approx(float(splits.train.x.min()), abs=1e-6)
+    assert splits.blank < 0  # normalized: black is below the mean
 
 
 def test_augmentation_draws_from_the_generator_it_is_given():

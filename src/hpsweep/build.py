@@ -57,8 +57,7 @@ def build(cfg: DictConfig) -> Job:
     ).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    # A blank pixel, normalized: what a shift pads with (the images have black borders).
-    augment = _instantiate("augment", cfg.augment, fill=float(splits.train.x.min()))
+    augment = _instantiate("augment", cfg.augment, fill=splits.blank)
     optimizer = _call("optimizer", _instantiate("optimizer", cfg.optimizer), model.parameters())
     scheduler = None
     if cfg.scheduler is not None:

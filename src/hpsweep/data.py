@@ -44,6 +44,7 @@ class Splits:
     val: Split
     test: Split  # the official test set: evaluated once, on the best checkpoint, never to decide
     task: str
+    blank: float = 0.0  # a black pixel, normalized: what a shift pads with (hpsweep.augment)
 
     @property
     def num_outputs(self) -> int:
@@ -184,6 +185,7 @@ def load_splits(
         val=prepare(train_images[val_idx], train_labels[val_idx]),
         test=prepare(test_images, test_labels),
         task=task,
+        blank=float(-mean / std),
     )
 
 

@@ -27,7 +27,7 @@ from hpsweep.checkpoint import (
     save_checkpoint,
 )
 from hpsweep.config import device_name
-from hpsweep.data import iterate_batches
+from hpsweep.data import Split, iterate_batches
 from hpsweep.errors import CheckpointError
 from hpsweep.models import count_parameters
 from hpsweep.plots import plot_curves, save_png
@@ -227,14 +227,7 @@ def run_epoch(job: Job, epoch: int, meter: Meter) -> dict[str, float]:
         )
 
     # -- evaluate, then step the schedule for the next epoch
-    with meter.track(len(job.splits.val), f"{label} validation", bar_delay=1.0) as wrap:
-        val_loss, val_acc = evaluate(
-            job.model,
-            job.eval_criterion,
-            job.splits.val,
-            progress=wrap,
-            autocast_dtype=job.autocast_dtype,
-        )
+    val_loss, val_acc = evaluate_split(job, job.splits.val, meter, f"{label} validation")
     if job.scheduler is not None:
         job.scheduler.step()
     return {
@@ -246,6 +239,14 @@ def run_epoch(job: Job, epoch: int, meter: Meter) -> dict[str, float]:
         "lr": lr,
         "seconds": time.perf_counter() - started,
     }
+
+
+def evaluate_split(job: Job, split: Split, meter: Meter, label: str) -> tuple[float, float]:
+    """(plain loss, accuracy) on a validation or test split, as the job trains: same precision."""
+    with meter.track(len(split), label, bar_delay=1.0) as wrap:
+        return evaluate(
+            job.model, job.eval_criterion, split, progress=wrap, autocast_dtype=job.autocast_dtype
+        )
 
 
 # -- record and checkpoint -------------------------------------------------------------------
@@ -306,14 +307,7 @@ def final_report(
 ) -> TrialResult:
     """The test set, once, on the best checkpoint's weights; then result.json and curves.png."""
     job.model.load_state_dict(load_checkpoint(files.best)["model"])
-    with meter.track(len(job.splits.test), "test", bar_delay=1.0) as wrap:
-        test_loss, test_acc = evaluate(
-            job.model,
-            job.eval_criterion,
-            job.splits.test,
-            progress=wrap,
-            autocast_dtype=job.autocast_dtype,
-        )
+    test_loss, test_acc = evaluate_split(job, job.splits.test, meter, "test")
     result = result_of(
         job, progress, status, reason, test_loss=test_loss, test_acc=test_acc, fused_with=fused_with
     )
