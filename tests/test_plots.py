@@ -318,6 +318,13 @@ def test_notebook_figures_have_titles_integer_epochs_and_a_full_legend(sweep, tm
         plt.close("all")
 
 
+def test_a_smoothed_training_loss_says_so_in_the_loss_legend_only():
+    history = [{"epoch": 1, "train_loss": 0.7, "val_loss": 0.4, "train_acc": 0.8, "val_acc": 0.9}]
+    fig = plot_curves(history, best_epoch=1, label_smoothing=0.0369)
+    loss, acc = ([t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes)
+    assert loss[0] == "train (label smoothing 0.0369)" and acc[0] == "train"
+
+
 def test_one_epoch_gets_one_whole_epoch_tick():
     history = [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "train_acc": 0.8, "val_acc": 0.9}]
     fig = plot_curves(history, best_epoch=1, title="run")

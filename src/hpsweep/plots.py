@@ -25,8 +25,17 @@ if TYPE_CHECKING:  # a trial job imports this module for curves.png and needs no
     from matplotlib.axes import Axes
 
 
-def plot_curves(history: list[dict[str, Any]], best_epoch: int | None, title: str = "") -> Figure:
-    """A trial's loss and accuracy per epoch, train vs validation, the best epoch starred."""
+def plot_curves(
+    history: list[dict[str, Any]],
+    best_epoch: int | None,
+    title: str = "",
+    label_smoothing: float = 0.0,
+) -> Figure:
+    """A trial's loss and accuracy per epoch, train vs validation, the best epoch starred.
+
+    `label_smoothing`: the training loss's, named in its legend. Smoothed targets keep the
+    train loss above the (plain) validation loss, which would otherwise read as a bug.
+    """
     epochs = [row["epoch"] for row in history]
     best = next((row for row in history if row["epoch"] == best_epoch), None)
     # Fixed margins: a constrained layout would cost 0.1 s, a third of a small trial's overhead.
@@ -34,7 +43,10 @@ def plot_curves(history: list[dict[str, Any]], best_epoch: int | None, title: st
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.82, wspace=0.22)
     for ax, metric in zip(fig.subplots(1, 2), ("loss", "acc"), strict=True):
         name = "accuracy" if metric == "acc" else "loss"
-        for split, style, label in (("train", "--", "train"), ("val", "-", "validation")):
+        train = "train"
+        if metric == "loss" and label_smoothing:
+            train = f"train (label smoothing {label_smoothing:.3g})"
+        for split, style, label in (("train", "--", train), ("val", "-", "validation")):
             values = [finite_or_nan(row[f"{split}_{metric}"]) for row in history]
             ax.plot(epochs, values, style, marker=".", label=label)
         if best is not None:

@@ -315,7 +315,10 @@ def final_report(
     best_epoch = result.best_epoch
     save_png(
         plot_curves(
-            progress.history, best_epoch, title=f"{files.dir.parent.name}/{files.dir.name}"
+            progress.history,
+            best_epoch,
+            title=f"{files.dir.parent.name}/{files.dir.name}",
+            label_smoothing=job.cfg.label_smoothing,
         ),
         files.curves,
     )
