@@ -118,7 +118,7 @@ MUTANTS = [
     ),
     Mutant(
         "sweep direction not taken from the objective",
-        "hydra_plugins/hpsweep_sweeper/_sweep.py",
+        "hydra_plugins/hpsweep_sweeper/_settings.py",
         '        return [implied or "maximize"]\n',
         '        return ["maximize"]\n',
         (

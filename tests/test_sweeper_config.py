@@ -83,7 +83,7 @@ def test_sweep_dir_is_stable_per_study():
     ],
 )
 def test_bad_sweeper_settings_are_refused_by_name_before_any_trial(override, message):
-    from hydra_plugins.hpsweep_sweeper._sweep import SweepError
+    from hydra_plugins.hpsweep_sweeper._settings import SweepError
 
     settings = sweeper_config("sweep=mlp", f"hydra.sweeper.{override}")
     with pytest.raises(InstantiationException, match=re.escape(message)) as refused:

@@ -16,27 +16,21 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import optuna
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
-from hydra.errors import CompactHydraException, HydraException
-from hydra.plugins.launcher import Launcher
-from hydra.types import HydraContext, TaskFunction
+from hydra.errors import HydraException
 from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import Trial, TrialState
 
 from hydra_plugins.hpsweep_sweeper import (
     FAIL_REASON,
-    FUSABLE,
     OVERRIDES,
     RETRY_OF,
     TRIAL_DIR,
@@ -53,8 +47,13 @@ from hydra_plugins.hpsweep_sweeper._progress import (
 from hydra_plugins.hpsweep_sweeper._report import write_report
 from hydra_plugins.hpsweep_sweeper._search_space import (
     SearchSpaceError,
-    format_value,
     parse_search_space,
+)
+from hydra_plugins.hpsweep_sweeper._settings import (
+    JobContext,
+    SweepError,
+    fusable_task,
+    study_directions,
 )
 from hydra_plugins.hpsweep_sweeper._study import (
     MAX_RETRIES,
@@ -81,123 +80,6 @@ from hydra_plugins.hpsweep_sweeper._workers import (
 from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf
 
 log = logging.getLogger(__name__)
-
-DIRECTIONS = ("maximize", "minimize")
-FUSE_SAMPLING = ("per_trial", "per_group")
-
-
-class SweepError(CompactHydraException):
-    """Shown by Hydra as its message alone: a setting to fix, or a sweep that cannot go on."""
-
-
-def read_settings(settings: Mapping[str, Any]) -> HpsweepSweeperConf:
-    """What Hydra passes to the sweeper, as its typed config, checked before any trial runs."""
-    typed = OmegaConf.merge(OmegaConf.structured(HpsweepSweeperConf), settings)
-    conf = OmegaConf.to_object(typed)  # plain values: sampler and pruner become dicts
-    assert isinstance(conf, HpsweepSweeperConf)
-    timeout, epoch_budget, threads = conf.timeout, conf.epoch_budget, conf.threads_per_job
-    checks = [
-        ("n_trials", conf.n_trials >= 1, "must be >= 1"),
-        ("timeout", timeout is None or 0 < timeout < math.inf, "seconds > 0, or null"),
-        ("epoch_budget", epoch_budget is None or epoch_budget >= 1, "must be >= 1, or null"),
-        ("n_jobs", conf.n_jobs >= 1, "must be >= 1"),
-        ("max_failure_rate", 0 <= conf.max_failure_rate <= 1, "must be in [0, 1]"),
-        ("direction", set(directions(conf)) <= {None, *DIRECTIONS}, "maximize or minimize"),
-        ("threads_per_job", threads is None or threads >= 1, "must be >= 1, or null"),
-        ("top_k", conf.top_k >= 1, "must be >= 1"),
-        ("fuse", conf.fuse >= 1, "must be >= 1 (1: each trial its own job)"),
-        ("fuse_sampling", conf.fuse_sampling in FUSE_SAMPLING, " or ".join(FUSE_SAMPLING)),
-        ("max_retries", conf.max_retries >= 0, "must be >= 0 (0: a dead worker's trial fails)"),
-        ("heartbeat_interval", conf.heartbeat_interval >= 1, "must be >= 1"),
-        (
-            "grace_period",
-            conf.grace_period > conf.heartbeat_interval,
-            "must be longer than heartbeat_interval",
-        ),
-    ]
-    for key, ok, expected in checks:
-        if not ok:
-            raise SweepError(f"hydra.sweeper.{key}={getattr(conf, key)!r}: {expected}")
-    if conf.study_name is not None:  # null: Hydra's job name (job_context)
-        check_study_name(conf.study_name)
-    return conf
-
-
-def check_study_name(name: str) -> None:
-    # The sweep dir is multirun/<study name>: a name with a path in it would write elsewhere.
-    if not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0"):
-        raise SweepError(
-            f"hydra.sweeper.study_name={name!r}: must be a plain name (no '/', '\\', '..' "
-            "or empty); it names the study and its folder multirun/<study_name>"
-        )
-
-
-def directions(settings: HpsweepSweeperConf) -> list[Any]:
-    """`direction` as a list: one entry per objective."""
-    direction = settings.direction
-    return [direction] if direction is None or isinstance(direction, str) else list(direction)
-
-
-def study_directions(settings: HpsweepSweeperConf, config: DictConfig) -> list[Any]:
-    """The study's directions: the setting's, checked against the job's objective.
-
-    One source of truth: hpsweep-train says in its `objective` which way it improves, and a
-    sweep steering the other way would find the worst trial and call it the best.
-    """
-    from hpsweep.record import OBJECTIVES  # light (no torch): the job's own vocabulary
-
-    objective = config.get("objective")
-    implied = OBJECTIVES.get(objective) if isinstance(objective, str) else None
-    if settings.direction is None:
-        return [implied or "maximize"]
-    given = directions(settings)
-    if implied is not None and given != [implied]:
-        raise SweepError(
-            f"hydra.sweeper.direction={settings.direction}: objective={objective} is "
-            f"{implied}d; set hydra.sweeper.direction={implied}, or leave it out to follow "
-            "the objective"
-        )
-    return given
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What Hydra hands the sweeper in `setup`: all it takes to run a job."""
-
-    hydra_context: HydraContext
-    task_function: TaskFunction
-    config: DictConfig
-    sweep_dir: Path
-    # Another Hydra launcher (submitit for SLURM): trials go through it, one job per call,
-    # from n_jobs threads. Jobs then run elsewhere, so they cannot be pruned.
-    launcher: Launcher | None
-    # Hydra overrides every job's config needs, as the sweep's config has them
-    job_overrides: tuple[str, ...] = ()
-
-
-def job_context(
-    hydra_context: HydraContext,
-    task_function: TaskFunction,
-    config: DictConfig,
-    settings: HpsweepSweeperConf,
-) -> JobContext:
-    job_overrides: tuple[str, ...] = ()
-    if settings.study_name is None:
-        # hydra-optuna-sweeper's configs say `study_name: null`. Hydra's job name then, not a
-        # random one: the same command continues the same study, in the sweep dir that name
-        # gives (multirun/<study_name>), and each job's config (composed anew) says so too.
-        settings.study_name = str(config.hydra.job.name)
-        check_study_name(settings.study_name)
-        with read_write(config), open_dict(config):
-            config.hydra.sweeper.study_name = settings.study_name
-        job_overrides = (f"hydra.sweeper.study_name={format_value(settings.study_name)}",)
-    launcher = None
-    if not str(config.hydra.launcher._target_).endswith("BasicLauncher"):
-        launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
-    sweep_dir = Path(config.hydra.sweep.dir)
-    return JobContext(hydra_context, task_function, config, sweep_dir, launcher, job_overrides)
 
 
 @dataclass(frozen=True)
@@ -594,26 +476,6 @@ class Sweep:
                 f"the job returned {result!r}; expected {len(self.directions)} finite number(s)"
             )
         return values
-
-
-def fusable_task(settings: HpsweepSweeperConf, context: JobContext) -> Any:
-    """The task's (group_key, run_group) when fuse > 1 (see hpsweep_sweeper.fusable)."""
-    if settings.fuse == 1:
-        return None
-    if context.launcher is not None:
-        raise SweepError(
-            f"hydra.sweeper.fuse={settings.fuse}: jobs run through "
-            f"{context.config.hydra.launcher._target_} run one trial each; use fuse=1"
-        )
-    found = getattr(context.task_function, FUSABLE, None)
-    if found is None:
-        name = getattr(context.task_function, "__qualname__", context.task_function)
-        raise SweepError(
-            f"hydra.sweeper.fuse={settings.fuse}: the task function {name} cannot train "
-            "trials together (it is not marked with hydra_plugins.hpsweep_sweeper.fusable); "
-            "use fuse=1"
-        )
-    return found
 
 
 def worker_name() -> str:

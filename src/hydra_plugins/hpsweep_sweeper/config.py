@@ -11,7 +11,8 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 
-# The one list of the sweeper's settings: it receives them as this dataclass (_sweep.read_settings).
+# The one list of the sweeper's settings: it receives them as this dataclass, checked by
+# _settings.read_settings.
 @dataclass
 class HpsweepSweeperConf:
     _target_: str = "hydra_plugins.hpsweep_sweeper.sweeper.HpsweepSweeper"

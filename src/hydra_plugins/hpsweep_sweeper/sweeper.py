@@ -5,17 +5,17 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 if TYPE_CHECKING:
-    from hydra_plugins.hpsweep_sweeper._sweep import JobContext
+    from hydra_plugins.hpsweep_sweeper._settings import JobContext
 
 # Hydra imports this module at every start-up: the sweeper's code (and Optuna) is imported only
-# when it is used, from _sweep.
+# when it is used, from _settings and _sweep.
 
 
 class HpsweepSweeper(Sweeper):
     """Optuna sweeper: asynchronous parallel trials, pruning, resumable studies."""
 
     def __init__(self, **settings: Any) -> None:
-        from hydra_plugins.hpsweep_sweeper._sweep import read_settings
+        from hydra_plugins.hpsweep_sweeper._settings import read_settings
 
         self.settings = read_settings(settings)  # a wrong value fails here, before any trial
         self.context: JobContext | None = None  # from setup, which Hydra calls before sweep
@@ -23,7 +23,7 @@ class HpsweepSweeper(Sweeper):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        from hydra_plugins.hpsweep_sweeper._sweep import job_context
+        from hydra_plugins.hpsweep_sweeper._settings import job_context
 
         self.context = job_context(hydra_context, task_function, config, self.settings)
 
