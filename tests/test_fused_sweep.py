@@ -3,6 +3,7 @@ share a model as one fused job; each trial keeps its own files, report, pruning 
 
 import difflib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -85,6 +86,12 @@ def test_a_fused_sweep_leaves_each_trial_its_files_and_values_of_an_unfused_one(
     assert plain.returncode == 0, plain.stderr
     log = fused.stdout + fused.stderr
     assert log.count("one fused job") >= 3, log  # 6 asked: 2 batch sizes, some in one group
+    # the sweeper's line on each trial, and the progress line after it, read as after a
+    # single trial: the sweep's format, not the group's job's
+    told = [line for line in log.splitlines() if re.search(r"trial \d+ (finished|failed): ", line)]
+    assert len(told) == 12 and all("][HYDRA] trial " in line for line in told), told
+    progress = [line for line in log.splitlines() if "done (" in line]
+    assert len(progress) == 12 and all("][HYDRA] trials " in line for line in progress), progress
 
     sweep = tmp_path / "multirun" / "fused"
     study, other = load_study(sweep, "fused"), load_study(tmp_path / "multirun" / "plain", "plain")
@@ -117,6 +124,7 @@ def test_a_fused_sweep_leaves_each_trial_its_files_and_values_of_an_unfused_one(
         [log_file] = trial_dir.glob("*.log")
         lines = log_file.read_text().splitlines()
         assert sum(f"{trial_dir.name}: epoch" in line for line in lines) == 3
+        assert sum(f"{trial_dir.name}: best epoch" in line for line in lines) == 1
         assert not [line for line in lines if ": epoch" in line and trial_dir.name not in line]
         assert read_result(trial_dir).fused_with in {None, *range(2, 7)}
     fused_trials = [

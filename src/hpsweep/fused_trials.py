@@ -280,7 +280,9 @@ def finish(m: Member, stop: Status | None, epoch: int) -> TrialResult:
         how = "pruned" if stop is Status.PRUNED else "stopped early"
         status, reason = stop, f"{how} after epoch {epoch}"
     run = m.run
-    return final_report(run.job, run.progress, run.files, status, reason, run.meter, m.group_size)
+    return final_report(
+        run.job, run.progress, run.files, status, reason, run.meter, m.group_size, f"{m.name}: "
+    )
 
 
 def trial_checkpoint(

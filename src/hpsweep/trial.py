@@ -304,8 +304,10 @@ def final_report(
     reason: str | None,
     meter: Meter,
     fused_with: int | None = None,
+    who: str = "",
 ) -> TrialResult:
-    """The test set, once, on the best checkpoint's weights; then result.json and curves.png."""
+    """The test set, once, on the best checkpoint's weights; then result.json and curves.png.
+    `who`: as log_epoch's."""
     job.model.load_state_dict(load_checkpoint(files.best)["model"])
     test_loss, test_acc = evaluate_split(job, job.splits.test, meter, "test")
     result = result_of(
@@ -323,7 +325,8 @@ def final_report(
         files.curves,
     )
     log.info(
-        "best epoch %s: %s %.4f | test acc %.4f | %s",
+        "%sbest epoch %s: %s %.4f | test acc %.4f | %s",
+        who,
         best_epoch,
         result.objective,
         result.value,

@@ -10,7 +10,7 @@ import contextlib
 import copy
 import logging
 import os
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,12 +66,16 @@ def run_group(sweep: "Sweep", conn: "StudyConnection", jobs: list[Job]) -> None:
     for trial, trial_dir, _ in jobs:
         sweep.log_trial_start(trial, trial_dir)
     told: set[int] = set()
+    # The group's job sets up its own logging; the sweeper's lines about a trial leaving it
+    # ("trial 3 finished", the progress line) go out as the sweep's, as after a single trial.
+    sweep_log = logging.getLogger().handlers[:], logging.getLogRecordFactory()
 
     def done(i: int, outcome: Any) -> None:
         if i in told:
             raise ValueError(f"trial {trials[i].number} of the group was reported twice")
         told.add(i)
-        sweep.record(conn, trials[i], outcome)
+        with logging_as(*sweep_log):
+            sweep.record(conn, trials[i], outcome)
 
     numbers = number_ranges([t.number for t in trials])
     log.info("trials %s: one fused job", numbers)
@@ -95,6 +99,22 @@ def run_group(sweep: "Sweep", conn: "StudyConnection", jobs: list[Job]) -> None:
     for i in range(len(trials)):
         if i not in told:
             done(i, error)
+
+
+@contextlib.contextmanager
+def logging_as(
+    handlers: list[logging.Handler], factory: Callable[..., logging.LogRecord]
+) -> Iterator[None]:
+    """The root logger's handlers and the record factory (log_prefix's) as given, for a block."""
+    root = logging.getLogger()
+    saved = root.handlers[:], logging.getLogRecordFactory()
+    root.handlers[:] = handlers
+    logging.setLogRecordFactory(factory)
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved[0]
+        logging.setLogRecordFactory(saved[1])
 
 
 def number_ranges(numbers: list[int]) -> str:
