@@ -168,10 +168,10 @@ def test_the_fashion_sweep_preset_runs_as_a_user_starts_it(tmp_path, data_root):
 
 
 @pytest.mark.slow
-def test_fashion_vgg_experiment_learns_in_two_epochs(tmp_path, data_root):
+def test_fashion_vgg_experiment_learns_in_three_epochs(tmp_path, data_root):
     proc = run_cli(
         "experiment=fashion_vgg",
-        "epochs=2",  # the warm-up takes the first
+        "epochs=3",  # the schedule in small: warm-up, the peak learning rate, decay
         "data.train_size=10000",
         "hydra.run.dir=trial",
         cwd=tmp_path,
@@ -180,7 +180,10 @@ def test_fashion_vgg_experiment_learns_in_two_epochs(tmp_path, data_root):
     assert proc.returncode == 0, proc.stderr
     result = read_result(tmp_path / "trial")
     assert result.num_params == 72_666
-    assert result.best_val_acc >= 0.7  # 2 epochs of 10,000 images; 30 of 50,000 reach 0.934
+    losses = [row["train_loss"] for row in TrialFiles(tmp_path / "trial").read_metrics()]
+    assert losses[0] > losses[1] > losses[2]
+    # 0.80 here, from 10,000 images; 27 epochs of 50,000 reach 0.938
+    assert result.best_val_acc >= 0.75
 
 
 def test_multirun_writes_one_complete_trial_dir_per_combination(tmp_path):
