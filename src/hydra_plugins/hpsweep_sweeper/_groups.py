@@ -10,7 +10,7 @@ import contextlib
 import copy
 import logging
 import os
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import Trial
 
 from hydra_plugins.hpsweep_sweeper import OVERRIDES
-from hydra_plugins.hpsweep_sweeper._progress import log_prefix
+from hydra_plugins.hpsweep_sweeper._progress import log_prefix, logging_as
 from hydra_plugins.hpsweep_sweeper._study import heartbeat
 
 if TYPE_CHECKING:
@@ -99,22 +99,6 @@ def run_group(sweep: "Sweep", conn: "StudyConnection", jobs: list[Job]) -> None:
     for i in range(len(trials)):
         if i not in told:
             done(i, error)
-
-
-@contextlib.contextmanager
-def logging_as(
-    handlers: list[logging.Handler], factory: Callable[..., logging.LogRecord]
-) -> Iterator[None]:
-    """The root logger's handlers and the record factory (log_prefix's) as given, for a block."""
-    root = logging.getLogger()
-    saved = root.handlers[:], logging.getLogRecordFactory()
-    root.handlers[:] = handlers
-    logging.setLogRecordFactory(factory)
-    try:
-        yield
-    finally:
-        root.handlers[:] = saved[0]
-        logging.setLogRecordFactory(saved[1])
 
 
 def number_ranges(numbers: list[int]) -> str:

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +46,24 @@ def log_prefix(prefix: str) -> Iterator[None]:
         yield
     finally:
         logging.setLogRecordFactory(previous)
+
+
+@contextlib.contextmanager
+def logging_as(
+    handlers: list[logging.Handler], factory: Callable[..., logging.LogRecord]
+) -> Iterator[None]:
+    """The root logger's handlers and the record factory (log_prefix's) as given, for a block:
+    the sweeper's own lines, made while a fused group's job has its logging set up. (The job's
+    set-up closed the sweep's console handler; a closed StreamHandler still writes.)"""
+    root = logging.getLogger()
+    saved = root.handlers[:], logging.getLogRecordFactory()
+    root.handlers[:] = handlers
+    logging.setLogRecordFactory(factory)
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved[0]
+        logging.setLogRecordFactory(saved[1])
 
 
 def quiet_bars_in_workers() -> None:
