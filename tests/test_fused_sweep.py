@@ -305,8 +305,20 @@ def test_fuse_sampling_is_checked_before_anything_runs(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_in_a_fused_group_names_the_trials_left_and_the_next_start_ends_them(tmp_path):
-    args = [*TRAIN_CMD, "-m", "sweep=mlp", "hydra.sweeper.fuse=4", "hydra.sweeper.n_trials=4"]
-    args += ["hydra.sweeper.params.batch_size=32", "epochs=8", "hydra/sweeper/pruner=none", *FAST]
+    # 4 trials taken at once, two batch sizes: two groups of 2, trial 0's first
+    body = """
+        epochs: 8
+        hydra:
+          sweeper:
+            study_name: mlp
+            n_trials: 4
+            fuse: 4
+            params:
+              model.hidden_sizes: choice(16, 48)
+              batch_size: choice(32, 64)
+    """
+    preset = write_preset(tmp_path, "two_groups", body, ("/hydra/sweeper/sampler: grid",))
+    args = [*TRAIN_CMD, "-m", preset, "sweep=two_groups", "hydra/sweeper/pruner=none", *FAST]
     sweep = tmp_path / "multirun" / "mlp"
     stopped = start_sweep(args, tmp_path)
     wait_for_epochs(stopped, sweep / "trial_0000", 3)
@@ -314,13 +326,20 @@ def test_ctrl_c_in_a_fused_group_names_the_trials_left_and_the_next_start_ends_t
     output, _ = stopped.communicate(timeout=60)
     assert stopped.returncode == 130, output
     assert "Traceback" not in output
-    assert "interrupted: trials 0, 1, 2, 3 stay resumable in multirun/mlp/trial_0000, " in output
-    epochs = [len(read_metrics(sweep / f"trial_{i:04d}")) for i in range(4)]
-    assert all(0 < e < 8 for e in epochs), epochs
+    trials = load_study(sweep, "mlp").trials
+    first = [t.number for t in trials if t.params["batch_size"] == trials[0].params["batch_size"]]
+    later = [t.number for t in trials if t.number not in first]
+    assert len(first) == len(later) == 2
+    dirs = ", ".join(f"multirun/mlp/trial_{i:04d}" for i in first)
+    started = f"trials {first[0]}, {first[1]} stay resumable in {dirs}"
+    waiting = f"trials {later[0]}, {later[1]} had not started"
+    assert f"interrupted: {started}; {waiting}; start the sweep again" in output, output
+    assert all(0 < len(read_metrics(sweep / f"trial_{i:04d}")) < 8 for i in first)
+    assert not any((sweep / f"trial_{i:04d}" / "metrics.csv").exists() for i in later)
 
     proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert "one fused job" in proc.stdout + proc.stderr  # the four retries, again as a group
+    assert "one fused job" in proc.stdout + proc.stderr  # the retries, again as groups
     trials = load_study(sweep, "mlp").trials
     assert [t.state for t in trials[4:]] == [TrialState.COMPLETE] * 4
     assert all(len(read_metrics(sweep / f"trial_{i:04d}")) == 8 for i in range(4))

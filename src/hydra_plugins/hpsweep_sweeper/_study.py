@@ -311,10 +311,21 @@ def requeue_abandoned(
                 why += f"(hydra.sweeper.max_retries={max_retries(study)})"
             # before the tell: a finished trial's attributes can no longer be set
             study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, why)
-            study.tell(trial.number, state=TrialState.FAIL)
+            tell_study(study, trial.number, state=TrialState.FAIL)
             if requeue(study, trial, why):
                 requeued.append(trial.number)
     return requeued
+
+
+def tell_study(study: optuna.Study, trial: Any, **outcome: Any) -> None:
+    """study.tell outside Study.optimize. GridSampler asks the study to stop once every grid
+    point was asked, which only Study.optimize allows: the tell is stored by then, and the
+    sweep ends on its own count (n_trials is capped at the grid's size)."""
+    try:
+        study.tell(trial, **outcome)
+    except RuntimeError as e:
+        if "Study.stop" not in str(e):
+            raise
 
 
 def requeue_stale(study: optuna.Study, trial: FrozenTrial) -> None:

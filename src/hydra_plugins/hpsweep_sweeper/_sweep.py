@@ -67,6 +67,7 @@ from hydra_plugins.hpsweep_sweeper._study import (
     mask_password,
     open_storage,
     requeue_abandoned,
+    tell_study,
     with_retries,
     worker_threads,
 )
@@ -110,6 +111,7 @@ class Sweep:
         self.context = context
         self.fusable = fusable_task(settings, context)
         self.told: set[int] = set()  # trials this process has told the study the end of
+        self.started: set[int] = set()  # trials whose job this process began
         self.directions = study_directions(settings, context.config)
         try:
             self.space = parse_search_space(settings.params or {}, arguments)
@@ -286,19 +288,29 @@ class Sweep:
                 else:
                     run_fusable(self, conn, [(trial, trial_dir) for trial, trial_dir, _ in claimed])
             except KeyboardInterrupt:
-                # a fused group's trials that ended before the interrupt were told already
-                left = [(t, d) for t, d, _ in claimed if t.number not in self.told]
-                numbers = ", ".join(str(trial.number) for trial, _ in left)
-                dirs = ", ".join(str(self.context.sweep_dir / d) for _, d in left)
-                if len(left) == 1:
-                    what = f"trial {numbers} stays resumable in {dirs}; start the sweep again"
-                else:
-                    what = f"trials {numbers} stay resumable in {dirs}; start the sweep again"
-                log.warning("interrupted: %s to continue", what)
+                left = self.left(claimed)
+                log.warning("interrupted: %s; start the sweep again to continue", left)
                 raise
             finally:
                 for _, _, lock in claimed:
                     lock.close()
+
+    def left(self, claimed: list[tuple[Trial, str, IO[str]]]) -> str:
+        """What an interrupt leaves of the claimed trials: those of a fused group that ended
+        before it were told already, and a group after the one interrupted had not begun."""
+        started = [(t.number, d) for t, d, _ in claimed if t.number in self.started - self.told]
+        waiting = [str(t.number) for t, _, _ in claimed if t.number not in self.started]
+        what = []
+        if started:
+            numbers = ", ".join(str(number) for number, _ in started)
+            dirs = ", ".join(str(self.context.sweep_dir / d) for _, d in started)
+            if len(started) == 1:
+                what.append(f"trial {numbers} stays resumable in {dirs}")
+            else:
+                what.append(f"trials {numbers} stay resumable in {dirs}")
+        if waiting:
+            what.append(f"trial{'s' * (len(waiting) > 1)} {', '.join(waiting)} had not started")
+        return "; ".join(what) or "every trial it had begun was recorded"
 
     def claim_trials(self, conn: StudyConnection, n: int) -> list[tuple[Trial, str, IO[str]]]:
         """Up to n trials from the study (fewer once a budget is spent), each with its trial
@@ -392,6 +404,7 @@ class Sweep:
         if RETRY_OF in trial.user_attrs:  # in the dir of the trial it retries, named after it
             where += f", retry of trial {trial.user_attrs[RETRY_OF]}"
         log.info("trial %d (%s): %s", trial.number, where, " ".join(overrides))
+        self.started.add(trial.number)
         return overrides
 
     def record(self, conn: StudyConnection, trial: Trial, outcome: Any) -> None:
@@ -433,15 +446,8 @@ class Sweep:
 
     def tell(self, study: optuna.Study, trial: Trial, **outcome: Any) -> None:
         def tell() -> None:
-            try:
-                with our_optuna_calls():
-                    study.tell(trial, skip_if_finished=True, **outcome)
-            except RuntimeError as e:
-                # GridSampler asks the study to stop once its grid is covered, which only
-                # Study.optimize allows; the tell is stored by then, and this sweep ends on its
-                # own count (n_trials is capped at the grid's size).
-                if "Study.stop" not in str(e):
-                    raise
+            with our_optuna_calls():
+                tell_study(study, trial, skip_if_finished=True, **outcome)
 
         with_retries(tell, f"recording trial {trial.number}", self.where)
 
