@@ -45,7 +45,33 @@ hydra:
 SGD = ("optimizer=sgd", "num_threads=1", *FAST)
 
 
+# A Hydra job callback (hydra.callbacks) that, like Hydra's own PickleJobInfoCallback, keeps
+# what on_job_start saw until on_job_end: a fused group's trials each need their own instance.
+RECORD_CALLBACK = """
+from pathlib import Path
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+
+
+class Record(Callback):
+    def on_job_start(self, config, **kwargs):
+        self.dir = Path(HydraConfig.get().runtime.output_dir)
+        with open(self.dir / "callback.txt", "a") as f:
+            f.write(f"start {self.dir == Path(config.hydra.runtime.output_dir)}\\n")
+
+    def on_job_end(self, config, job_return, **kwargs):
+        value = job_return._return_value
+        value = type(value).__name__ if isinstance(value, BaseException) else repr(value)
+        own = Path(HydraConfig.get().runtime.output_dir) == self.dir
+        with open(self.dir / "callback.txt", "a") as f:
+            f.write(f"end {own} {job_return.status.name} {value} {'hydra' in job_return.cfg}\\n")
+"""
+
+
 def grid_sweep(tmp_path, name, *args, n=12):
+    # the callback's module in the command's dir, where `python -m` imports from
+    (tmp_path / "record_callback.py").write_text(RECORD_CALLBACK)
+    args = (*args, "+hydra.callbacks.record._target_=record_callback.Record")
     preset = write_preset(
         tmp_path,
         name,
@@ -105,6 +131,8 @@ def test_a_fused_sweep_leaves_each_trial_its_files_and_values_of_an_unfused_one(
             assert trial.state == want[params].state == TrialState.FAIL
             assert trial.user_attrs["fail_reason"].startswith("TrainingDiverged: train loss is")
             assert read_result(trial_dir).status is Status.FAIL
+            calls = (trial_dir / "callback.txt").read_text().splitlines()
+            assert calls == ["start True", "end True FAILED TrainingDiverged False"], calls
             continue
         assert trial.state == TrialState.COMPLETE
         assert trial.value == read_result(trial_dir).value
@@ -127,6 +155,9 @@ def test_a_fused_sweep_leaves_each_trial_its_files_and_values_of_an_unfused_one(
         assert sum(f"{trial_dir.name}: best epoch" in line for line in lines) == 1
         assert not [line for line in lines if ": epoch" in line and trial_dir.name not in line]
         assert read_result(trial_dir).fused_with in {None, *range(2, 7)}
+        # Hydra's job callbacks: started and ended once, with its own dir, value and config
+        calls = (trial_dir / "callback.txt").read_text().splitlines()
+        assert calls == ["start True", f"end True COMPLETED {trial.value!r} False"], calls
     fused_trials = [
         t for t in study.trials if read_result(sweep / t.user_attrs["trial_dir"]).fused_with
     ]
@@ -182,10 +213,21 @@ def test_pruned_trials_leave_their_group_and_are_told_at_once(tmp_path):
         assert told < log.rindex("epoch 3/3"), "the pruned trial was told at the group's end"
 
 
-def test_fuse_is_checked_before_anything_runs(tmp_path):
-    proc = run_cli("-m", "sweep=mlp", "hydra.sweeper.fuse=0", cwd=tmp_path)
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["hydra.sweeper.fuse=0"], "hydra.sweeper.fuse=0: must be >= 1"),
+        (
+            ["hydra.sweeper.fuse=4", "hydra.job.chdir=true"],
+            "hydra.sweeper.fuse=4: hydra.job.chdir=true runs each job in its trial's dir",
+        ),
+    ],
+)
+def test_fuse_is_checked_before_anything_runs(tmp_path, args, message):
+    proc = run_cli("-m", "sweep=mlp", *args, cwd=tmp_path)
     assert proc.returncode == 1
-    assert "hydra.sweeper.fuse=0: must be >= 1" in proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert not (tmp_path / "multirun").exists()
 
 

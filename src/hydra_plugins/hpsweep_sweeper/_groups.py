@@ -14,11 +14,12 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hydra._internal.callbacks import Callbacks
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
-from hydra.core.utils import configure_log
+from hydra.core.utils import JobReturn, JobStatus, configure_log, env_override
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import Trial
 
@@ -69,11 +70,17 @@ def run_group(sweep: "Sweep", conn: "StudyConnection", jobs: list[Job]) -> None:
     # The group's job sets up its own logging; the sweeper's lines about a trial leaving it
     # ("trial 3 finished", the progress line) go out as the sweep's, as after a single trial.
     sweep_log = logging.getLogger().handlers[:], logging.getLogRecordFactory()
+    # Hydra's job callbacks (hydra.callbacks), each trial its own instances: callbacks are
+    # written for one job at a time (Hydra's PickleJobInfoCallback keeps the job's dir from
+    # on_job_start to on_job_end), and a group's trials start together and end apart.
+    callbacks = [Callbacks(config) if config.hydra.callbacks else None for _, _, config in jobs]
 
     def done(i: int, outcome: Any) -> None:
         if i in told:
             raise ValueError(f"trial {trials[i].number} of the group was reported twice")
         told.add(i)
+        if callbacks[i] is not None:
+            job_end(callbacks[i], jobs[i][2], outcome)
         with logging_as(*sweep_log):
             sweep.record(conn, trials[i], outcome)
 
@@ -85,9 +92,13 @@ def run_group(sweep: "Sweep", conn: "StudyConnection", jobs: list[Job]) -> None:
         for trial in trials:
             beats.enter_context(heartbeat(conn.client, trial, sweep.settings.heartbeat_interval))
         try:
-            for _, _, config in jobs:
-                Path(config.hydra.runtime.output_dir).mkdir(parents=True, exist_ok=True)
-            with log_prefix(f"[trials {numbers}] "):
+            # trials group by their task config: hydra.job.env_set is the sweep's, as the first's
+            with log_prefix(f"[trials {numbers}] "), env_override(jobs[0][2].hydra.job.env_set):
+                for (_, _, config), own in zip(jobs, callbacks, strict=True):
+                    Path(config.hydra.runtime.output_dir).mkdir(parents=True, exist_ok=True)
+                    if own is not None:
+                        HydraConfig.instance().set_config(config)
+                        own.on_job_start(config=config, task_function=sweep.context.task_function)
                 task_run_group([config for _, _, config in jobs], trials, done)
         except Exception as e:  # the whole job failed: every trial it had not reported
             log.exception("the fused job of trials %s failed", numbers)
@@ -99,6 +110,25 @@ def run_group(sweep: "Sweep", conn: "StudyConnection", jobs: list[Job]) -> None:
     for i in range(len(trials)):
         if i not in told:
             done(i, error)
+
+
+def job_end(callbacks: Callbacks, config: DictConfig, outcome: Any) -> None:
+    """on_job_end for a trial of a group, with the JobReturn Hydra's run_job would give it."""
+    HydraConfig.instance().set_config(config)
+    task_config = copy.deepcopy(config)
+    with read_write(task_config), open_dict(task_config):
+        del task_config["hydra"]
+    failed = isinstance(outcome, BaseException)
+    job_return = JobReturn(
+        overrides=list(config.hydra.overrides.task),
+        cfg=task_config,
+        hydra_cfg=copy.deepcopy(HydraConfig.instance().cfg),
+        working_dir=os.getcwd(),
+        task_name=config.hydra.job.name,
+        status=JobStatus.FAILED if failed else JobStatus.COMPLETED,
+        _return_value=outcome,
+    )
+    callbacks.on_job_end(config=config, job_return=job_return)
 
 
 def number_ranges(numbers: list[int]) -> str:

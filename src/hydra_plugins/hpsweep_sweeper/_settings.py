@@ -146,6 +146,13 @@ def fusable_task(settings: HpsweepSweeperConf, context: JobContext) -> Any:
             f"hydra.sweeper.fuse={settings.fuse}: jobs run through "
             f"{context.config.hydra.launcher._target_} run one trial each; use fuse=1"
         )
+    if context.config.hydra.job.chdir:
+        raise SweepError(
+            f"hydra.sweeper.fuse={settings.fuse}: hydra.job.chdir=true runs each job in its "
+            "trial's dir, and a fused group runs many trials in one process; set "
+            "hydra.job.chdir=false (hpsweep-train writes into each trial's dir either way), "
+            "or fuse=1"
+        )
     found = getattr(context.task_function, FUSABLE, None)
     if found is None:
         name = getattr(context.task_function, "__qualname__", context.task_function)
