@@ -14,7 +14,9 @@ Per run: wall seconds of the command, trials/hour, COMPLETE / PRUNED / FAIL coun
 trained (result.json epochs_run, summed), the best validation accuracy (study.best_value), and
 at equal wall time: the best of the trials that completed within A's time (its mean, from the
 first trial's start to the last trial's end; a fused sweep that ends later is cut there).
-Ratios are to A: of the mean trials/hour, and per seed (run i against A's run i).
+Ratios are to A: of the mean trials/hour, and per seed (run i against A's run i). A second
+table splits each setting's wall time: outside the trials, training (the trials' epoch seconds
+from their metrics.csv), and around training; with ceilings on x A were the last free.
 --quick: one seed, mini only, 16 trials, A and E (fuse=8). Writes
 benchmarks/results/fused_sweep.json.
 """
@@ -88,10 +90,14 @@ def measure(experiment: str, label: str, overrides: list[str], seed: int) -> dic
         sweep = folder / "multirun" / name
         study = load_study(sweep, name)
         states = [t.state.name for t in study.trials]
-        epochs = 0
+        epochs, train_s = 0, 0.0
         for t in study.trials:
-            result = TrialFiles(sweep / t.user_attrs[TRIAL_DIR]).read_result()
+            files = TrialFiles(sweep / t.user_attrs[TRIAL_DIR])
+            result = files.read_result()
             epochs += result.epochs_run if result is not None else 0
+            # an epoch's seconds (training and validation); a fused trial's: its share of the
+            # group's, so the sum over trials is the time spent training either way
+            train_s += sum(row["seconds"] for row in files.read_metrics())
         complete = states.count("COMPLETE")
         start = min(t.datetime_start for t in study.trials)
         # (seconds from the first trial's start, value) of each COMPLETE trial, as it ended
@@ -112,6 +118,7 @@ def measure(experiment: str, label: str, overrides: list[str], seed: int) -> dic
             "pruned": states.count("PRUNED"),
             "failed": states.count("FAIL"),
             "epochs": epochs,
+            "train_s": train_s,
             "best_val_acc": study.best_value if complete else None,
             "log_warnings_errors": log_problems(sweep),
             "completions": ends,
@@ -200,6 +207,7 @@ def table(title: str, settings: dict[str, list[str]], rows: list[dict]) -> list[
             f"| {best_mean} | {' '.join(f'{b:.4f}' for b in bests)} "
             f"| {' '.join('-' if b is None else f'{b:.4f}' for b in in_time)} | {counts} |"
         )
+    where_time_goes(by)
     a_bests = [r["best_val_acc"] for r in base if r["best_val_acc"] is not None]
     if len(a_bests) > 1:
         print(
@@ -207,6 +215,35 @@ def table(title: str, settings: dict[str, list[str]], rows: list[dict]) -> list[
             f"(sd {statistics.stdev(a_bests):.4f}): differences within that are noise"
         )
     return summary
+
+
+def where_time_goes(by: dict[str, list[dict]]) -> None:
+    """Each setting's wall split three ways (means over seeds): outside the trials (process start
+    to the first trial, the last trial to exit), training (epoch seconds summed over trials, per
+    worker) and around it (the rest: composition, checkpoints, curves.png, test evaluation, the
+    study). Then two ceilings on x A: with this setting's time around training made free and
+    A's kept, and with it made free in both."""
+
+    def parts(rows: list[dict]) -> tuple[float, float, float, float]:
+        workers = next((int(o.split("=")[1]) for o in rows[0]["overrides"] if "n_jobs=" in o), 1)
+        wall = statistics.mean(r["wall_s"] for r in rows)
+        outside = statistics.mean(r["wall_s"] - r["sweep_s"] for r in rows)
+        training = statistics.mean(r["train_s"] for r in rows) / workers
+        return wall, outside, training, wall - outside - training
+
+    a_wall, a_outside, a_training, _ = parts(by["A"])
+    print(
+        "\n| setting | wall s | outside trials s | training s (per worker) | around training s "
+        "| ceiling x A: its around free, A's as measured | ceiling x A: around free in both |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for label, rows in by.items():
+        wall, outside, training, around = parts(rows)
+        floor = outside + training
+        print(
+            f"| {label} | {wall:.1f} | {outside:.1f} | {training:.1f} | {around:.1f} "
+            f"| {a_wall / floor:.2f} | {(a_outside + a_training) / floor:.2f} |"
+        )
 
 
 if __name__ == "__main__":
