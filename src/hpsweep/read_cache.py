@@ -27,7 +27,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # bump when what is kept changes shape: older cache files are then ignored
-VERSION = 1
+VERSION = 2
 # a sweep's cache file left unchanged this long is removed when another is written
 KEEP_UNUSED_S = 30 * 24 * 3600
 

@@ -72,7 +72,7 @@ def swept_params(sweep_dir: str | Path, trials: pd.DataFrame) -> list[SweptParam
     choice unless all its values are numbers."""
     from optuna.distributions import CategoricalDistribution
 
-    from hpsweep.results import swept_distributions, swept_keys
+    from hpsweep.sweep_study import swept_distributions, swept_keys
 
     sweep = Path(sweep_dir)
     distributions = swept_distributions(sweep) or {}

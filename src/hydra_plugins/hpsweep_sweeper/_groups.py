@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Hashable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hydra._internal.callbacks import Callbacks
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
@@ -79,8 +79,9 @@ def run_group(sweep: "Sweep", conn: "StudyConnection", jobs: list[Job]) -> None:
         if i in told:
             raise ValueError(f"trial {trials[i].number} of the group was reported twice")
         told.add(i)
-        if callbacks[i] is not None:
-            job_end(callbacks[i], jobs[i][2], outcome)
+        own = callbacks[i]
+        if own is not None:
+            job_end(own, jobs[i][2], outcome)
         with logging_as(*sweep_log):
             sweep.record(conn, trials[i], outcome)
 
@@ -122,7 +123,7 @@ def job_end(callbacks: Callbacks, config: DictConfig, outcome: Any) -> None:
     job_return = JobReturn(
         overrides=list(config.hydra.overrides.task),
         cfg=task_config,
-        hydra_cfg=copy.deepcopy(HydraConfig.instance().cfg),
+        hydra_cfg=cast(DictConfig, copy.deepcopy(HydraConfig.instance().cfg)),
         working_dir=os.getcwd(),
         task_name=config.hydra.job.name,
         status=JobStatus.FAILED if failed else JobStatus.COMPLETED,
