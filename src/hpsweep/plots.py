@@ -231,3 +231,65 @@ def value_text(value: Any) -> str:
 def plain(value: Any) -> Any:
     """numpy scalars as Python's (Optuna compares choices by type)."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+# -- trials as points, in every sweep figure: their states, the best, the table's objective --
+
+STATES = {  # how each state looks wherever trials are points: marker, color, word
+    "COMPLETE": ("o", "C0", "complete"),
+    "PRUNED": ("x", "0.45", "pruned"),
+    "FAIL": ("X", "C3", "failed"),
+}
+BEST_RING: dict[str, Any] = {"facecolors": "none", "edgecolors": "C3", "zorder": 3}
+
+
+def best_handle(row: pd.Series) -> Line2D:
+    ring = {"markerfacecolor": "none", "markeredgecolor": "C3", "markersize": 13}
+    return mark("o", "C3", f"best: #{row['number']} ({row['value']:.4g})", **ring)
+
+
+def failed_at_edge(ax: Axes, x: Any, bad_side: str) -> None:
+    """Failed trials have no value: they go on the bad side's edge."""
+    marker, color, _ = STATES["FAIL"]
+    at_edge(ax, x, 0.03 if bad_side == "low" else 0.97, marker, color, s=50)
+
+
+def state_handles(points: pd.DataFrame, failed: pd.DataFrame, bad_side: str) -> list[Any]:
+    """Legend entries for the states drawn, and only those."""
+    handles: list[Any] = []
+    for state in ("COMPLETE", "PRUNED"):
+        n = int((points["state"] == state).sum())
+        if n:
+            marker, color, word = STATES[state]
+            what = f"{word} ({n})" + (": best value before it stopped" if state == "PRUNED" else "")
+            handles.append(mark(marker, color, what))
+    if len(failed):
+        marker, color, word = STATES["FAIL"]
+        edge = "bottom" if bad_side == "low" else "top"
+        label = f"{word} ({len(failed)}), no value: on the {edge} edge"
+        handles.append(mark(marker, color, label))
+    return handles
+
+
+def scored(trials: pd.DataFrame, states: tuple[str, ...]) -> pd.DataFrame:
+    return trials[trials["state"].isin(states) & trials["value"].map(is_number)]
+
+
+def best_first(trials: pd.DataFrame, maximize: bool) -> pd.DataFrame:
+    return trials.sort_values(["value", "number"], ascending=[not maximize, True], kind="stable")
+
+
+def summary(trials: pd.DataFrame) -> str:
+    counts = trials["state"].value_counts()
+    words = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}
+    parts = [f"{counts[s]} {w}" for s, w in words.items() if counts.get(s)]
+    return f"{len(trials)} trial{'s' if len(trials) != 1 else ''}: " + ", ".join(parts)
+
+
+def objective_of(trials: pd.DataFrame) -> str:
+    names = trials["objective"].dropna().unique()
+    return str(names[0]) if len(names) else "value"
+
+
+def maximize_of(trials: pd.DataFrame) -> bool:
+    return "minimize" not in set(trials["direction"].dropna())
