@@ -152,7 +152,7 @@ def postgres_url() -> str:
     that use it; elsewhere they skip, saying how to enable them."""
     import optuna
 
-    from hydra_plugins.hpsweep_sweeper._study import mask_password
+    from hydra_plugins.hpsweep_sweeper._storage import mask_password
 
     url = os.environ.get("HPSWEEP_TEST_POSTGRES_URL")
     how = "set HPSWEEP_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/test"

@@ -29,7 +29,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from hpsweep.cli import main as hpsweep_cli
-from hydra_plugins.hpsweep_sweeper import _study, load_sweep_study, open_sweep_storage
+from hydra_plugins.hpsweep_sweeper import _storage, load_sweep_study, open_sweep_storage
 from tests.conftest import FAST, run_cli
 
 SWEEP = ("-m", "sweep=mlp", "epochs=1", *FAST)
@@ -188,20 +188,20 @@ def test_journal_that_cannot_be_read_stops_the_sweep_with_one_line(tmp_path):
 
 def test_retries_outlast_an_outage_of_a_minute(monkeypatch):
     clock = [0.0]
-    monkeypatch.setattr(_study.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    monkeypatch.setattr(_storage.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
 
     def call_during_outage():
         if clock[0] < 60:
             raise ConnectionRefusedError("connection refused")
         return "answered"
 
-    assert _study.with_retries(call_during_outage, "asking", "db") == "answered"
-    assert sum(_study.RETRY_DELAYS) >= 120 and max(_study.RETRY_DELAYS) <= 16
+    assert _storage.with_retries(call_during_outage, "asking", "db") == "answered"
+    assert sum(_storage.RETRY_DELAYS) >= 120 and max(_storage.RETRY_DELAYS) <= 16
 
 
 def test_a_storage_answer_is_raised_at_once_not_retried(tmp_path, monkeypatch):
-    monkeypatch.setattr(_study.time, "sleep", lambda s: pytest.fail("retried an answer"))
-    storage = _study.open_storage(f"sqlite:///{tmp_path}/s.db", tmp_path, 10, 60)
+    monkeypatch.setattr(_storage.time, "sleep", lambda s: pytest.fail("retried an answer"))
+    storage = _storage.open_storage(f"sqlite:///{tmp_path}/s.db", tmp_path, 10, 60)
     with pytest.raises(KeyError):
         optuna.load_study(study_name="missing", storage=storage)
     study = optuna.create_study(study_name="s", storage=storage)
@@ -221,24 +221,24 @@ def test_every_storage_call_goes_through_the_retry_policy():
         n
         for n in sorted(calls)
         if n != "set_trial_state_values"
-        and not hasattr(getattr(_study.RetryingRDBStorage, n), "__wrapped__")
+        and not hasattr(getattr(_storage.RetryingRDBStorage, n), "__wrapped__")
     ]
     assert unretried == []
-    assert "set_trial_state_values" in vars(_study.RetryingRDBStorage)
+    assert "set_trial_state_values" in vars(_storage.RetryingRDBStorage)
 
 
 def test_a_call_that_gave_up_is_not_retried_again_around_it(monkeypatch):
     # Optuna's storage calls nest (get_all_trials calls _get_trials, both retried): the waits
     # must not multiply.
     sleeps = []
-    monkeypatch.setattr(_study.time, "sleep", sleeps.append)
+    monkeypatch.setattr(_storage.time, "sleep", sleeps.append)
 
     def down():
         raise ConnectionRefusedError("connection refused")
 
-    with pytest.raises(_study.StorageUnavailable, match="127 s"):
-        _study.with_retries(lambda: _study.with_retries(down, "in", "db"), "out", "db")
-    assert sleeps == list(_study.RETRY_DELAYS)
+    with pytest.raises(_storage.StorageUnavailable, match="127 s"):
+        _storage.with_retries(lambda: _storage.with_retries(down, "in", "db"), "out", "db")
+    assert sleeps == list(_storage.RETRY_DELAYS)
 
 
 # -- PostgreSQL through a proxy the test cuts -------------------------------------------------
@@ -329,7 +329,7 @@ def study_name(postgres_url):
 
 
 def test_pooled_connection_the_server_dropped_is_replaced_unnoticed(proxy, study_name, caplog):
-    storage = _study.open_storage(proxy.url, Path("."), 10, 60)
+    storage = _storage.open_storage(proxy.url, Path("."), 10, 60)
     study = optuna.create_study(study_name=study_name, storage=storage)
     proxy.drop()  # a restart while the connection idled in the pool, say
     with caplog.at_level(logging.WARNING):
@@ -339,7 +339,7 @@ def test_pooled_connection_the_server_dropped_is_replaced_unnoticed(proxy, study
 
 
 def test_storage_call_waits_out_an_outage(proxy, study_name, caplog):
-    storage = _study.open_storage(proxy.url, Path("."), 10, 60)
+    storage = _storage.open_storage(proxy.url, Path("."), 10, 60)
     study = optuna.create_study(study_name=study_name, storage=storage)
     proxy.cut()
     threading.Timer(2, proxy.restore).start()

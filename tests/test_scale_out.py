@@ -15,7 +15,7 @@ import pytest
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from hydra_plugins.hpsweep_sweeper import _study, open_sweep_storage
+from hydra_plugins.hpsweep_sweeper import _storage, _study, open_sweep_storage
 from hydra_plugins.hpsweep_sweeper import load_sweep_study as load_study
 from tests.conftest import FAST, TRAIN_CMD, read_metrics, read_result, run_cli
 
@@ -155,7 +155,7 @@ def test_password_never_appears_in_logs_or_files(tmp_path, postgres_url):
 
 
 def test_stale_heartbeat_fails_the_trial_and_queues_a_retry_in_its_dir(tmp_path):
-    storage = _study.open_storage(f"sqlite:///{tmp_path}/hb.db", tmp_path, 1, 2)
+    storage = _storage.open_storage(f"sqlite:///{tmp_path}/hb.db", tmp_path, 1, 2)
     assert isinstance(storage, RDBStorage)
     study = optuna.create_study(study_name="hb", storage=storage)
     trial = study.ask()
@@ -173,7 +173,7 @@ def test_stale_heartbeat_fails_the_trial_and_queues_a_retry_in_its_dir(tmp_path)
 
 def test_storage_errors_are_retried_with_backoff_then_reported(monkeypatch):
     sleeps = []
-    monkeypatch.setattr(_study.time, "sleep", sleeps.append)
+    monkeypatch.setattr(_storage.time, "sleep", sleeps.append)
     calls = iter([OSError("connection reset"), OSError("connection refused"), "told"])
 
     def flaky():
@@ -182,14 +182,14 @@ def test_storage_errors_are_retried_with_backoff_then_reported(monkeypatch):
             raise outcome
         return outcome
 
-    assert _study.with_retries(flaky, "recording trial 3", "db") == "told"
+    assert _storage.with_retries(flaky, "recording trial 3", "db") == "told"
     assert sleeps == [1, 2]
 
     def down():
         raise OSError("could not connect to postgresql://u:pw@db/x")
 
-    with pytest.raises(_study.StorageUnavailable, match="did not answer while recording") as info:
-        _study.with_retries(down, "recording trial 3", "postgresql://u:***@db/x")
+    with pytest.raises(_storage.StorageUnavailable, match="did not answer while recording") as info:
+        _storage.with_retries(down, "recording trial 3", "postgresql://u:***@db/x")
     assert "pw@" not in str(info.value)
 
 

@@ -10,7 +10,7 @@ from hydra_plugins.hpsweep_sweeper._search_space import (
     format_value,
     parse_search_space,
 )
-from hydra_plugins.hpsweep_sweeper._study import mask_password
+from hydra_plugins.hpsweep_sweeper._storage import mask_password
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ def open_sweep_storage(
 ) -> "optuna.storages.BaseStorage":
     """The Optuna storage of a sweep, opened as the sweeper opens it: `storage` is the
     sweeper's setting (null: the journal file in the sweep dir; a URL; a journal path)."""
-    from hydra_plugins.hpsweep_sweeper._study import open_storage
+    from hydra_plugins.hpsweep_sweeper._storage import open_storage
     from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf as Conf
 
     # Heartbeats matter only to the workers that send them; a reader keeps the defaults.

@@ -51,13 +51,8 @@ from hydra_plugins.hpsweep_sweeper._search_space import (
     SearchSpaceError,
     parse_search_space,
 )
-from hydra_plugins.hpsweep_sweeper._study import (
-    SEARCH_SPACE,
-    WARM_STARTED,
-    describe_storage,
-    file_lock,
-    mask_password,
-)
+from hydra_plugins.hpsweep_sweeper._storage import describe_storage, mask_password
+from hydra_plugins.hpsweep_sweeper._study import SEARCH_SPACE, WARM_STARTED, file_lock
 
 # Any of these marks a folder as a trial dir (hpsweep.results finds them by the same marks).
 TRIAL_MARKS = (".hydra", "result.json", "metrics.csv")

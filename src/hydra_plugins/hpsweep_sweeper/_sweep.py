@@ -55,20 +55,22 @@ from hydra_plugins.hpsweep_sweeper._settings import (
     fusable_task,
     study_directions,
 )
+from hydra_plugins.hpsweep_sweeper._storage import (
+    describe_storage,
+    mask_password,
+    open_storage,
+    with_retries,
+)
 from hydra_plugins.hpsweep_sweeper._study import (
     MAX_RETRIES,
     WARM_STARTED,
     check_search_space,
     claim_trial_dir,
-    describe_storage,
     failures,
     file_lock,
     heartbeat,
-    mask_password,
-    open_storage,
     requeue_abandoned,
     tell_study,
-    with_retries,
     worker_threads,
 )
 from hydra_plugins.hpsweep_sweeper._tally import Tally
