@@ -28,21 +28,24 @@ from hydra_plugins.hpsweep_sweeper._progress import log_prefix, logging_as
 from hydra_plugins.hpsweep_sweeper._study import heartbeat
 
 if TYPE_CHECKING:
-    from hydra_plugins.hpsweep_sweeper._sweep import StudyConnection, Sweep
+    from hydra_plugins.hpsweep_sweeper._sweep import StudyConnection
+    from hydra_plugins.hpsweep_sweeper._worker_loop import Worker
 
 log = logging.getLogger(__name__)
 
 Job = tuple[Trial, str, DictConfig]  # a trial, its dir (relative to the sweep dir), its config
 
 
-def run_fusable(sweep: "Sweep", conn: "StudyConnection", claimed: list[tuple[Trial, str]]) -> None:
+def run_fusable(
+    worker: "Worker", conn: "StudyConnection", claimed: list[tuple[Trial, str]]
+) -> None:
     """Run the claimed trials: those the task can train together as one job per group."""
-    group_key, _, _ = sweep.fusable
+    group_key, _, _ = worker.fusable
     groups: dict[Hashable, list[Job]] = {}
     first: tuple[DictConfig, list[str]] | None = None
     for trial, trial_dir in claimed:
         overrides = trial.user_attrs[OVERRIDES]
-        config = sweep.job_config(overrides, trial.number, trial_dir, like=first)
+        config = worker.job_config(overrides, trial.number, trial_dir, like=first)
         first = first or (config, overrides)
         with read_write(config.hydra.runtime):  # as Hydra's run_job sets it
             config.hydra.runtime.output_dir = os.path.abspath(
@@ -55,17 +58,17 @@ def run_fusable(sweep: "Sweep", conn: "StudyConnection", claimed: list[tuple[Tri
         )
     for jobs in groups.values():
         if len(jobs) == 1:
-            sweep.run_trial(conn, *jobs[0])
+            worker.run_trial(conn, *jobs[0])
         else:
-            run_group(sweep, conn, jobs)
+            run_group(worker, conn, jobs)
 
 
-def run_group(sweep: "Sweep", conn: "StudyConnection", jobs: list[Job]) -> None:
+def run_group(worker: "Worker", conn: "StudyConnection", jobs: list[Job]) -> None:
     """One job for the group: the task's run_group, each trial told as it leaves."""
-    _, task_run_group, _ = sweep.fusable
+    _, task_run_group, _ = worker.fusable
     trials = [trial for trial, _, _ in jobs]
     for trial, trial_dir, _ in jobs:
-        sweep.log_trial_start(trial, trial_dir)
+        worker.log_trial_start(trial, trial_dir)
     told: set[int] = set()
     # The group's job sets up its own logging; the sweeper's lines about a trial leaving it
     # ("trial 3 finished", the progress line) go out as the sweep's, as after a single trial.
@@ -83,7 +86,7 @@ def run_group(sweep: "Sweep", conn: "StudyConnection", jobs: list[Job]) -> None:
         if own is not None:
             job_end(own, jobs[i][2], outcome)
         with logging_as(*sweep_log):
-            sweep.record(conn, trials[i], outcome)
+            worker.record(conn, trials[i], outcome)
 
     numbers = number_ranges([t.number for t in trials])
     log.info("trials %s: one fused job", numbers)
@@ -91,7 +94,7 @@ def run_group(sweep: "Sweep", conn: "StudyConnection", jobs: list[Job]) -> None:
     error: Exception = RuntimeError("the group's job ended without a word on this trial")
     with contextlib.ExitStack() as beats:
         for trial in trials:
-            beats.enter_context(heartbeat(conn.client, trial, sweep.settings.heartbeat_interval))
+            beats.enter_context(heartbeat(conn.client, trial, worker.settings.heartbeat_interval))
         try:
             # trials group by their task config: hydra.job.env_set is the sweep's, as the first's
             with log_prefix(f"[trials {numbers}] "), env_override(jobs[0][2].hydra.job.env_set):
@@ -99,14 +102,14 @@ def run_group(sweep: "Sweep", conn: "StudyConnection", jobs: list[Job]) -> None:
                     Path(config.hydra.runtime.output_dir).mkdir(parents=True, exist_ok=True)
                     if own is not None:
                         HydraConfig.instance().set_config(config)
-                        own.on_job_start(config=config, task_function=sweep.context.task_function)
+                        own.on_job_start(config=config, task_function=worker.context.task_function)
                 task_run_group([config for _, _, config in jobs], trials, done)
         except Exception as e:  # the whole job failed: every trial it had not reported
             log.exception("the fused job of trials %s failed", numbers)
             error = e
         finally:  # the group set up its own logging and Hydra config: back to the sweep's
             HydraConfig.instance().cfg = hydra_config
-            hydra = sweep.context.config.hydra
+            hydra = worker.context.config.hydra
             configure_log(hydra.hydra_logging, hydra.verbose)
     for i in range(len(trials)):
         if i not in told:

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hydra_plugins.hpsweep_sweeper import FUSABLE
 from hydra_plugins.hpsweep_sweeper._search_space import format_value
+from hydra_plugins.hpsweep_sweeper._storage import mask_password
 from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf
 
 DIRECTIONS = ("maximize", "minimize")
@@ -162,3 +163,13 @@ def fusable_task(settings: HpsweepSweeperConf, context: JobContext) -> Any:
             "use fuse=1"
         )
     return found
+
+
+def masked(config: DictConfig) -> DictConfig:
+    """The storage URL's password as *** in a config the sweep writes (multirun.yaml, a
+    job's hydra.yaml)."""
+    with open_dict(config):
+        if config.hydra.sweeper.get("storage"):
+            config.hydra.sweeper.storage = mask_password(config.hydra.sweeper.storage)
+        config.hydra.overrides.hydra = [mask_password(o) for o in config.hydra.overrides.hydra]
+    return config
