@@ -117,7 +117,9 @@ def run_group(worker: "Worker", conn: "StudyConnection", jobs: list[Job]) -> Non
 
 
 def job_end(callbacks: Callbacks, config: DictConfig, outcome: Any) -> None:
-    """on_job_end for a trial of a group, with the JobReturn Hydra's run_job would give it."""
+    """on_job_end for a trial of a group, with the JobReturn Hydra's run_job would give it
+    (HydraConfig its own meanwhile: the group goes on under the one it had)."""
+    group_config = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(config)
     task_config = copy.deepcopy(config)
     with read_write(task_config), open_dict(task_config):
@@ -132,7 +134,10 @@ def job_end(callbacks: Callbacks, config: DictConfig, outcome: Any) -> None:
         status=JobStatus.FAILED if failed else JobStatus.COMPLETED,
         _return_value=outcome,
     )
-    callbacks.on_job_end(config=config, job_return=job_return)
+    try:
+        callbacks.on_job_end(config=config, job_return=job_return)
+    finally:
+        HydraConfig.instance().cfg = group_config
 
 
 def number_ranges(numbers: list[int]) -> str:
