@@ -17,8 +17,8 @@ import time
 import torch
 from common import write_result  # benchmarks/ is on sys.path when run as a script
 
+from hpsweep.job import AUTOCAST_DTYPES, make_criterion, train_one_epoch
 from hpsweep.models import CNN, VGG
-from hpsweep.training import PRECISIONS, make_criterion, train_one_epoch
 
 MODELS = {
     "vgg 16/32/64 (model=vgg)": lambda: VGG((1, 28, 28), 10),
@@ -33,9 +33,11 @@ def samples_per_second(model_name: str, precision: str, channels_last: bool, bat
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-    train_one_epoch(model, optimizer, make_criterion(10), batches[:2], None, PRECISIONS[precision])
+    train_one_epoch(
+        model, optimizer, make_criterion(10), batches[:2], None, AUTOCAST_DTYPES[precision]
+    )
     start = time.perf_counter()
-    train_one_epoch(model, optimizer, make_criterion(10), batches, None, PRECISIONS[precision])
+    train_one_epoch(model, optimizer, make_criterion(10), batches, None, AUTOCAST_DTYPES[precision])
     return sum(len(y) for _, y in batches) / (time.perf_counter() - start)
 
 

@@ -21,10 +21,9 @@ from common import write_result  # benchmarks/ is on sys.path when run as a scri
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from hpsweep.augment import Augment
-from hpsweep.data import iterate_batches, load_splits
+from hpsweep.data import Augment, iterate_batches, load_splits
+from hpsweep.job import make_criterion, train_one_epoch
 from hpsweep.models import CNN, MLP
-from hpsweep.training import make_criterion, train_one_epoch
 
 MODELS = {
     "mlp 784-30-10": lambda: MLP((1, 28, 28), 10, hidden_sizes=30),

@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 from common import write_result  # benchmarks/ is on sys.path when run as a script
 
-from hpsweep.fused import FusedMLP, rng_after_init
-from hpsweep.fused_train import FusedAdam, train_epoch, trial_losses
+from hpsweep.fused import FusedAdam, FusedMLP, rng_after_init, train_epoch, trial_losses
+from hpsweep.job import make_criterion, train_one_epoch
 from hpsweep.models import MLP
-from hpsweep.training import make_criterion, train_one_epoch
 
 PRESET_WIDTHS = (16, 32, 64, 128, 256)  # the `mlp` sweep preset's choices
 

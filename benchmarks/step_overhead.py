@@ -17,8 +17,8 @@ from collections.abc import Callable
 import torch
 from common import write_result  # benchmarks/ is on sys.path when run as a script
 
+from hpsweep.job import make_criterion, train_one_epoch
 from hpsweep.models import MLP
-from hpsweep.training import make_criterion, train_one_epoch
 
 
 def make_batches(batch_size: int, steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -49,14 +49,15 @@ from optuna.trial import TrialState
 from hydra_plugins.hpsweep_sweeper import (
     FAIL_REASON,
     JOURNAL_FILE,
+    MAX_RETRIES,
     OVERRIDES,
     RETRY_OF,
+    SEARCH_SPACE,
     TRIAL_DIR,
     WORKER,
     load_sweep_study,
+    parse_search_space,
 )
-from hydra_plugins.hpsweep_sweeper._search_space import parse_search_space
-from hydra_plugins.hpsweep_sweeper._study import MAX_RETRIES, SEARCH_SPACE
 
 DATA = Path(tempfile.gettempdir()) / "hpsweep-sweep-scale"
 DATA_VERSION = 2  # bump when what build() writes changes: older journals are then built anew

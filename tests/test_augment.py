@@ -8,14 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpsweep import training, trial
-from hpsweep.augment import Augment
 from hpsweep.config import check_config
-from hpsweep.data import load_splits
+from hpsweep.data import Augment, load_splits
 from hpsweep.errors import ConfigError
+from hpsweep.job import WarmupCosine, run_trial
+from hpsweep.job import _steps as training
+from hpsweep.job import _trial as trial
 from hpsweep.models import VGG, count_parameters
-from hpsweep.schedules import WarmupCosine
-from hpsweep.trial import run_trial
 from tests.conftest import compose_config, read_metrics, read_result, run_cli
 from tests.test_trial import DATA, Interrupted, assert_same_run, interrupt_after
 

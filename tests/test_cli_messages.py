@@ -20,10 +20,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
+from hpsweep.job import compare_metrics, reproduce, run_trial
 from hpsweep.record import Status, TrialFiles
-from hpsweep.reproduce import compare_metrics, reproduce
 from hpsweep.results import load_trials
-from hpsweep.trial import run_trial
 from hydra_plugins.hpsweep_sweeper import load_sweep_study
 from tests.conftest import FAST, TRAIN_CMD, compose_config, read_metrics, write_preset
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hpsweep import cli
-from hpsweep import compare as tables
+from hpsweep.cli import _commands as cli
+from hpsweep.cli import _compare as tables
 from hpsweep.record import TrialFileError
 from hpsweep.results import load_trials
 from tests.conftest import FAST, run_cli

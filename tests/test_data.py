@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpsweep import data
 from hpsweep.data import (
     MNIST_MINI_DIR,
     Split,
@@ -14,8 +13,9 @@ from hpsweep.data import (
     load_splits,
     read_idx,
 )
+from hpsweep.data import _splits as data
+from hpsweep.data.make_mnist_mini import build
 from hpsweep.errors import ConfigError
-from hpsweep.make_mnist_mini import build
 
 
 def test_mnist_mini_sizes_and_normalization():

@@ -5,19 +5,20 @@ import torch
 from torch import Tensor
 
 from hpsweep.data import Split, iterate_batches, load_splits
-from hpsweep.fused import FusedMLP, rng_after_init
-from hpsweep.fused_train import (
+from hpsweep.fused import (
     FusedAdam,
+    FusedMLP,
     FusedSGD,
     clip_grad_norms,
     evaluate,
+    rng_after_init,
     train_epoch,
     trial_batches,
     trial_losses,
 )
+from hpsweep.job import evaluate as evaluate_one
+from hpsweep.job import make_criterion, train_one_epoch
 from hpsweep.models import MLP
-from hpsweep.training import evaluate as evaluate_one
-from hpsweep.training import make_criterion, train_one_epoch
 
 # Measured: first-step losses differ by <= 5e-7 and gradients by <= 6e-8 (abs) from the
 # unfused ones (different GEMM shapes sum in a different order); asserted with ~10x margin.

@@ -12,8 +12,8 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from hpsweep.checkpoint import load_checkpoint
 from hpsweep.cli import main as hpsweep
+from hpsweep.job import load_checkpoint
 from hpsweep.record import Status, TrialFiles
 from hydra_plugins.hpsweep_sweeper import load_sweep_study as load_study
 from tests.conftest import (

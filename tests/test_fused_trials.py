@@ -8,14 +8,11 @@ import pytest
 import torch
 from omegaconf import ListConfig, OmegaConf
 
-from hpsweep import fused_trials
-from hpsweep.build import build
-from hpsweep.checkpoint import load_checkpoint
-from hpsweep.fused_trials import run_fused_trials
+from hpsweep.fused import _trials as fused_trials
+from hpsweep.fused import run_fused_trials
+from hpsweep.job import build, evaluate, load_checkpoint, make_criterion, run_trial
 from hpsweep.models import MLP
 from hpsweep.record import Status, TrialFiles
-from hpsweep.training import evaluate, make_criterion
-from hpsweep.trial import run_trial
 from tests.conftest import FAST, compose_config, read_metrics, read_result
 
 # Measured (4 trials x 3 epochs, Adam and SGD, with dropout, shared or per-seed batches): losses

@@ -4,8 +4,8 @@ from torch import nn
 
 from hpsweep.data import Split, iterate_batches, load_splits
 from hpsweep.errors import ConfigError
+from hpsweep.job import evaluate, make_criterion, train_one_epoch
 from hpsweep.models import CNN, MLP, count_parameters
-from hpsweep.training import evaluate, make_criterion, train_one_epoch
 
 OPTIMIZERS = {
     "sgd": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),

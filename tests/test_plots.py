@@ -13,10 +13,17 @@ import pandas as pd
 import pytest
 
 from hpsweep.cli import main as hpsweep
-from hpsweep.param_plots import SweptParam, plot_importances, plot_params
-from hpsweep.plots import plot_curves, short_names
+from hpsweep.plots import (
+    SweptParam,
+    plot_curves,
+    plot_history,
+    plot_importances,
+    plot_params,
+    plot_top_curves,
+    short_names,
+    sweep_figures,
+)
 from hpsweep.results import load_trials
-from hpsweep.sweep_plots import plot_history, plot_top_curves, sweep_figures
 from tests.conftest import FAST, REPO, run_cli
 
 LR = SweptParam("optimizer.lr", "log")

@@ -6,8 +6,8 @@ import os
 import pytest
 from optuna.trial import TrialState
 
-from hpsweep import record
 from hpsweep.record import METRIC_COLUMNS, Status, TrialFiles, TrialResult
+from hpsweep.record import _files as record
 
 RESULT = TrialResult(
     status=Status.PRUNED,

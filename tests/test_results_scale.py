@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from hpsweep import read_cache
 from hpsweep.record import TrialFileError, TrialFiles
-from hpsweep.results import load_trials
-from hpsweep.sweep_files import HYDRA_KEYS
+from hpsweep.results import HYDRA_KEYS, load_trials
+from hpsweep.results import _read_cache as read_cache
 from hydra_plugins.hpsweep_sweeper import load_sweep_study
 from tests.conftest import FAST, every_state_preset, run_cli, write_preset
 

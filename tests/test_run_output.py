@@ -14,8 +14,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from hpsweep.checkpoint import load_checkpoint
 from hpsweep.config import CONFIG_DIR, TrainConfig
+from hpsweep.job import load_checkpoint
 from hpsweep.record import Status, TrialFiles
 from tests.conftest import FAST, TRAIN_CMD, compose_config, read_metrics, read_result, run_cli
 

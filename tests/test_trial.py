@@ -6,14 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from hpsweep import trial
-from hpsweep.checkpoint import load_checkpoint
 from hpsweep.data import load_splits
 from hpsweep.errors import CheckpointError
+from hpsweep.job import TrainingDiverged, evaluate, load_checkpoint, make_criterion, run_trial
+from hpsweep.job import _trial as trial
 from hpsweep.models import MLP
 from hpsweep.record import Status, TrialFiles, TrialResult
-from hpsweep.training import evaluate, make_criterion
-from hpsweep.trial import TrainingDiverged, run_trial
 from tests.conftest import compose_config, read_metrics, read_result
 
 # Small and quick, but exercising every RNG stream: dropout (global RNG) and shuffling.

@@ -14,10 +14,11 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, ListConfig
 
-from hpsweep.augment import NO_FLIP_DATASETS
+from hpsweep.data import NO_FLIP_DATASETS
 from hpsweep.errors import ConfigError
 from hpsweep.record import OBJECTIVES
-from hpsweep.training import PRECISIONS
+
+PRECISIONS = ("fp32", "bf16")  # job._steps.AUTOCAST_DTYPES maps each to its autocast dtype
 
 CONFIG_DIR = Path(__file__).parent / "conf"  # a symlink to the repo's conf/ in a source tree
 DEVICES = "auto, cpu, cuda, cuda:N"

@@ -1,5 +1,5 @@
 """`hpsweep-train [key=value ...]` (or `python -m hpsweep.train`): one trial from the command
-line. Only this adapter knows about Hydra's entry point; the job is `hpsweep.trial` (prepare,
+line. Only this adapter knows about Hydra's entry point; the job is `hpsweep.job` (prepare,
 then train: `run_trial` does both for callers without Hydra).
 
 `main` reads the command line first (a few mistakes get one clear line), then hands it to
@@ -27,8 +27,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hpsweep.config import CONFIG_DIR, TrainConfig
 from hpsweep.errors import CheckpointError, ConfigError
+from hpsweep.job import EpochHook, Run, prepare, train
 from hpsweep.record import Status, TrialResult, atomic_write_bytes
-from hpsweep.trial import EpochHook, Run, prepare, train
 from hydra_plugins.hpsweep_sweeper import Done, current_trial, fusable
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,8 @@ def interrupted(run: Run | None, trial_dir: Path) -> str:
 def group_key(config: DictConfig) -> Hashable | None:
     """Trials with equal keys train as one fused group: configs fused_trials can fuse, whose
     checkpoints (a retry resumes) stand after the same epoch."""
-    from hpsweep.checkpoint import load_resume_state
-    from hpsweep.fused_trials import fusion_key
+    from hpsweep.fused import fusion_key
+    from hpsweep.job import load_resume_state
 
     cfg = task_config(config)
     key = fusion_key(cfg)
@@ -148,10 +148,10 @@ def group_key(config: DictConfig) -> Hashable | None:
 
 def train_group(configs: Sequence[DictConfig], trials: Sequence[Any], done: Done) -> None:
     """The sweeper's job for a group: each trial prepared and recorded as train_job does it,
-    then trained together (hpsweep.fused_trials), each told to the study as it leaves."""
+    then trained together (hpsweep.fused), each told to the study as it leaves."""
     import optuna
 
-    from hpsweep.fused_trials import prepare_member, train_fused
+    from hpsweep.fused import prepare_member, train_fused
 
     # Widest last: trials of equal width run side by side (FusedMLP's runs of equal widths).
     def widths(i: int) -> list[int]:
@@ -190,7 +190,7 @@ def train_group(configs: Sequence[DictConfig], trials: Sequence[Any], done: Done
 def may_differ(parameter: str) -> bool:
     """Whether the trials of a fused group may differ in this searched key (`key.N`: an
     element of a searched list)."""
-    from hpsweep.fused_trials import MAY_DIFFER
+    from hpsweep.fused import MAY_DIFFER
 
     return re.sub(r"\.\d+$", "", parameter) in MAY_DIFFER
 
@@ -205,7 +205,7 @@ def task_config(config: DictConfig) -> DictConfig:
 
 def only_about(trial: str) -> Callable[[logging.LogRecord], bool]:
     """A log filter passing the group's records and those about `trial`."""
-    from hpsweep.fused_trials import SPEAKING_FOR
+    from hpsweep.fused import SPEAKING_FOR
 
     return lambda record: SPEAKING_FOR.get() in (None, trial)
 

@@ -13,10 +13,17 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from hpsweep import read_cache
 from hpsweep.record import OBJECTIVES, Status, TrialFiles, TrialResult, is_better
-from hpsweep.sweep_files import BEST_PT, TRIAL_FILES, TrialDir, Trials, read_trial_dir, select_key
-from hpsweep.sweep_study import parse_overrides
+from hpsweep.results import _read_cache as read_cache
+from hpsweep.results._sweep_files import (
+    BEST_PT,
+    TRIAL_FILES,
+    TrialDir,
+    Trials,
+    read_trial_dir,
+    select_key,
+)
+from hpsweep.results._sweep_study import parse_overrides
 from hydra_plugins.hpsweep_sweeper import FAIL_REASON, RETRY_OF
 
 # load_trials' columns taken from result.json as they are

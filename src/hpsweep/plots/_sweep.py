@@ -1,9 +1,9 @@
 """A sweep's figures (`hpsweep plot`), each answering one question at a glance:
 
     plot_top_curves   how did the best trials train, and where were the others stopped?
-    plot_params       which values of each parameter give a good objective? (param_plots)
+    plot_params       which values of each parameter give a good objective? (plots._params)
     plot_history      did the search improve as it went?
-    plot_importances  which parameters decide the objective? (param_plots)
+    plot_importances  which parameters decide the objective? (plots._params)
 
 Shared rules: a title saying what is shown, out of how many trials; labelled axes; a legend of
 only what is drawn; evenly spaced categories for choice() parameters, a log axis for log-scaled
@@ -21,8 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from hpsweep.param_plots import SweptParam, plot_importances, plot_params, swept_params
-from hpsweep.plots import (
+from hpsweep.plots._common import (
     BEST_RING,
     STATES,
     best_first,
@@ -37,6 +36,7 @@ from hpsweep.plots import (
     objective_of,
     outside_handle,
     robust_range,
+    save_png,
     scored,
     short_names,
     side_legend,
@@ -44,6 +44,7 @@ from hpsweep.plots import (
     summary,
     value_text,
 )
+from hpsweep.plots._params import SweptParam, plot_importances, plot_params, swept_params
 
 OTHER_LINES: dict[str, tuple[str, Any]] = {
     "PRUNED": ("0.65", "-"),
@@ -52,6 +53,19 @@ OTHER_LINES: dict[str, tuple[str, Any]] = {
 
 
 # -- the four figures ------------------------------------------------------------------------
+
+
+def plot_sweep(
+    sweep_dir: str | Path, top_k: int = 5, trials: pd.DataFrame | None = None
+) -> list[Path]:
+    """Writes plot_curves.png, plot_params.png, plot_history.png and plot_importances.png into
+    the sweep dir (sweep_figures draws them).
+
+    `trials`: the sweep's `load_trials` table, if the caller has it. Trials whose files are
+    damaged or missing are left out (`hpsweep plot` names them).
+    """
+    figures = sweep_figures(sweep_dir, top_k, trials)
+    return [save_png(fig, Path(sweep_dir) / name) for name, fig in figures.items()]
 
 
 def sweep_figures(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from hpsweep.errors import ConfigError
-from hpsweep.training import Batches
+from hpsweep.job._steps import Batches
 
 log = logging.getLogger("hpsweep.trial")  # the job's own lines: one logger name in train.log
 

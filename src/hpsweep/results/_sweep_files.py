@@ -1,6 +1,6 @@
 """A sweep's trial dirs: finding them (a sweep of the hpsweep sweeper, a plain Hydra multirun,
 a folder of single runs), their numbers and order, and what each one's files say, each file
-read once and, between calls, only again when it changed (hpsweep.read_cache).
+read once and, between calls, only again when it changed (results._read_cache).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, cast
 
 from omegaconf import OmegaConf
 
-from hpsweep import read_cache
 from hpsweep.record import TrialFileError, TrialFiles, TrialResult
+from hpsweep.results import _read_cache as read_cache
 from hydra_plugins.hpsweep_sweeper import JOURNAL_FILE
 
 
@@ -33,7 +33,7 @@ class SweepDirError(ValueError):
 # Any of these marks a folder as a trial dir, so one that lost some of its files is still found.
 TRIAL_MARKS = (".hydra", "result.json", "metrics.csv")
 # A trial dir's files that a table is made of, in the order of Trials.stats' entries: what
-# was read of a dir is used again while these have not changed (hpsweep.read_cache).
+# was read of a dir is used again while these have not changed (results._read_cache).
 TRIAL_FILES = (
     "result.json",
     "metrics.csv",

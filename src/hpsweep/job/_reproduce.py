@@ -6,11 +6,12 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from hpsweep.job._checkpoint import MOVED_TARGETS, flatten
+from hpsweep.job._trial import EpochHook, prepare, train
 from hpsweep.record import SPLIT_METRICS, Status, TrialFiles, TrialResult
-from hpsweep.trial import EpochHook, prepare, train
 
 COMPARED = (*SPLIT_METRICS, "lr")
-# A trial trained in a fused group (hpsweep.fused_trials) is re-run alone: its metrics equal
+# A trial trained in a fused group (hpsweep.fused) is re-run alone: its metrics equal
 # the unfused run's up to float rounding (measured: losses within 2.5e-7, accuracies equal),
 # not bitwise. 1e-3 allows one image's flip in a split of 1,000.
 FUSED_TOLERANCE = 1e-3
@@ -46,6 +47,9 @@ def reproduce(trial_dir: Path, out_dir: Path) -> list[dict[str, float]]:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another --out")
     config = TrialFiles(trial_dir).read_hydra_file("config.yaml")  # TrialFileError if damaged
+    for key, target in flatten(OmegaConf.to_container(config)).items():
+        if key.endswith("_target_") and target in MOVED_TARGETS:
+            OmegaConf.update(config, key, MOVED_TARGETS[target])
     original = TrialFiles(trial_dir).read_result()
     if original is not None and original.num_threads and config.get("num_threads") is None:
         torch.set_num_threads(original.num_threads)

@@ -20,10 +20,9 @@ from typing import Any, cast
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hpsweep.checkpoint import flatten, save_checkpoint
 from hpsweep.data import iterate_batches
-from hpsweep.fused import FusedMLP, rng_after_init
-from hpsweep.fused_train import (
+from hpsweep.fused._model import FusedMLP, rng_after_init
+from hpsweep.fused._steps import (
     FusedAdam,
     FusedOptimizer,
     FusedSGD,
@@ -31,21 +30,23 @@ from hpsweep.fused_train import (
     train_epoch,
     trial_batches,
 )
-from hpsweep.models import MLP
-from hpsweep.record import Status, TrialResult
-from hpsweep.trial import (
+from hpsweep.job import (
     STOPPING,
     EpochHook,
     Run,
     TrainingDiverged,
     checkpoint,
     final_report,
+    flatten,
     log_epoch,
     prepare,
     result_of,
+    save_checkpoint,
 )
+from hpsweep.models import MLP
+from hpsweep.record import Status, TrialResult
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hpsweep.fused")
 
 FUSED_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD")
 # Keys the trials of a group may differ in: per-trial hyperparameters FusedMLP and the fused

@@ -13,7 +13,7 @@ Padded units are exactly zero: the first layer's outputs are gathered into the p
 from an appended zero row, and later layers are multiplied by a unit mask. Padded weights get
 zero gradients, so they and their optimizer state stay zero.
 
-Optimizers, clipping, train and eval steps: hpsweep.fused_train.
+Optimizers, clipping, train and eval steps: fused._steps.
 """
 
 from collections.abc import Sequence

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hpsweep.data import Split, iterate_batches
-from hpsweep.fused import FusedMLP
-from hpsweep.training import EVAL_BATCH_SIZE
+from hpsweep.fused._model import FusedMLP
+from hpsweep.job import EVAL_BATCH_SIZE
 
 ADAM_DEFAULTS = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0}
 SGD_DEFAULTS = {
@@ -264,7 +264,7 @@ def train_epoch(
     per_trial: bool = False,
 ) -> list[tuple[float, float]]:
     """One pass over `batches` (shared, or (K, B, ...) with per_trial); per-trial (mean train
-    loss, train accuracy), as hpsweep.training.train_one_epoch computes them."""
+    loss, train accuracy), as hpsweep.job.train_one_epoch computes them."""
     model.train()
     device = model.params[0].device
     loss_sum = torch.zeros(model.num_trials, device=device)

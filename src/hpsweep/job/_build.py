@@ -16,11 +16,10 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from hpsweep.augment import Augment
 from hpsweep.config import check_config, resolve_device
-from hpsweep.data import Split, Splits
+from hpsweep.data import Augment, Split, Splits
 from hpsweep.errors import ConfigError
-from hpsweep.training import PRECISIONS, make_criterion
+from hpsweep.job._steps import AUTOCAST_DTYPES, make_criterion
 
 
 @dataclass
@@ -74,7 +73,7 @@ def build(cfg: DictConfig) -> Job:
         criterion=make_criterion(splits.num_outputs, cfg.label_smoothing),
         eval_criterion=make_criterion(splits.num_outputs),
         augment=augment if augment.active else None,
-        autocast_dtype=PRECISIONS[cfg.precision],
+        autocast_dtype=AUTOCAST_DTYPES[cfg.precision],
         shuffle=shuffle,
     )
 

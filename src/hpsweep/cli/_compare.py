@@ -13,9 +13,14 @@ from time import sleep, strftime  # names of this module, so tests can replace s
 from typing import TYPE_CHECKING, Any, cast
 
 from hpsweep.record import Status, TrialFileError
-from hpsweep.results import load_trials
-from hpsweep.sweep_files import SweepDirError, find_trials, newest_sweep, sweep_signature
-from hpsweep.trial_rows import WORKER_GONE
+from hpsweep.results import (
+    WORKER_GONE,
+    SweepDirError,
+    find_trials,
+    load_trials,
+    newest_sweep,
+    sweep_signature,
+)
 
 if TYPE_CHECKING:  # imported when a table is made: --help and wrong paths answer sooner
     import pandas as pd

@@ -16,7 +16,7 @@ import torch
 from hpsweep.errors import CheckpointError
 from hpsweep.record import atomic_write_bytes
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hpsweep.job")
 
 # Keys that may differ between a checkpoint and the config resuming it: they change where or
 # how long a run goes, not what it computes.
@@ -36,9 +36,16 @@ ADDED_KEYS = {
     "label_smoothing": 0.0,
     "precision": "fp32",
     "channels_last": False,
-    "augment._target_": "hpsweep.augment.Augment",
+    "augment._target_": "hpsweep.data.Augment",
     "augment.shift": 0,
     "augment.hflip": False,
+}
+
+# `_target_`s whose class moved when the flat modules became subpackages: a checkpoint or a
+# saved config that names the old path still resumes and reproduces.
+MOVED_TARGETS = {
+    "hpsweep.augment.Augment": "hpsweep.data.Augment",
+    "hpsweep.schedules.WarmupCosine": "hpsweep.job.WarmupCosine",
 }
 
 
@@ -103,12 +110,20 @@ def restore_rng(state: dict[str, Any], shuffle: torch.Generator) -> None:
 
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """`key: old -> new` for each key that differs, except those a resume may change."""
-    flat_old, flat_new = ADDED_KEYS | flatten(old), ADDED_KEYS | flatten(new)
+    flat_old, flat_new = (current_targets(ADDED_KEYS | flatten(c)) for c in (old, new))
     return [
         f"{key}: {flat_old.get(key)!r} -> {flat_new.get(key)!r}"
         for key in sorted(flat_old.keys() | flat_new.keys())
         if key not in RESUMABLE_CHANGES and flat_old.get(key) != flat_new.get(key)
     ]
+
+
+def current_targets(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flattened config with each moved `_target_` under its current name."""
+    return {
+        key: MOVED_TARGETS.get(value, value) if key.endswith("_target_") else value
+        for key, value in flat.items()
+    }
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -11,7 +11,7 @@ EVAL_BATCH_SIZE = 1024  # no gradients kept: large batches are cheaper per sampl
 Batches = Iterable[tuple[Tensor, Tensor]]
 # precision -> the dtype forward passes autocast to (None: plain float32). Weights, gradients
 # and optimizer state stay float32 either way; bf16 needs no loss scaling.
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def make_criterion(num_outputs: int, label_smoothing: float = 0.0) -> nn.Module:

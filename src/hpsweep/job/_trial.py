@@ -1,4 +1,4 @@
-"""One trial, start to end: build (hpsweep.build), resume, train epoch by epoch, checkpoint,
+"""One trial, start to end: build (job._build), resume, train epoch by epoch, checkpoint,
 report.
 
 `run_trial` takes a composed config and a trial dir, so tests, `hpsweep reproduce` and the
@@ -17,8 +17,11 @@ import torch
 import torch._dynamo
 from omegaconf import DictConfig
 
-from hpsweep.build import Job, build
-from hpsweep.checkpoint import (
+from hpsweep.config import device_name
+from hpsweep.data import Split, iterate_batches
+from hpsweep.errors import CheckpointError
+from hpsweep.job._build import Job, build
+from hpsweep.job._checkpoint import (
     capture_rng,
     config_changes,
     load_checkpoint,
@@ -26,16 +29,13 @@ from hpsweep.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from hpsweep.config import device_name
-from hpsweep.data import Split, iterate_batches
-from hpsweep.errors import CheckpointError
+from hpsweep.job._progress import LOG_EVERY_S, Meter, progress_mode
+from hpsweep.job._steps import evaluate, train_one_epoch
 from hpsweep.models import count_parameters
 from hpsweep.plots import plot_curves, save_png
-from hpsweep.progress import LOG_EVERY_S, Meter, progress_mode
 from hpsweep.record import OBJECTIVES, Status, TrialFiles, TrialResult, is_better
-from hpsweep.training import evaluate, train_one_epoch
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hpsweep.trial")  # the job's own lines: one logger name in train.log
 # torch._dynamo above: use_deterministic_algorithms() and fused Adam import it on first use,
 # 1.5 s here. Imported with this module, a sweep's forked workers start with it loaded instead
 # of paying for it each; a single run pays the same, only earlier.

@@ -15,9 +15,9 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hpsweep import read_cache
 from hpsweep.record import TrialFileError, TrialFiles
-from hpsweep.sweep_files import trial_dirs
+from hpsweep.results import _read_cache as read_cache
+from hpsweep.results._sweep_files import trial_dirs
 from hydra_plugins.hpsweep_sweeper import (
     JOURNAL_FILE,
     TRIAL_DIR,
@@ -26,7 +26,7 @@ from hydra_plugins.hpsweep_sweeper import (
     search_space,
 )
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hpsweep.results")
 
 
 def swept_keys(sweep_dir: str | Path) -> dict[str, bool]:

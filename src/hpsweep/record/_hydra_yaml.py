@@ -11,7 +11,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hpsweep.record import TrialFileError, unreadable
+from hpsweep.errors import TrialFileError, unreadable
 
 
 def read_hydra_file(folder: Path, name: str) -> Any:

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hpsweep.results")
 
 # bump when what is kept changes shape: older cache files are then ignored
 VERSION = 2

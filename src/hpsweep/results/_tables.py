@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from hpsweep import read_cache
 from hpsweep.record import SPLIT_METRICS, Status, TrialFileError, TrialFiles
-from hpsweep.sweep_files import SweepDirError, TrialDir, find_trials, read_trial_dir
-from hpsweep.sweep_study import load_study_trials, swept_keys
-from hpsweep.trial_rows import add_study, files_row, progress, superseded, worker_gone
+from hpsweep.results import _read_cache as read_cache
+from hpsweep.results._sweep_files import SweepDirError, TrialDir, find_trials, read_trial_dir
+from hpsweep.results._sweep_study import load_study_trials, swept_keys
+from hpsweep.results._trial_rows import add_study, files_row, progress, superseded, worker_gone
 from hydra_plugins.hpsweep_sweeper import abandoned_trial_dirs
 
 if TYPE_CHECKING:

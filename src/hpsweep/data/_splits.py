@@ -44,7 +44,7 @@ class Splits:
     val: Split
     test: Split  # the official test set: evaluated once, on the best checkpoint, never to decide
     task: str
-    blank: float = 0.0  # a black pixel, normalized: what a shift pads with (hpsweep.augment)
+    blank: float = 0.0  # a black pixel, normalized: what a shift pads with (hpsweep.data.Augment)
 
     @property
     def num_outputs(self) -> int:

@@ -18,10 +18,16 @@ from typing import TYPE_CHECKING, NoReturn
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hpsweep.compare import FORMATS, cmd_compare, damaged, leave_out_damaged, watch
+from hpsweep.cli._compare import FORMATS, cmd_compare, damaged, leave_out_damaged, watch
 from hpsweep.record import Status, TrialFileError
-from hpsweep.results import best_of, load_trials, trial_by_number
-from hpsweep.sweep_files import SweepDirError, find_trials, newest_sweep
+from hpsweep.results import (
+    SweepDirError,
+    best_of,
+    find_trials,
+    load_trials,
+    newest_sweep,
+    trial_by_number,
+)
 
 if TYPE_CHECKING:  # imported when a command needs it: --help and wrong paths answer sooner
     pass
@@ -62,13 +68,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if row["state"] == Status.RUNNING.value:
         raise SweepDirError(f"{refused}: it is still running; reproduce it once it has ended")
     from hpsweep.errors import CheckpointError, ConfigError
-    from hpsweep.record import TrialFiles
-    from hpsweep.reproduce import (  # torch: seconds
+    from hpsweep.job import (  # torch: seconds
         FUSED_TOLERANCE,
         compare_metrics,
         reproduce,
         stopping_epoch,
     )
+    from hpsweep.record import TrialFiles
 
     out = args.out or Path(args.sweep_dir) / "reproduce" / trial_dir.name
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -77,21 +77,6 @@ def epoch_axis(ax: Axes, epochs: list[int]) -> None:
     ax.set_xlabel("epoch")
 
 
-def plot_sweep(
-    sweep_dir: str | Path, top_k: int = 5, trials: pd.DataFrame | None = None
-) -> list[Path]:
-    """Writes plot_curves.png, plot_params.png, plot_history.png and plot_importances.png into
-    the sweep dir (hpsweep.sweep_plots draws them).
-
-    `trials`: the sweep's `load_trials` table, if the caller has it. Trials whose files are
-    damaged or missing are left out (`hpsweep plot` names them).
-    """
-    from hpsweep.sweep_plots import sweep_figures  # pandas and optuna: not for trial jobs
-
-    figures = sweep_figures(sweep_dir, top_k, trials)
-    return [save_png(fig, Path(sweep_dir) / name) for name, fig in figures.items()]
-
-
 def save_png(fig: Figure, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
@@ -109,7 +94,7 @@ def finite_or_nan(value: Any) -> float:
     return float(value) if is_number(value) else math.nan
 
 
-# -- shared by the sweep's figures (hpsweep.sweep_plots) -------------------------------------
+# -- shared by the sweep's figures (plots._sweep) ----------------------------------------
 
 
 def robust_range(values: Any, bad_side: str, k: float = 1.5) -> tuple[float, float] | None:

@@ -1,6 +1,6 @@
 """Rebuild the embedded `mnist_mini` dataset from the raw MNIST files.
 
-    python -m hpsweep.make_mnist_mini ../shared/data/MNIST/raw
+    python -m hpsweep.data.make_mnist_mini ../shared/data/MNIST/raw
 
 Writes the first 10,000 training and first 2,000 test images (and labels) as gzipped IDX files
 into src/hpsweep/mnist_mini/. gzip's timestamp is fixed, so the output is byte-for-byte
@@ -11,7 +11,7 @@ import argparse
 import gzip
 from pathlib import Path
 
-from hpsweep.data import read_idx
+from hpsweep.data._splits import read_idx
 
 OUT_DIR = Path(__file__).parent / "mnist_mini"
 SIZES = {"train": 10_000, "t10k": 2_000}

@@ -1,9 +1,9 @@
-"""The trial record: what a trial dir holds, and the one place that writes and reads it.
+"""The trial record's files: result.json (TrialResult), metrics.csv, .hydra, atomic writes.
 
     <trial dir>/metrics.csv     one row per epoch, METRIC_COLUMNS
     <trial dir>/result.json     a TrialResult: status, the best epoch's numbers, test scores
     <trial dir>/curves.png      train and validation curves (drawn by hpsweep.plots)
-    <trial dir>/checkpoints/    last.pt and best.pt (hpsweep.checkpoint)
+    <trial dir>/checkpoints/    last.pt and best.pt (hpsweep.job)
     <trial dir>/.hydra/         Hydra's: config.yaml, hydra.yaml, overrides.yaml (read here too)
 
 Every file is rewritten whole through a temp file and a rename, so a reader (`hpsweep compare`
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+from hpsweep.errors import TrialFileError, unreadable
 
 # metrics.csv: per epoch; `seconds` is that epoch's training and validation time
 SPLIT_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
@@ -55,30 +57,6 @@ _OLD_STATUS_WORDS = {
 }
 
 
-class TrialFileError(Exception):
-    """A trial file that is missing where it must exist, or exists and cannot be used:
-    unreadable, cut short, not JSON/CSV, wrong types. The message names the file within its
-    trial dir and the fault ("result.json: not JSON (line 1)"); `path` is the whole path."""
-
-    def __init__(self, path: Path, why: str, name: str | None = None) -> None:
-        super().__init__(f"{name or path.name}: {why}")
-        self.path = path
-        self.why = why
-        self.name = name
-
-    def __reduce__(self) -> tuple[Any, ...]:  # kept in the read cache: pickled
-        return (TrialFileError, (self.path, self.why, self.name))
-
-
-def unreadable(error: OSError | UnicodeDecodeError) -> str:
-    """Why a file could not be read, in a few words."""
-    if isinstance(error, UnicodeDecodeError):
-        return f"not UTF-8 text (byte {error.start})"
-    if isinstance(error, FileNotFoundError):
-        return "missing"
-    return f"unreadable ({error.strerror or type(error).__name__})"
-
-
 def is_better(value: float, best: float | None, objective: str) -> bool:
     """Strictly better only: on a tie the earlier epoch stays best."""
     if best is None:
@@ -109,7 +87,7 @@ class TrialResult:
     torch_version: str | None
     device: str | None
     num_threads: int | None
-    # trials in its fused group when it (last) started; None: trained alone (hpsweep.fused_trials)
+    # trials in its fused group when it (last) started; None: trained alone (hpsweep.fused)
     fused_with: int | None = None
 
     def to_json(self) -> str:
@@ -212,14 +190,16 @@ class TrialFiles:
         atomic_write_bytes(self.metrics, text.getvalue().encode())
 
     def read_hydra_file(self, name: str) -> Any:
-        """.hydra/<name> through OmegaConf (hpsweep.hydra_yaml.read_hydra_file)."""
-        from hpsweep.hydra_yaml import read_hydra_file  # YAML: most users never read .hydra/
+        """.hydra/<name> through OmegaConf (record._hydra_yaml)."""
+        from hpsweep.record._hydra_yaml import (
+            read_hydra_file,  # YAML: most users never read .hydra/
+        )
 
         return read_hydra_file(self.dir / ".hydra", name)
 
     def read_hydra_data(self, name: str, keys: tuple[str, ...] | None = None) -> Any:
-        """.hydra/<name> as plain data, fast (hpsweep.hydra_yaml.read_hydra_data)."""
-        from hpsweep.hydra_yaml import read_hydra_data
+        """.hydra/<name> as plain data, fast (record._hydra_yaml)."""
+        from hpsweep.record._hydra_yaml import read_hydra_data
 
         return read_hydra_data(self.dir / ".hydra", name, keys)
 

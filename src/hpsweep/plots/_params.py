@@ -1,4 +1,4 @@
-"""The sweep figures about parameters (`hpsweep plot`, drawn by hpsweep.sweep_plots):
+"""The sweep figures about parameters (`hpsweep plot`, drawn by plots._sweep):
 
     plot_params       which values of each parameter give a good objective?
     plot_importances  which parameters decide the objective?
@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter
 
-from hpsweep.plots import (
+from hpsweep.plots._common import (
     BEST_RING,
     STATES,
     best_first,
@@ -61,7 +61,7 @@ def swept_params(sweep_dir: str | Path, trials: pd.DataFrame) -> list[SweptParam
     choice unless all its values are numbers."""
     from optuna.distributions import CategoricalDistribution
 
-    from hpsweep.sweep_study import swept_distributions, swept_keys
+    from hpsweep.results import swept_distributions, swept_keys
 
     sweep = Path(sweep_dir)
     distributions = swept_distributions(sweep) or {}
