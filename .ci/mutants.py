@@ -144,8 +144,8 @@ MUTANTS = [
     Mutant(
         "a fused trial's pruning hook ignored",
         "hpsweep/fused/_trials.py",
-        "    stop = None if m.hook is None else m.hook(epoch, row)\n",
-        "    stop = None\n",
+        "    stop = end_epoch(m.run, row, m.hook, state_of",
+        "    stop = end_epoch(m.run, row, None, state_of",
         ("tests/test_fused_trials.py",),
     ),
     Mutant(

@@ -7,6 +7,7 @@ a plain run_trial resumes any of them. A trial that is pruned, stops early or di
 the group (FusedMLP.select) and the others go on.
 """
 
+import functools
 import logging
 import math
 import time
@@ -31,17 +32,16 @@ from hpsweep.fused._steps import (
     trial_batches,
 )
 from hpsweep.job import (
-    STOPPING,
     EpochHook,
     Run,
-    TrainingDiverged,
     checkpoint,
+    diverged,
+    end_epoch,
     final_report,
     flatten,
-    log_epoch,
     prepare,
     result_of,
-    save_checkpoint,
+    stop_reason,
 )
 from hpsweep.models import MLP
 from hpsweep.record import Status, TrialResult
@@ -132,89 +132,36 @@ def train_fused(
 ) -> list[TrialResult]:
     """Train prepared trials (prepare_member) as one group, from the epoch their checkpoints
     stand at (all the same one); returns their results, in order."""
-    cfgs = [m.run.job.cfg for m in members]
-    check_fusable(cfgs)
-    done = {m.run.progress.epoch for m in members}
-    if len(done) > 1:
-        at = ", ".join(f"{m.name} after epoch {m.run.progress.epoch}" for m in members)
-        raise ValueError(f"a fused group resumes after one epoch for all trials; these are {at}")
-    start = done.pop()
-    for m in members:
-        m.group_size = len(members)
-    for m in members[1:]:  # the same data config: one copy of the data for the group
-        m.run.job.splits, m.run.job.train = members[0].run.job.splits, members[0].run.job.train
-    same_seed = len({cfg.seed for cfg in cfgs}) == 1
-    if same_seed:  # one batch order for all: one wide first-layer GEMM per step
-        for m in members:
-            m.shuffle = members[0].shuffle
-    # overfit_batches: every trial sees the same batches in order, whatever its seed
-    shared_order = same_seed or bool(cfgs[0].overfit_batches)
+    start = join_group(members)
+    cfg = members[0].run.job.cfg
     models = [cast(MLP, m.run.job.model) for m in members]  # check_fusable: all MLPs
     fused = FusedMLP.from_models(models, [m.dropout for m in members])
     optimizer = fused_optimizer(fused, members)
-
     results: dict[int, TrialResult] = {}
     active = list(range(len(members)))  # active[slot] = index of the trial in that group slot
-    cfg = cfgs[0]
-    train_split, splits = members[0].run.job.train, members[0].run.job.splits
-    for m in members:
-        m.run.files.checkpoints.mkdir(parents=True, exist_ok=True)
-        with speaking_for(m):
-            log.info(
-                "%s: in a fused group of %d trials%s, output %s",
-                m.name,
-                len(members),
-                f", resuming after epoch {start}" if start else "",
-                m.run.files.dir.resolve(),
-            )
+
+    def leave(k: int, ended: tuple[TrialResult, Exception | None]) -> None:
+        results[k] = ended[0]
+        if on_trial_end is not None:
+            on_trial_end(k, *ended)
+
     if start >= cfg.epochs:  # stopped in the final report: that report alone is left
         active = []
         for k, m in enumerate(members):
             with speaking_for(m):
-                results[k] = finish(m, None, start)
-                if on_trial_end is not None:
-                    on_trial_end(k, results[k], None)
+                leave(k, (finish(m, None, start), None))
     try:
         for epoch in range(start + 1, cfg.epochs + 1):
-            started = time.perf_counter()
-
-            # -- train the group: one shared batch order, or each trial its own (per seed)
-            if shared_order:
-                shuffle = None if cfg.overfit_batches else members[0].shuffle
-                batches: Any = iterate_batches(train_split, cfg.batch_size, shuffle)
-            else:
-                gens = [members[k].shuffle for k in active]
-                batches = trial_batches(train_split, cfg.batch_size, gens)
-            lrs = [members[k].run.job.optimizer.param_groups[0]["lr"] for k in active]
-            train = train_epoch(fused, optimizer, batches, cfg.grad_clip_norm, not shared_order)
-
-            # -- evaluate on validation
-            val = evaluate(fused, splits.val)
-            # The group's time is shared equally by its trials: each trial's seconds and
-            # wall_time_s are its share, not the time a trial alone would have taken.
-            share = (time.perf_counter() - started) / len(active)
+            rows = group_epoch(members, active, fused, optimizer, epoch)
 
             # -- record each trial: its row, checkpoints, log line and hook; some leave
             leaving = []
-            for slot, k in enumerate(active):
-                m, (train_loss, train_acc), (val_loss, val_acc) = members[k], train[slot], val[slot]
-                m.run.progress.elapsed += share
-                row = {
-                    "epoch": epoch,
-                    "train_loss": train_loss,
-                    "train_acc": train_acc,
-                    "val_loss": val_loss,
-                    "val_acc": val_acc,
-                    "lr": lrs[slot],
-                    "seconds": share,
-                }
-                with speaking_for(m):
-                    ended = record_epoch(m, row, fused, optimizer, slot)
-                    if ended is not None:
-                        results[k] = ended[0]
-                        leaving.append(k)
-                        if on_trial_end is not None:
-                            on_trial_end(k, *ended)
+            for slot, (k, row) in enumerate(zip(active, rows, strict=True)):
+                with speaking_for(members[k]):
+                    ended = record_epoch(members[k], row, fused, optimizer, slot)
+                if ended is not None:
+                    leave(k, ended)
+                    leaving.append(k)
 
             # -- the trials that ended leave the group: no compute spent on them from here
             if leaving:
@@ -227,59 +174,113 @@ def train_fused(
                 fused = smaller
     except Exception as e:
         # as run_trial: a trial that was still training records the failure, then it propagates
-        for k in active:
-            if k not in results:
-                m = members[k]
-                reason = f"{type(e).__name__}: {e}"
-                failed = result_of(
-                    m.run.job, m.run.progress, Status.FAIL, reason, fused_with=m.group_size
-                )
-                m.run.files.write_result(failed)
+        for k in (k for k in active if k not in results):
+            m, reason = members[k], f"{type(e).__name__}: {e}"
+            failed = result_of(m.run.job, m.run.progress, Status.FAIL, reason, m.group_size)
+            m.run.files.write_result(failed)
         raise
     return [results[k] for k in range(len(members))]
+
+
+def join_group(members: Sequence[Member]) -> int:
+    """Check the trials can train as one group and let them share what they can (the data; the
+    batch order when their seeds are equal); returns the epoch they all resume after."""
+    cfgs = [m.run.job.cfg for m in members]
+    check_fusable(cfgs)
+    done = {m.run.progress.epoch for m in members}
+    if len(done) > 1:
+        at = ", ".join(f"{m.name} after epoch {m.run.progress.epoch}" for m in members)
+        raise ValueError(f"a fused group resumes after one epoch for all trials; these are {at}")
+    start = done.pop()
+    for m in members:
+        m.group_size = len(members)
+    for m in members[1:]:  # the same data config: one copy of the data for the group
+        m.run.job.splits, m.run.job.train = members[0].run.job.splits, members[0].run.job.train
+    if len({cfg.seed for cfg in cfgs}) == 1:  # one batch order: one wide first-layer GEMM a step
+        for m in members:
+            m.shuffle = members[0].shuffle
+    for m in members:
+        m.run.files.checkpoints.mkdir(parents=True, exist_ok=True)
+        with speaking_for(m):
+            log.info(
+                "%s: in a fused group of %d trials%s, output %s",
+                m.name,
+                len(members),
+                f", resuming after epoch {start}" if start else "",
+                m.run.files.dir.resolve(),
+            )
+    return start
+
+
+def group_epoch(
+    members: Sequence[Member],
+    active: list[int],
+    fused: FusedMLP,
+    optimizer: FusedOptimizer,
+    epoch: int,
+) -> list[dict[str, float]]:
+    """Train the group's active trials one epoch and evaluate them on validation; returns each
+    one's metrics row."""
+    cfg, job = members[0].run.job.cfg, members[0].run.job
+    started = time.perf_counter()
+    # -- train: one shared batch order (equal seeds, or overfit_batches), or each trial its own
+    same_seed = len({m.run.job.cfg.seed for m in members}) == 1  # join_group shared its order
+    shared_order = same_seed or bool(cfg.overfit_batches)
+    if shared_order:
+        shuffle = None if cfg.overfit_batches else members[0].shuffle
+        batches: Any = iterate_batches(job.train, cfg.batch_size, shuffle)
+    else:
+        gens = [members[k].shuffle for k in active]
+        batches = trial_batches(job.train, cfg.batch_size, gens)
+    lrs = [members[k].run.job.optimizer.param_groups[0]["lr"] for k in active]
+    train = train_epoch(fused, optimizer, batches, cfg.grad_clip_norm, not shared_order)
+
+    # -- evaluate on validation
+    val = evaluate(fused, job.splits.val)
+    # The group's time is shared equally by its trials: each trial's seconds and wall_time_s
+    # are its share, not the time a trial alone would have taken.
+    share = (time.perf_counter() - started) / len(active)
+    rows = []
+    for slot, k in enumerate(active):
+        members[k].run.progress.elapsed += share
+        (train_loss, train_acc), (val_loss, val_acc) = train[slot], val[slot]
+        rows.append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "lr": lrs[slot],
+                "seconds": share,
+            }
+        )
+    return rows
 
 
 def record_epoch(
     m: Member, row: dict[str, float], fused: FusedMLP, optimizer: FusedOptimizer, slot: int
 ) -> tuple[TrialResult, Exception | None] | None:
-    """run_trial's save_epoch, log line and hook for one trial of the group; its result (and
-    what failed it) if the trial ends here."""
-    progress, files, cfg = m.run.progress, m.run.files, m.run.job.cfg
+    """run_trial's bookkeeping of one epoch for one trial of the group; its result (and what
+    failed it) if the trial ends here."""
     epoch = int(row["epoch"])
     if not math.isfinite(row["train_loss"]):  # as run_epoch, but the trial fails alone
-        error = TrainingDiverged(
-            f"train loss is {row['train_loss']} in epoch {epoch}; "
-            "lower optimizer.lr or set grad_clip_norm"
-        )
+        error = diverged(row["train_loss"], epoch)
         reason = f"{type(error).__name__}: {error}"
         log.warning("%s: failed: %s", m.name, reason)
-        result = result_of(m.run.job, progress, Status.FAIL, reason, fused_with=m.group_size)
-        files.write_result(result)
+        result = result_of(m.run.job, m.run.progress, Status.FAIL, reason, fused_with=m.group_size)
+        m.run.files.write_result(result)
         return result, error
-    improved = progress.add(row, cfg.objective)
-    state = trial_checkpoint(m, fused, optimizer, slot)
-    due = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs
-    save_checkpoint(state, *([files.last] if due else []), *([files.best] if improved else []))
-    files.write_metrics(progress.history)
-    log_epoch(row, cfg.epochs, who=f"{m.name}: ")
-
-    # -- report: a sweeper's pruner (or an early-stopping rule) may stop the trial here
-    stop = None if m.hook is None else m.hook(epoch, row)
-    if stop is not None and stop not in STOPPING:
-        raise TypeError(f"an epoch hook returned {stop!r}; expected one of {STOPPING} or None")
-    if stop is not None and not due:
-        save_checkpoint(state, files.last)  # so it can be continued, as run_trial does
-    if stop is None and epoch < cfg.epochs:
+    state_of = functools.partial(trial_checkpoint, m, fused, optimizer, slot)
+    stop = end_epoch(m.run, row, m.hook, state_of, who=f"{m.name}: ")
+    if stop is None and epoch < m.run.job.cfg.epochs:
         return None
     return finish(m, stop, epoch), None
 
 
 def finish(m: Member, stop: Status | None, epoch: int) -> TrialResult:
     """run_trial's final report: test set once on best.pt, result.json, curves.png."""
-    status, reason = Status.COMPLETE, None
-    if stop is not None:
-        how = "pruned" if stop is Status.PRUNED else "stopped early"
-        status, reason = stop, f"{how} after epoch {epoch}"
+    status, reason = (Status.COMPLETE, None) if stop is None else (stop, stop_reason(stop, epoch))
     run = m.run
     return final_report(
         run.job, run.progress, run.files, status, reason, run.meter, m.group_size, f"{m.name}: "

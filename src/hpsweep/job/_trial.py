@@ -55,6 +55,12 @@ class TrainingDiverged(RuntimeError):
     pass
 
 
+def diverged(train_loss: float, epoch: int) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"train loss is {train_loss} in epoch {epoch}; lower optimizer.lr or set grad_clip_norm"
+    )
+
+
 @dataclass
 class Progress:
     """What a checkpoint carries from one epoch to the next."""
@@ -115,26 +121,10 @@ def train(run: Run, on_epoch_end: EpochHook | None = None) -> TrialResult:
     try:
         for epoch in range(progress.epoch + 1, cfg.epochs + 1):
             row = run_epoch(job, epoch, run.meter)
-            improved = progress.add(row, cfg.objective)
             progress.elapsed = time.perf_counter() - started
-            last_existed = files.last.exists()
-            due = save_epoch(job, progress, files, improved)
-            if due or (improved and not last_existed):  # a start resumes from last.pt, else best.pt
-                run.resumable = epoch
-            log_epoch(row, cfg.epochs)
-
-            # -- report: a sweeper's pruner (or an early-stopping rule) may stop the trial here
-            stop = None if on_epoch_end is None else on_epoch_end(epoch, row)
+            stop = end_epoch(run, row, on_epoch_end, lambda: checkpoint(job, progress))
             if stop is not None:
-                if stop not in STOPPING:
-                    raise TypeError(
-                        f"an epoch hook returned {stop!r}; expected one of {STOPPING} or None"
-                    )
-                if not due:
-                    save_checkpoint(checkpoint(job, progress), files.last)  # so it can be continued
-                    run.resumable = epoch
-                how = "pruned" if stop is Status.PRUNED else "stopped early"
-                status, reason = stop, f"{how} after epoch {epoch}"
+                status, reason = stop, stop_reason(stop, epoch)
                 break
     except Exception as e:
         progress.elapsed = time.perf_counter() - started
@@ -222,9 +212,7 @@ def run_epoch(job: Job, epoch: int, meter: Meter) -> dict[str, float]:
             job.autocast_dtype,
         )
     if not math.isfinite(train_loss):
-        raise TrainingDiverged(
-            f"train loss is {train_loss} in epoch {epoch}; lower optimizer.lr or set grad_clip_norm"
-        )
+        raise diverged(train_loss, epoch)
 
     # -- evaluate, then step the schedule for the next epoch
     val_loss, val_acc = evaluate_split(job, job.splits.val, meter, f"{label} validation")
@@ -266,15 +254,45 @@ def checkpoint(job: Job, progress: Progress) -> dict[str, Any]:
     }
 
 
-def save_epoch(job: Job, progress: Progress, files: TrialFiles, improved: bool) -> bool:
-    """last.pt every checkpoint_every epochs and at the end, best.pt when the objective
-    improved, metrics.csv every epoch; returns whether last.pt was written."""
-    cfg = job.cfg
-    due = progress.epoch % cfg.checkpoint_every == 0 or progress.epoch == cfg.epochs
-    paths = ([files.last] if due else []) + ([files.best] if improved else [])
-    save_checkpoint(checkpoint(job, progress), *paths)
+def end_epoch(
+    run: Run,
+    row: dict[str, float],
+    hook: EpochHook | None,
+    state_of: Callable[[], dict[str, Any]],
+    who: str = "",
+) -> Status | None:
+    """An epoch's bookkeeping, one for a trial alone and a trial of a fused group: the row
+    joins the history; best.pt when the objective improved, last.pt every checkpoint_every
+    epochs, at the end and when the hook stops the trial; metrics.csv; the log line. Returns
+    the status the hook stops the trial with, or None to go on. `state_of()`: the checkpoint.
+    """
+    files, progress, cfg = run.files, run.progress, run.job.cfg
+    epoch = int(row["epoch"])
+    improved = progress.add(row, cfg.objective)
+    state = state_of()
+    due = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs
+    last_existed = files.last.exists()
+    save_checkpoint(state, *([files.last] if due else []), *([files.best] if improved else []))
     files.write_metrics(progress.history)
-    return due
+    if due or (improved and not last_existed):  # a start resumes from last.pt, else best.pt
+        run.resumable = epoch
+    log_epoch(row, cfg.epochs, who)
+
+    # -- report: a sweeper's pruner (or an early-stopping rule) may stop the trial here
+    stop = None if hook is None else hook(epoch, row)
+    if stop is None:
+        return None
+    if stop not in STOPPING:
+        raise TypeError(f"an epoch hook returned {stop!r}; expected one of {STOPPING} or None")
+    if not due:
+        save_checkpoint(state, files.last)  # so it can be continued
+        run.resumable = epoch
+    return stop
+
+
+def stop_reason(stop: Status, epoch: int) -> str:
+    how = "pruned" if stop is Status.PRUNED else "stopped early"
+    return f"{how} after epoch {epoch}"
 
 
 def log_epoch(row: dict[str, float], epochs: int, who: str = "") -> None:
