@@ -3,7 +3,7 @@
     python -m hpsweep.data.make_mnist_mini ../shared/data/MNIST/raw
 
 Writes the first 10,000 training and first 2,000 test images (and labels) as gzipped IDX files
-into src/hpsweep/mnist_mini/. gzip's timestamp is fixed, so the output is byte-for-byte
+into src/hpsweep/data/mnist_mini/. gzip's timestamp is fixed, so the output is byte-for-byte
 reproducible and `git status` stays clean after a rebuild.
 """
 
