@@ -110,7 +110,7 @@ MUTANTS = [
     Mutant(
         "seeded sampler not rebuilt before each ask",
         "hydra_plugins/hpsweep_sweeper/_worker_loop.py",
-        "        if self.sweep.reseeded:\n",
+        "        if self.plan.reseed is not None:\n",
         "        if False:\n",
         (
             "tests/test_sweeper.py::test_a_seeded_sweep_never_replays_when_resumed_and_is_reproducible",

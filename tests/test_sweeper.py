@@ -222,9 +222,8 @@ def test_max_failure_rate_ends_the_sweep_with_a_clear_message(tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode != 0
-    assert "1 of 4 trials failed" in proc.stderr, (
-        proc.stderr and "max_failure_rate=0" in proc.stderr
-    )
+    assert "1 of 4 trials failed" in proc.stderr, proc.stderr
+    assert "max_failure_rate=0" in proc.stderr, proc.stderr
     assert len(load_study(tmp_path / "multirun" / "mlp", "mlp").trials) == 1
 
 

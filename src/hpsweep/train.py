@@ -28,8 +28,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hpsweep.config import CONFIG_DIR, TrainConfig
 from hpsweep.errors import CheckpointError, ConfigError
 from hpsweep.job import EpochHook, Run, prepare, train
-from hpsweep.record import Status, TrialResult, atomic_write_bytes
-from hydra_plugins.hpsweep_sweeper import Done, current_trial, fusable
+from hpsweep.record import OBJECTIVES, Status, TrialResult, atomic_write_bytes
+from hydra_plugins.hpsweep_sweeper import Done, current_trial, declares_direction, fusable
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +246,7 @@ def trial_log_files(configs: Sequence[DictConfig]) -> Iterator[None]:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 @fusable(group_key, train_group, may_differ)
+@declares_direction("objective", OBJECTIVES.get)
 def train_job(cfg: DictConfig) -> float | None:
     trial_dir = Path(HydraConfig.get().runtime.output_dir)
     trial = current_trial()  # the Optuna trial when hydra/sweeper=hpsweep runs this job

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from omegaconf import OmegaConf
@@ -47,7 +48,7 @@ def reproduce(trial_dir: Path, out_dir: Path) -> list[dict[str, float]]:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another --out")
     config = TrialFiles(trial_dir).read_hydra_file("config.yaml")  # TrialFileError if damaged
-    for key, target in flatten(OmegaConf.to_container(config)).items():
+    for key, target in flatten(cast(dict[str, Any], OmegaConf.to_container(config))).items():
         if key.endswith("_target_") and target in MOVED_TARGETS:
             OmegaConf.update(config, key, MOVED_TARGETS[target])
     original = TrialFiles(trial_dir).read_result()

@@ -6,6 +6,7 @@
 No torch: reading results never imports the training code.
 """
 
+from hpsweep.results._rebuild import rebuild
 from hpsweep.results._sweep_files import (
     HYDRA_KEYS,
     SweepDirError,
@@ -35,6 +36,7 @@ __all__ = [
     "load_curves",
     "load_trials",
     "newest_sweep",
+    "rebuild",
     "sweep_signature",
     "swept_distributions",
     "swept_keys",

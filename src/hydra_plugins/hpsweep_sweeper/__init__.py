@@ -1,7 +1,9 @@
 """hpsweep's Optuna sweeper for Hydra: `hydra/sweeper=hpsweep`.
 
 What others may use: the names the sweeper's files and its study share, the study of a
-sweep, `current_trial()` for the job, and `fusable` for a task that trains trials together.
+sweep and what reads or writes it as the sweeper does (its storage, search space, locks),
+`current_trial()` for the job, and the marks a task function may carry: `fusable` (it trains
+trials together) and `declares_direction` (its config says which way its objective improves).
 Everything in a `_module` is the sweeper's own.
 
 Hydra imports every module of a plugin at start-up, except those whose names begin with "_":
@@ -9,24 +11,62 @@ the Optuna-heavy code lives in those, and this face imports optuna only when cal
 `hpsweep-train` run does not pay for it.
 """
 
-import contextlib
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from hydra_plugins.hpsweep_sweeper._names import (
+    DIRECTION,
+    FAIL_REASON,
+    FUSABLE,
+    JOURNAL_FILE,
+    MAX_RETRIES,
+    OVERRIDES,
+    RETRY_OF,
+    SEARCH_SPACE,
+    TRIAL_DIR,
+    WORKER,
+    Done,
+    RebuildError,
+    SearchSpaceError,
+)
+from hydra_plugins.hpsweep_sweeper._records import Rebuilt, TrialFound
+from hydra_plugins.hpsweep_sweeper._running import current_trial, running_trial
 
 if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
 
-    from hydra_plugins.hpsweep_sweeper._rebuild import Rebuilt
+    from hydra_plugins.hpsweep_sweeper._search_space import SearchSpace as SearchSpace
 
-JOURNAL_FILE = "optuna.journal"  # the default storage, in the sweep dir
-# user attributes the sweeper puts on trials
-TRIAL_DIR = "trial_dir"  # the trial's dir, relative to the sweep dir
-OVERRIDES = "overrides"  # the command-line overrides that reproduce the trial
-RETRY_OF = "retry_of"  # number of the trial whose worker died, which this one continues
-FAIL_REASON = "fail_reason"
-WORKER = "worker"  # host:pid of the process that runs (or ran) the trial, and its GPUs if set
+__all__ = [
+    "DIRECTION",
+    "FAIL_REASON",
+    "FUSABLE",
+    "JOURNAL_FILE",
+    "MAX_RETRIES",
+    "OVERRIDES",
+    "RETRY_OF",
+    "SEARCH_SPACE",
+    "TRIAL_DIR",
+    "WORKER",
+    "Done",
+    "RebuildError",
+    "Rebuilt",
+    "SearchSpaceError",
+    "TrialFound",
+    "abandoned_trial_dirs",
+    "current_trial",
+    "declares_direction",
+    "fusable",
+    "load_sweep_study",
+    "open_sweep_storage",
+    "parse_search_space",
+    "rebuild_study",
+    "retries_left",
+    "running_trial",
+    "search_space",
+]
 
 
 def open_sweep_storage(
@@ -53,30 +93,31 @@ def load_sweep_study(
     return optuna.load_study(study_name=study_name, storage=open_sweep_storage(sweep_dir, storage))
 
 
-class RebuildError(ValueError):
-    """A sweep whose study cannot be rebuilt, or a storage it cannot be written to; the message
-    says what to do."""
-
-
-def rebuild_study(sweep_dir: Path | str, storage: str | None = None) -> "Rebuilt":
+def rebuild_study(
+    sweep_dir: Path | str,
+    read_trials: "Callable[[Any, list[str]], list[TrialFound]]",
+    storage: str | None = None,
+    direction: tuple[str, Callable[[Any], str | None]] | None = None,
+) -> Rebuilt:
     """Write the study of a sweep anew from its trial dirs alone: parameters, states, values,
-    per-epoch values and the search space. Running the sweep command again continues it.
+    per-step values and the search space. Running the sweep command again continues it.
 
+    read_trials(the sweep's job config from multirun.yaml, notes) -> each trial dir as the
+    task's files tell it (TrialFound), appending to `notes` what it could not use. `direction`:
+    the task's declares_direction arguments, for a sweep whose direction followed them.
     `storage`: where to (default: the sweep's `storage` setting from its multirun.yaml). A
     journal file that is there is moved aside to <name>.bak-<time>, never overwritten; in a
-    database, the study must not exist yet.
+    database, the study must not exist yet. RebuildError says what stops it.
     """
     from hydra_plugins.hpsweep_sweeper._rebuild import rebuild
 
-    return rebuild(sweep_dir, storage)
+    return rebuild(sweep_dir, read_trials, storage, direction)
 
 
 def search_space(params: dict[str, Any], arguments: list[str]) -> dict[str, "BaseDistribution"]:
     """Parameter name -> Optuna distribution, as the sweeper reads `hydra.sweeper.params` and
     the command line's sweeps (which win); a searched list is one parameter per element
     (`key.0`, `key.1`). ValueError for a space the sweeper would refuse."""
-    from hydra_plugins.hpsweep_sweeper._search_space import parse_search_space
-
     return parse_search_space(params, arguments).distributions
 
 
@@ -94,36 +135,13 @@ def abandoned_trial_dirs(sweep_dir: Path, trial_dirs: list[Path]) -> set[Path]:
     return abandoned(sweep_dir, trial_dirs)
 
 
-# A plain value, not a ContextVar: Hydra's plugin scan runs this module a second time, so the
-# job's `current_trial` is no longer the module's, and submitit (cloudpickle) then pickles it by
-# value, globals included; a ContextVar cannot be pickled.
-_running: "optuna.Trial | None" = None
+def parse_search_space(params: dict[str, Any], arguments: list[str]) -> "SearchSpace":
+    """The whole search space as the sweeper reads it (see `search_space`): distributions,
+    fixed values, a grid sampler's values, the lists searched element by element, and the
+    signature the study keeps. SearchSpaceError for a space the sweeper would refuse."""
+    from hydra_plugins.hpsweep_sweeper._search_space import parse_search_space as parse
 
-
-def current_trial() -> "optuna.Trial | None":
-    """The optuna.Trial of the job running in this process, or None outside a sweep.
-
-    A job reports its objective to it every epoch and stops when the pruner says so.
-    """
-    return _running
-
-
-@contextlib.contextmanager
-def running_trial(trial: "optuna.Trial") -> Iterator[None]:
-    """`current_trial()` is `trial` inside this block (the sweeper runs each job in one)."""
-    global _running
-    _running = trial
-    try:
-        yield
-    finally:
-        _running = None
-
-
-# A task function marked by `fusable` carries (group_key, run_group) under this name.
-FUSABLE = "hpsweep_fusable"
-# done(i, outcome): trial i of a group ended; outcome is what the task function would have
-# returned, or the exception that ended it (optuna.TrialPruned for a pruned trial).
-Done = Callable[[int, Any], None]
+    return parse(params, arguments)
 
 
 def fusable(
@@ -146,6 +164,24 @@ def fusable(
 
     def mark(task_function: Any) -> Any:
         setattr(task_function, FUSABLE, (group_key, run_group, may_differ))
+        return task_function
+
+    return mark
+
+
+def declares_direction(key: str, direction_of: Callable[[Any], str | None]) -> Callable[[Any], Any]:
+    """Mark a task function whose job config says which way its objective improves.
+
+    The value at `key` (a dotted key of the job config, such as "objective") decides:
+    direction_of(value) -> "maximize", "minimize", or None for no say; it is asked only when
+    that value is a scalar. The study then goes that way when hydra.sweeper.direction is null,
+    and a direction setting that disagrees is refused before any trial runs: a sweep steering
+    the other way would call the worst trial the best.
+    Put it under @hydra.main (Hydra hands sweepers the undecorated function).
+    """
+
+    def mark(task_function: Any) -> Any:
+        setattr(task_function, DIRECTION, (key, direction_of))
         return task_function
 
     return mark

@@ -4,6 +4,7 @@ The task function says which trials can share a job (its group_key, see `fusable
 with equal keys form a group, the others run one by one as with fuse=1. Each trial keeps its
 own Optuna trial: it reports its epochs, is pruned and is told its outcome as it leaves the
 group, not when the group ends, so the sampler and the pruners see it as soon as it is known.
+A FusingWorker is the worker loop of _worker_loop with the claimed trials run this way.
 """
 
 import contextlib
@@ -12,10 +13,8 @@ import logging
 import os
 from collections.abc import Hashable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from hydra._internal.callbacks import Callbacks
-from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
@@ -23,29 +22,37 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, env_override
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import Trial
 
-from hydra_plugins.hpsweep_sweeper import OVERRIDES
+from hydra_plugins.hpsweep_sweeper import _compat
+from hydra_plugins.hpsweep_sweeper._names import OVERRIDES
 from hydra_plugins.hpsweep_sweeper._progress import log_prefix, logging_as
-from hydra_plugins.hpsweep_sweeper._study import heartbeat
-
-if TYPE_CHECKING:
-    from hydra_plugins.hpsweep_sweeper._sweep import StudyConnection
-    from hydra_plugins.hpsweep_sweeper._worker_loop import Worker
+from hydra_plugins.hpsweep_sweeper._storage import heartbeat
+from hydra_plugins.hpsweep_sweeper._worker_loop import StudyConnection, Worker
 
 log = logging.getLogger(__name__)
 
 Job = tuple[Trial, str, DictConfig]  # a trial, its dir (relative to the sweep dir), its config
 
 
-def run_fusable(
-    worker: "Worker", conn: "StudyConnection", claimed: list[tuple[Trial, str]]
-) -> None:
+class FusingWorker(Worker):
+    """A worker of a sweep with fuse > 1: the trials it claims at once run in groups."""
+
+    def run_claimed(self, conn: StudyConnection, claimed: list[tuple[Trial, str]]) -> None:
+        if len(claimed) == 1:
+            super().run_claimed(conn, claimed)
+        else:
+            run_fusable(self, conn, claimed)
+
+
+def run_fusable(worker: Worker, conn: StudyConnection, claimed: list[tuple[Trial, str]]) -> None:
     """Run the claimed trials: those the task can train together as one job per group."""
     group_key, _, _ = worker.fusable
     groups: dict[Hashable, list[Job]] = {}
     first: tuple[DictConfig, list[str]] | None = None
     for trial, trial_dir in claimed:
         overrides = trial.user_attrs[OVERRIDES]
-        config = worker.job_config(overrides, trial.number, trial_dir, like=first)
+        # derived from the first trial's when they differ only in plain values: no composition
+        derived = None if first is None else derive_config(*first, overrides)
+        config = worker.job_config(overrides, trial.number, trial_dir, derived)
         first = first or (config, overrides)
         with read_write(config.hydra.runtime):  # as Hydra's run_job sets it
             config.hydra.runtime.output_dir = os.path.abspath(
@@ -63,7 +70,7 @@ def run_fusable(
             run_group(worker, conn, jobs)
 
 
-def run_group(worker: "Worker", conn: "StudyConnection", jobs: list[Job]) -> None:
+def run_group(worker: Worker, conn: StudyConnection, jobs: list[Job]) -> None:
     """One job for the group: the task's run_group, each trial told as it leaves."""
     _, task_run_group, _ = worker.fusable
     trials = [trial for trial, _, _ in jobs]
@@ -76,7 +83,9 @@ def run_group(worker: "Worker", conn: "StudyConnection", jobs: list[Job]) -> Non
     # Hydra's job callbacks (hydra.callbacks), each trial its own instances: callbacks are
     # written for one job at a time (Hydra's PickleJobInfoCallback keeps the job's dir from
     # on_job_start to on_job_end), and a group's trials start together and end apart.
-    callbacks = [Callbacks(config) if config.hydra.callbacks else None for _, _, config in jobs]
+    callbacks = [
+        _compat.Callbacks(config) if config.hydra.callbacks else None for _, _, config in jobs
+    ]
 
     def done(i: int, outcome: Any) -> None:
         if i in told:
@@ -116,7 +125,7 @@ def run_group(worker: "Worker", conn: "StudyConnection", jobs: list[Job]) -> Non
             done(i, error)
 
 
-def job_end(callbacks: Callbacks, config: DictConfig, outcome: Any) -> None:
+def job_end(callbacks: _compat.Callbacks, config: DictConfig, outcome: Any) -> None:
     """on_job_end for a trial of a group, with the JobReturn Hydra's run_job would give it
     (HydraConfig its own meanwhile: the group goes on under the one it had)."""
     group_config = HydraConfig.instance().cfg
@@ -132,8 +141,8 @@ def job_end(callbacks: Callbacks, config: DictConfig, outcome: Any) -> None:
         working_dir=os.getcwd(),
         task_name=config.hydra.job.name,
         status=JobStatus.FAILED if failed else JobStatus.COMPLETED,
-        _return_value=outcome,
     )
+    job_return.return_value = outcome
     try:
         callbacks.on_job_end(config=config, job_return=job_return)
     finally:
@@ -178,11 +187,11 @@ def derive_config(
         return None
     config = copy.deepcopy(like)
     OmegaConf.set_readonly(config.hydra, False)  # as after a composition (HydraConfig locks it)
-    ConfigLoaderImpl._apply_overrides_to_config(list(changed.values()), config)
+    _compat.apply_overrides(list(changed.values()), config)
     dirname = like.hydra.job.config.override_dirname
     with open_dict(config.hydra):
         config.hydra.overrides.task = task
-        config.hydra.job.override_dirname = get_overrides_dirname(
+        config.hydra.job.override_dirname = _compat.get_overrides_dirname(
             overrides=parser.parse_overrides(task),
             kv_sep=dirname.kv_sep,
             item_sep=dirname.item_sep,

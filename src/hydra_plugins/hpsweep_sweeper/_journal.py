@@ -24,14 +24,15 @@ from typing import Any
 
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-from optuna.storages.journal._storage import JournalOperation
+
+from hydra_plugins.hpsweep_sweeper import _compat
 
 log = logging.getLogger(__name__)
 
 # Optuna writes each record as {"op_code":..., ...}; inside a string value the quotes are
 # escaped, so this marks where a record begins, also when it was glued onto a cut one.
 RECORD_START = b'{"op_code":'
-OP_CODES = {int(op) for op in JournalOperation}
+OP_CODES = {int(op) for op in _compat.JournalOperation}
 
 
 class JournalUnreadable(RuntimeError):

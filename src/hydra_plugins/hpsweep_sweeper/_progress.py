@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hydra_plugins.hpsweep_sweeper._study import mask_password
+from hydra_plugins.hpsweep_sweeper._storage import mask_password
 from hydra_plugins.hpsweep_sweeper._tally import Tally
 
 log = logging.getLogger(__name__)

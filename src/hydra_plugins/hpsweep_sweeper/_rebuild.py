@@ -2,9 +2,10 @@
 lost or damaged: a deleted journal, a sweep dir copied without it, a database gone.
 
 The files hold what the study held: a trial's parameters in .hydra/overrides.yaml (typed by the
-search space in multirun.yaml), its state and value in result.json, the objective it reported
-each epoch in metrics.csv. The rebuilt study carries the search space's signature, as one the
-sweeper made does, so running the sweep command again continues it.
+search space in multirun.yaml); its state, value and the values it reported each step in the
+task's own files, which the task reads (`read_trials`). The rebuilt study carries the search
+space's signature, as one the sweeper made does, so running the sweep command again
+continues it.
 
 Trial numbers are kept, because the sweeper names a new trial's dir after its number: trial N
 is the number in its dir's hydra.yaml (the newest, after retries). A number no dir holds gets a
@@ -13,52 +14,52 @@ neither toward n_trials nor as a failure), or one whose dir is gone (which count
 """
 
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
+from omegaconf import DictConfig
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from hydra_plugins.hpsweep_sweeper import (
+from hydra_plugins.hpsweep_sweeper._compat import grid_system_attrs
+from hydra_plugins.hpsweep_sweeper._journal import backup_path
+from hydra_plugins.hpsweep_sweeper._names import (
     FAIL_REASON,
     JOURNAL_FILE,
     OVERRIDES,
     RETRY_OF,
+    SEARCH_SPACE,
     TRIAL_DIR,
+    WARM_STARTED,
     RebuildError,
-    open_sweep_storage,
 )
-from hydra_plugins.hpsweep_sweeper._journal import backup_path
 from hydra_plugins.hpsweep_sweeper._rebuild_read import (
-    FoundTrial,
+    Declared,
     Sweep,
-    is_trial_dir,
     read_multirun,
-    read_trial,
+    trial_params,
 )
-from hydra_plugins.hpsweep_sweeper._storage import describe_storage, mask_password
-from hydra_plugins.hpsweep_sweeper._study import SEARCH_SPACE, WARM_STARTED, file_lock
+from hydra_plugins.hpsweep_sweeper._records import Rebuilt, TrialFound
+from hydra_plugins.hpsweep_sweeper._storage import describe_storage, mask_password, open_storage
+from hydra_plugins.hpsweep_sweeper._study import file_lock
+from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf
+
+# read_trials(the sweep's job config, notes) -> its trial dirs as the task's files tell them
+ReadTrials = Callable[[DictConfig, list[str]], list[TrialFound]]
 
 
-@dataclass
-class Rebuilt:
-    """What `rebuild` wrote, for the CLI to say."""
-
-    study_name: str
-    storage: str  # where, its password masked
-    states: dict[str, int]  # state name -> trials
-    backup: Path | None  # the journal that was there, moved aside
-    command: str  # the sweep command, which continues the study
-    notes: list[str] = field(default_factory=list)  # what could not be rebuilt as it was
-
-
-def rebuild(sweep_dir: Path | str, storage: str | None = None) -> Rebuilt:
+def rebuild(
+    sweep_dir: Path | str,
+    read_trials: ReadTrials,
+    storage: str | None = None,
+    declared: Declared | None = None,
+) -> Rebuilt:
     """Write the study of `sweep_dir` from its trial dirs into `storage` (see the face's
     `rebuild_study`)."""
     sweep_path = Path(sweep_dir)
-    sweep = read_multirun(sweep_path)
+    sweep = read_multirun(sweep_path, declared)
     storage = storage if storage is not None else sweep.storage
     if storage is not None and "***" in storage:
         raise RebuildError(
@@ -71,16 +72,16 @@ def rebuild(sweep_dir: Path | str, storage: str | None = None) -> Rebuilt:
             "hydra.sweeper.custom_search_space: the parameters it suggests are not in "
             "multirun.yaml's search space and are left out of the rebuilt trials"
         )
-    dirs = sorted(p for p in sweep_path.iterdir() if is_trial_dir(p))
-    for d in dirs:
-        if (d / ".lock").exists():
-            with file_lock(d / ".lock", blocking=False) as free:
+    found = read_trials(sweep.config, notes)
+    for f in found:
+        lock = sweep_path / f.dir / ".lock"
+        if lock.exists():
+            with file_lock(lock, blocking=False) as free:
                 if free is None:
                     raise RebuildError(
-                        f"{d.name} is running (a worker holds {d / '.lock'}): stop the sweep "
+                        f"{f.dir} is running (a worker holds {lock}): stop the sweep "
                         "before rebuilding its study"
                     )
-    found = [read_trial(d, sweep, notes) for d in dirs]
     trials = number_trials(found, sweep, notes)
 
     where = describe_storage(storage, sweep_path)
@@ -88,7 +89,9 @@ def rebuild(sweep_dir: Path | str, storage: str | None = None) -> Rebuilt:
         if free is None:
             raise RebuildError(f"a sweep is picking trials in {sweep_path}: stop it first")
         backup = _make_room(sweep_path, storage, sweep.study_name)
-        client = open_sweep_storage(sweep_path, storage)
+        # Heartbeats matter only to the workers that send them: the defaults do
+        conf = HpsweepSweeperConf
+        client = open_storage(storage, sweep_path, conf.heartbeat_interval, conf.grace_period)
         study = optuna.create_study(
             study_name=sweep.study_name,
             storage=client,
@@ -105,7 +108,7 @@ def rebuild(sweep_dir: Path | str, storage: str | None = None) -> Rebuilt:
 # -- the study ---------------------------------------------------------------------------------
 
 
-def number_trials(found: list[FoundTrial], sweep: Sweep, notes: list[str]) -> list[FrozenTrial]:
+def number_trials(found: list[TrialFound], sweep: Sweep, notes: list[str]) -> list[FrozenTrial]:
     """The study's trials in number order, a FAIL one in place of each number no dir holds."""
     for f in found:
         f.number = f.number if f.number is not None else f.first
@@ -116,20 +119,20 @@ def number_trials(found: list[FoundTrial], sweep: Sweep, notes: list[str]) -> li
             trials.append(_in_place_of(len(trials), found, sweep, notes))
         retry = f.first is not None and f.number is not None and f.first < f.number
         retry_of = f.first if retry else None
-        trials.append(_frozen(f, sweep, retry_of))
+        trials.append(_frozen(f, sweep, retry_of, notes))
     return trials
 
 
 def _in_place_of(
-    number: int, found: list[FoundTrial], sweep: Sweep, notes: list[str]
+    number: int, found: list[TrialFound], sweep: Sweep, notes: list[str]
 ) -> FrozenTrial:
     # A retry runs in the dir of the trial it continues: trial_0003 holding trial 6 means that
     # trial 3 lost its worker (and so did any retry between them, which nothing here names).
     for f in found:
         if f.first == number and f.number is not None and number < f.number:
-            superseded = FoundTrial(f.dir, number, f.first, params=f.params, overrides=f.overrides)
+            superseded = TrialFound(f.dir, number, f.first, overrides=f.overrides)
             superseded.fail_reason = f"rebuilt: its worker died; trial {f.number} continued it"
-            return _frozen(superseded, sweep, None)
+            return _frozen(superseded, sweep, None, [])  # its dir's notes are the retry's
     notes.append(f"trial {number}: no trial dir holds it; rebuilt as FAIL")
     return create_trial(
         state=TrialState.FAIL,
@@ -137,19 +140,21 @@ def _in_place_of(
     )
 
 
-def _frozen(f: FoundTrial, sweep: Sweep, retry_of: int | None) -> FrozenTrial:
+def _frozen(f: TrialFound, sweep: Sweep, retry_of: int | None, notes: list[str]) -> FrozenTrial:
+    params = trial_params(f.overrides, sweep.space, f.dir, notes)
     user_attrs: dict[str, Any] = {TRIAL_DIR: f.dir, OVERRIDES: f.overrides}
     if retry_of is not None:
         user_attrs[RETRY_OF] = retry_of
-    if f.fail_reason is not None and f.state is TrialState.FAIL:
+    state = TrialState[f.state]
+    if f.fail_reason is not None and state is TrialState.FAIL:
         user_attrs[FAIL_REASON] = f.fail_reason
     return create_trial(
-        state=f.state,
+        state=state,
         value=f.value,
-        params=f.params,
-        distributions={k: sweep.space.distributions[k] for k in f.params},
+        params=params,
+        distributions={k: sweep.space.distributions[k] for k in params},
         user_attrs=user_attrs,
-        system_attrs=_grid_attrs(f.params, sweep),
+        system_attrs=_grid_attrs(params, sweep),
         intermediate_values=f.intermediate,
     )
 
@@ -161,7 +166,7 @@ def _grid_attrs(params: dict[str, Any], sweep: Sweep) -> dict[str, Any]:
     point = tuple(params[k] for k in sweep.grid)
     if point not in sweep.grid_points:
         return {}
-    return {"search_space": sweep.grid, "grid_id": sweep.grid_points.index(point)}
+    return grid_system_attrs(sweep.grid, sweep.grid_points.index(point))
 
 
 def _make_room(sweep_dir: Path, storage: str | None, study_name: str) -> Path | None:

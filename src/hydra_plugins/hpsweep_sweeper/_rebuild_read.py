@@ -1,16 +1,14 @@
-"""What `hpsweep rebuild` reads (see _rebuild): the sweep's multirun.yaml, for its study's
-name, directions and search space, and each trial dir, for a trial's number, parameters,
-state, value and the objective it reported each epoch.
+"""What rebuild reads for itself (see _rebuild): the sweep's multirun.yaml, for its study's
+name, directions and search space, and a trial's overrides as parameters of that space. What
+each trial dir says of its outcome is the task's to read (rebuild_study's `read_trials`).
 """
 
-import math
-import re
 import shlex
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -22,18 +20,19 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.trial import TrialState
 
-from hpsweep.record import OBJECTIVES, Status, TrialFileError, TrialFiles, TrialResult
-from hydra_plugins.hpsweep_sweeper import RebuildError
+from hydra_plugins.hpsweep_sweeper._compat import grid_points
+from hydra_plugins.hpsweep_sweeper._names import RebuildError
 from hydra_plugins.hpsweep_sweeper._search_space import (
     SearchSpace,
     SearchSpaceError,
     parse_search_space,
 )
+from hydra_plugins.hpsweep_sweeper._settings import SweepError, direction_for
 
-# Any of these marks a folder as a trial dir (hpsweep.sweep_files finds them by the same marks).
-TRIAL_MARKS = (".hydra", "result.json", "metrics.csv")
+# A task's word on its direction (declares_direction): the job config's key, and what its
+# value implies
+Declared = tuple[str, Callable[[Any], str | None]]
 
 
 @dataclass
@@ -45,32 +44,17 @@ class Sweep:
     space: SearchSpace
     grid: dict[str, list[Any]] | None  # the grid sampler's grid, keys sorted as it sorts them
     grid_points: list[tuple[Any, ...]]  # the grid's points in the order of the sampler's ids
-    objective: str | None
+    config: DictConfig  # the job config the sweep composed, hydra node included
     storage: str | None
     warm_started: bool
     custom_search_space: bool
     command: str
 
 
-@dataclass
-class FoundTrial:
-    """A trial dir as the rebuilt study will have it."""
-
-    dir: str  # its name, relative to the sweep dir as the sweeper records it
-    number: int | None  # the newest trial in it: hydra.yaml's job number
-    first: int | None  # the trial it was made for: the number its name ends with
-    state: TrialState = TrialState.FAIL
-    value: float | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    overrides: list[str] = field(default_factory=list)
-    intermediate: dict[int, float] = field(default_factory=dict)
-    fail_reason: str | None = None
-
-
 # -- the sweep ---------------------------------------------------------------------------------
 
 
-def read_multirun(sweep_dir: Path) -> Sweep:
+def read_multirun(sweep_dir: Path, declared: Declared | None = None) -> Sweep:
     path = sweep_dir / "multirun.yaml"
     try:
         cfg = OmegaConf.load(path)
@@ -92,7 +76,6 @@ def read_multirun(sweep_dir: Path) -> Sweep:
         settings = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
         task = [str(o) for o in OmegaConf.select(cfg, "hydra.overrides.task", default=[])]
         extra = [str(o) for o in OmegaConf.select(cfg, "hydra.overrides.hydra", default=[])]
-        objective = OmegaConf.select(cfg, "objective", default=None)
     except OmegaConfBaseException as e:
         raise RebuildError(f"{path}: {str(e).splitlines()[0]}") from None
     assert isinstance(settings, dict)
@@ -103,12 +86,10 @@ def read_multirun(sweep_dir: Path) -> Sweep:
         grid = space.grid_values() if is_grid else None
     except (SearchSpaceError, HydraException) as e:
         raise RebuildError(f"{path}: hydra.sweeper.params: {e}") from None
-    grid_points = []
-    if grid is not None:
-        # The grid sampler numbers the points in an order its seed shuffles; Optuna has no
-        # public way to ask which number a point has, so its own list is read.
-        grid_points = list(optuna.samplers.GridSampler(grid, seed=sampler.get("seed"))._all_grids)
-    directions = study_directions(settings.get("direction"), objective)
+    points = []
+    if grid is not None:  # the grid sampler numbers the points in an order its seed shuffles
+        points = grid_points(grid, sampler.get("seed"))
+    directions = study_directions(settings.get("direction"), implied_direction(cfg, declared))
     if len(directions) != 1:
         raise RebuildError(
             f"{path}: hydra.sweeper.direction={directions}: result.json holds one value, so "
@@ -120,8 +101,8 @@ def read_multirun(sweep_dir: Path) -> Sweep:
         directions=directions,
         space=space,
         grid=None if grid is None else {k: list(grid[k]) for k in sorted(grid)},
-        grid_points=grid_points,
-        objective=objective if isinstance(objective, str) else None,
+        grid_points=points,
+        config=cfg,
         storage=settings.get("storage"),
         warm_started=bool(settings.get("enqueue")),
         custom_search_space=bool(settings.get("custom_search_space")),
@@ -129,11 +110,20 @@ def read_multirun(sweep_dir: Path) -> Sweep:
     )
 
 
-def study_directions(direction: Any, objective: Any) -> list[str]:
-    """As the sweeper decides them: the setting, or (null) the way hpsweep-train's objective
-    improves, maximize for other task functions."""
+def implied_direction(cfg: DictConfig, declared: Declared | None) -> str | None:
+    """The direction the task declares for this config, as the sweeper asked it."""
+    try:
+        found = direction_for(declared, cfg, "the task")
+    except SweepError as e:
+        raise RebuildError(f"multirun.yaml: {e}") from None
+    return None if found is None else found[2]
+
+
+def study_directions(direction: Any, implied: str | None) -> list[str]:
+    """As the sweeper decides them: the setting, or (null) the way the task's objective
+    improves, maximize when the task says nothing."""
     if direction is None:
-        return [OBJECTIVES.get(objective, "maximize") if isinstance(objective, str) else "maximize"]
+        return [implied or "maximize"]
     directions = [direction] if isinstance(direction, str) else [str(d) for d in direction]
     if not set(directions) <= {"maximize", "minimize"}:
         raise RebuildError(
@@ -142,62 +132,10 @@ def study_directions(direction: Any, objective: Any) -> list[str]:
     return directions
 
 
-# -- one trial dir -----------------------------------------------------------------------------
+# -- a trial's parameters ----------------------------------------------------------------------
 
 
-def is_trial_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / mark).exists() for mark in TRIAL_MARKS)
-
-
-def read_trial(trial_dir: Path, sweep: Sweep, notes: list[str]) -> FoundTrial:
-    """The trial as its files tell it. A file that cannot be used makes it a FAIL trial whose
-    fail_reason says which and why, and a line in `notes`."""
-    found = FoundTrial(trial_dir.name, _job_number(trial_dir), _name_number(trial_dir.name))
-    files = TrialFiles(trial_dir)
-    try:
-        overrides = [str(o) for o in files.read_hydra_file("overrides.yaml")]
-        result = files.read_result()
-    except TrialFileError as e:
-        found.fail_reason = f"rebuilt from its files: {e}"
-        notes.append(f"{trial_dir.name}: {e}; rebuilt as FAIL")
-        return found
-    found.overrides = overrides
-    found.params = _params(overrides, sweep.space, trial_dir.name, notes)
-    objective = result.objective if result is not None else sweep.objective
-    if objective and (files.metrics.exists() or (result is not None and result.epochs_run)):
-        try:
-            rows = files.read_metrics()
-            found.intermediate = {int(r["epoch"]): r[objective] for r in rows if objective in r}
-        except TrialFileError as e:
-            notes.append(f"{trial_dir.name}: {e}; its epochs are not in the rebuilt trial")
-    _set_outcome(found, result, notes)
-    return found
-
-
-def _set_outcome(found: FoundTrial, result: TrialResult | None, notes: list[str]) -> None:
-    if result is None or result.status is Status.RUNNING:
-        # Its worker is gone (no lock is held): the sweeper, starting again, fails it and runs
-        # it again in its dir from last.pt, as it would have with the old study.
-        found.state = TrialState.RUNNING
-        return
-    if result.status is Status.FAIL:
-        found.state, found.fail_reason = TrialState.FAIL, result.reason
-        return
-    if result.status is Status.PRUNED:
-        found.state = TrialState.PRUNED
-        last = found.intermediate[max(found.intermediate)] if found.intermediate else None
-        # Optuna's own rule for a pruned trial's value: its last reported one
-        found.value = last if last is not None and math.isfinite(last) else None
-        return
-    if result.value is None or not math.isfinite(result.value):
-        why = f"result.json: COMPLETE with value {result.value}"
-        found.fail_reason = f"rebuilt from its files: {why}"
-        notes.append(f"{found.dir}: {why}; rebuilt as FAIL")
-        return
-    found.state, found.value = TrialState.COMPLETE, result.value
-
-
-def _params(
+def trial_params(
     overrides: list[str], space: SearchSpace, name: str, notes: list[str]
 ) -> dict[str, Any]:
     """The overrides of the search space's keys, as values of their distributions."""
@@ -253,17 +191,3 @@ def _as_param(distribution: BaseDistribution, value: Any) -> tuple[Any] | None:
     else:
         return None
     return (value,) if distribution.low <= value <= distribution.high else None
-
-
-def _job_number(trial_dir: Path) -> int | None:
-    try:
-        hydra_cfg = TrialFiles(trial_dir).read_hydra_file("hydra.yaml")
-    except TrialFileError:
-        return None
-    number = OmegaConf.select(hydra_cfg, "job.num", default=None)
-    return number if isinstance(number, int) and not isinstance(number, bool) else None
-
-
-def _name_number(name: str) -> int | None:
-    digits = re.search(r"(\d+)$", name)
-    return int(digits.group(1)) if digits else None

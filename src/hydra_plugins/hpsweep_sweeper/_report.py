@@ -10,7 +10,7 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.hpsweep_sweeper import OVERRIDES, RETRY_OF, TRIAL_DIR
+from hydra_plugins.hpsweep_sweeper._names import OVERRIDES, RETRY_OF, TRIAL_DIR
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,7 @@ from optuna.distributions import (
 )
 from optuna.trial import Trial
 
-
-class SearchSpaceError(ValueError):
-    pass
-
+from hydra_plugins.hpsweep_sweeper._names import SearchSpaceError
 
 ELEMENT = re.compile(r"^(?P<base>.+)\.(?P<index>\d+)$")  # key.N: element N of the list at key
 

@@ -1,10 +1,10 @@
 """What the sweeper is given, checked before any trial runs: its settings (hydra.sweeper.*,
 typed by config.HpsweepSweeperConf), the study's directions, and what Hydra hands it in
-`setup` (the task, its config, another launcher if one is selected).
+`setup` (the task and the marks it carries, its config, another launcher if one is selected).
 """
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from hydra_plugins.hpsweep_sweeper import FUSABLE
+from hydra_plugins.hpsweep_sweeper._names import DIRECTION, FUSABLE
 from hydra_plugins.hpsweep_sweeper._search_space import format_value
 from hydra_plugins.hpsweep_sweeper._storage import mask_password
 from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf
@@ -76,26 +76,54 @@ def directions(settings: HpsweepSweeperConf) -> list[Any]:
     return [direction] if direction is None or isinstance(direction, str) else list(direction)
 
 
-def study_directions(settings: HpsweepSweeperConf, config: DictConfig) -> list[Any]:
-    """The study's directions: the setting's, checked against the job's objective.
+def study_directions(settings: HpsweepSweeperConf, context: "JobContext") -> list[Any]:
+    """The study's directions: the setting's, checked against the one the task function
+    declares for its config (`declares_direction`); null: the task's, or else maximize.
 
-    One source of truth: hpsweep-train says in its `objective` which way it improves, and a
-    sweep steering the other way would find the worst trial and call it the best.
+    A sweep steering against the task's own word would find the worst trial and call it
+    the best.
     """
-    from hpsweep.record import OBJECTIVES  # light (no torch): the job's own vocabulary
-
-    objective = config.get("objective")
-    implied = OBJECTIVES.get(objective) if isinstance(objective, str) else None
+    declared = declared_direction(context)
+    implied = None if declared is None else declared[2]
     if settings.direction is None:
         return [implied or "maximize"]
     given = directions(settings)
-    if implied is not None and given != [implied]:
+    if declared is not None and given != [implied]:
+        key, value, _ = declared
         raise SweepError(
-            f"hydra.sweeper.direction={settings.direction}: objective={objective} is "
-            f"{implied}d; set hydra.sweeper.direction={implied}, or leave it out to follow "
-            "the objective"
+            f"hydra.sweeper.direction={settings.direction}: {key}={value} is {implied}d; set "
+            f"hydra.sweeper.direction={implied}, or leave it out to follow the {key}"
         )
     return given
+
+
+def declared_direction(context: "JobContext") -> tuple[str, Any, str] | None:
+    """(key, its value, direction) when the task function declares a direction for its job
+    config, else None."""
+    name = getattr(context.task_function, "__qualname__", context.task_function)
+    declared = getattr(context.task_function, DIRECTION, None)
+    return direction_for(declared, context.config, f"the task function {name}")
+
+
+def direction_for(
+    declared: tuple[str, Callable[[Any], str | None]] | None, config: DictConfig, who: str
+) -> tuple[str, Any, str] | None:
+    """What `declared` (declares_direction's key and function) says of `config`: (key, its
+    value, direction), or None when it has no say."""
+    if declared is None:
+        return None
+    key, direction_of = declared
+    value = OmegaConf.select(config, key, default=None)
+    if not isinstance(value, str | int | float | bool):  # missing, or a node: no say
+        return None
+    direction = direction_of(value)
+    if direction is None:
+        return None
+    if direction not in DIRECTIONS:
+        raise SweepError(
+            f"{key}={value}: {who} declares the direction {direction!r}, not maximize or minimize"
+        )
+    return key, value, direction
 
 
 @dataclass(frozen=True)

@@ -3,22 +3,26 @@ PostgreSQL, MySQL) with heartbeats, whose every call is retried through an outag
 minutes (a restart, a network cut) so that it costs time, not trials.
 """
 
+import contextlib
 import functools
 import logging
 import re
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.errors import CompactHydraException
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.trial import TrialState
+from optuna.trial import Trial, TrialState
 
-from hydra_plugins.hpsweep_sweeper import JOURNAL_FILE
+from hydra_plugins.hpsweep_sweeper import _compat
 from hydra_plugins.hpsweep_sweeper._experimental import our_optuna_calls
 from hydra_plugins.hpsweep_sweeper._journal import open_journal
+from hydra_plugins.hpsweep_sweeper._names import JOURNAL_FILE
+from hydra_plugins.hpsweep_sweeper._study import requeue
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,9 +48,6 @@ def open_storage(
         url = storage
 
         def connect() -> RetryingRDBStorage:
-            # here, not at the top: _study (the trials' side) uses this module
-            from hydra_plugins.hpsweep_sweeper._study import requeue
-
             with our_optuna_calls():  # heartbeats are experimental in Optuna
                 return RetryingRDBStorage(
                     url,
@@ -210,12 +211,7 @@ RETRIED_CALLS = (
     "get_trial_user_attrs",
     "get_trial_system_attrs",
     "record_heartbeat",
-    "_get_stale_trial_ids",
-    # what Optuna's cache calls instead of some of the above
-    "_create_new_trial",
-    "_set_trial_param",
-    "_get_trials",
-    "_get_best_trial_id",
+    *_compat.RDB_CACHE_CALLS,  # what Optuna itself calls instead of some of the above
 )
 
 
@@ -237,3 +233,31 @@ def describe_storage(storage: str | None, sweep_dir: Path) -> str:
     if storage is None:
         return str(sweep_dir / JOURNAL_FILE)
     return mask_password(storage)
+
+
+@contextlib.contextmanager
+def heartbeat(client: BaseStorage, trial: Trial, interval: int) -> Iterator[None]:
+    """RDB storages: record the trial's heartbeat every `interval` seconds while it runs."""
+    if not isinstance(client, RDBStorage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                client.record_heartbeat(_compat.trial_id(trial))
+            except Exception as e:  # a missed beat is fine; grace_period allows several
+                log.warning(
+                    "heartbeat of trial %d failed: %s",
+                    trial.number,
+                    mask_password(str(e)).splitlines()[0],
+                )
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -14,27 +14,26 @@ import contextlib
 import fcntl
 import logging
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import optuna
-from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.hpsweep_sweeper import FAIL_REASON, OVERRIDES, RETRY_OF, TRIAL_DIR
-from hydra_plugins.hpsweep_sweeper._storage import mask_password
+from hydra_plugins.hpsweep_sweeper import _compat
+from hydra_plugins.hpsweep_sweeper._names import (
+    FAIL_REASON,
+    MAX_RETRIES,
+    OVERRIDES,
+    RETRY_OF,
+    SEARCH_SPACE,
+    TRIAL_DIR,
+)
+from hydra_plugins.hpsweep_sweeper._names import WARM_STARTED as WARM_STARTED  # rebuild's
 from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf
 
 log = logging.getLogger(__name__)
-
-# study user attributes (the trials' are in the package's face)
-SEARCH_SPACE = "search_space"
-WARM_STARTED = "warm_started"  # the `enqueue` list has been queued
-# The sweep's max_retries, kept with the study so that every worker's requeue (a heartbeat
-# callback has no sweep settings at hand) applies the same limit.
-MAX_RETRIES = "max_retries"
 
 
 @contextlib.contextmanager
@@ -84,14 +83,15 @@ def requeue_abandoned(
         with file_lock(sweep_dir / trial.user_attrs[TRIAL_DIR] / ".lock", blocking=False) as free:
             if free is None:
                 continue  # its worker holds the lock: alive
-            if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+            storage, trial_id = _compat.storage_of(study), _compat.trial_id(trial)
+            if storage.get_trial(trial_id).state != TrialState.RUNNING:
                 continue
             why = "its worker died (its trial dir is no longer locked)"
             if retries_left(study, trial) == 0:
                 why += f"; retried {len(retry_history(trial))} times, not again "
                 why += f"(hydra.sweeper.max_retries={max_retries(study)})"
             # before the tell: a finished trial's attributes can no longer be set
-            study._storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, why)
+            storage.set_trial_user_attr(trial_id, FAIL_REASON, why)
             tell_study(study, trial.number, state=TrialState.FAIL)
             if requeue(study, trial, why):
                 requeued.append(trial.number)
@@ -109,15 +109,10 @@ def tell_study(study: optuna.Study, trial: Any, **outcome: Any) -> None:
             raise
 
 
-def requeue_stale(study: optuna.Study, trial: FrozenTrial) -> None:
-    """RDB storages call this for a trial they failed for its missing heartbeats."""
-    requeue(study, trial, "its worker sent no heartbeat")
-
-
 def retry_history(trial: FrozenTrial) -> list[int]:
     """The trials this one continues, oldest first: Optuna's own record of retries (the system
     attributes RetryHeartbeatStaleTrialCallback writes, so its helpers read ours)."""
-    return list(trial.system_attrs.get("retry_history", []))
+    return _compat.retry_history(trial)
 
 
 def max_retries(study: optuna.Study) -> int:
@@ -149,7 +144,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial, why: str) -> bool:
                 OVERRIDES: trial.user_attrs.get(OVERRIDES, []),
                 RETRY_OF: history[0],
             },
-            system_attrs={"failed_trial": history[0], "retry_history": history},
+            system_attrs=_compat.retry_system_attrs(history),
         )
     )
     log.warning(
@@ -209,31 +204,3 @@ def check_search_space(
 
 def worker_threads(n_jobs: int) -> int:
     return max(1, len(os.sched_getaffinity(0)) // n_jobs)
-
-
-@contextlib.contextmanager
-def heartbeat(client: BaseStorage, trial: optuna.Trial, interval: int) -> Iterator[None]:
-    """RDB storages: record the trial's heartbeat every `interval` seconds while it runs."""
-    if not isinstance(client, RDBStorage):
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(interval):
-            try:
-                client.record_heartbeat(trial._trial_id)
-            except Exception as e:  # a missed beat is fine; grace_period allows several
-                log.warning(
-                    "heartbeat of trial %d failed: %s",
-                    trial.number,
-                    mask_password(str(e)).splitlines()[0],
-                )
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()

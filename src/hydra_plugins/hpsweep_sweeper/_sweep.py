@@ -14,7 +14,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import optuna
@@ -22,18 +22,17 @@ from hydra.core.utils import configure_log, setup_globals
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from optuna.storages import BaseStorage
 
-from hydra_plugins.hpsweep_sweeper import (
-    FAIL_REASON,
-)
 from hydra_plugins.hpsweep_sweeper._experimental import our_optuna_calls
+from hydra_plugins.hpsweep_sweeper._groups import FusingWorker
+from hydra_plugins.hpsweep_sweeper._names import FAIL_REASON, MAX_RETRIES, WARM_STARTED
 from hydra_plugins.hpsweep_sweeper._progress import (
     SweepProgress,
     quiet_bars_in_workers,
 )
 from hydra_plugins.hpsweep_sweeper._report import write_report
 from hydra_plugins.hpsweep_sweeper._search_space import (
+    SearchSpace,
     SearchSpaceError,
     parse_search_space,
 )
@@ -50,15 +49,13 @@ from hydra_plugins.hpsweep_sweeper._storage import (
     open_storage,
 )
 from hydra_plugins.hpsweep_sweeper._study import (
-    MAX_RETRIES,
-    WARM_STARTED,
     check_search_space,
     failures,
     file_lock,
     worker_threads,
 )
 from hydra_plugins.hpsweep_sweeper._tally import Tally
-from hydra_plugins.hpsweep_sweeper._worker_loop import Worker
+from hydra_plugins.hpsweep_sweeper._worker_loop import StudyConnection, SweepPlan, Worker
 from hydra_plugins.hpsweep_sweeper._workers import (
     gpu_of_worker,
     run_forked,
@@ -68,16 +65,6 @@ from hydra_plugins.hpsweep_sweeper._workers import (
 from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StudyConnection:
-    """The study as one process sees it: a storage client and a sampler of its own."""
-
-    study: optuna.Study
-    # The client itself, for heartbeats: the study wraps an RDB storage in a cache.
-    client: BaseStorage
-    tally: Tally  # what the budget checks and progress lines count, read incrementally
 
 
 class Sweep:
@@ -97,7 +84,7 @@ class Sweep:
         self.settings = settings
         self.context = context
         self.fusable = fusable_task(settings, context)
-        self.directions = study_directions(settings, context.config)
+        self.directions = study_directions(settings, context)
         try:
             self.space = parse_search_space(settings.params or {}, arguments)
             grid = self.space.grid_values() if self.is_grid() else None
@@ -223,7 +210,7 @@ class Sweep:
             study_args = {
                 "study_name": settings.study_name,
                 "storage": client,
-                "sampler": self.sampler(),  # seeded ones are rebuilt before each ask
+                "sampler": make_sampler(settings.sampler, self.space),  # see `reseeded`
                 "pruner": pruner,
             }
             # Loading reads; creating an existing study would append to a journal even so.
@@ -245,26 +232,45 @@ class Sweep:
             )
         return StudyConnection(study, client, Tally(study.directions, self.progress.started_at))
 
-    def sampler(self, stream: int | None = None) -> optuna.samplers.BaseSampler:
-        """The sampler, its seed (if it has one) mixed with `stream`: the number of trials the
-        study holds when it is asked for the next one (see `reseeded`)."""
-        config = dict(self.settings.sampler)
-        if config.get("seed") is not None and stream is not None:
-            config["seed"] = trial_seed(config["seed"], stream)
-        with our_optuna_calls():
-            sampler = instantiate(config)
-            if isinstance(sampler, functools.partial):  # the grid sampler waits for its grid
-                sampler = sampler(search_space=self.space.grid_values())
-        return sampler
-
     # -- the workers: each in its own process, or a thread per launcher slot --------------------
+
+    def plan(self) -> SweepPlan:
+        reseed = functools.partial(make_sampler, self.settings.sampler, self.space)
+        return SweepPlan(
+            settings=self.settings,
+            context=self.context,
+            space=self.space,
+            directions=self.directions,
+            total=self.total,
+            deadline=self.deadline,
+            where=self.where,
+            progress=self.progress,
+            fusable=self.fusable,
+            reseed=reseed if self.reseeded else None,
+        )
 
     def work(self, worker: int) -> None:
         quiet_bars_in_workers()  # n_jobs > 1: bars of several jobs would garble one terminal
         self.serve(self.open_study())
 
     def serve(self, conn: StudyConnection) -> None:
-        Worker(self).serve(conn)
+        worker = Worker if self.fusable is None else FusingWorker
+        worker(self.plan()).serve(conn)
+
+
+def make_sampler(
+    config: dict[str, Any], space: SearchSpace, stream: int | None = None
+) -> optuna.samplers.BaseSampler:
+    """The sampler of `config`, its seed (if it has one) mixed with `stream`: the number of
+    trials the study holds when it is asked for the next one (see Sweep.reseeded)."""
+    config = dict(config)
+    if config.get("seed") is not None and stream is not None:
+        config["seed"] = trial_seed(config["seed"], stream)
+    with our_optuna_calls():
+        sampler = instantiate(config)
+        if isinstance(sampler, functools.partial):  # the grid sampler waits for its grid
+            sampler = sampler(search_space=space.grid_values())
+    return sampler
 
 
 def trial_seed(seed: int, stream: int) -> int:

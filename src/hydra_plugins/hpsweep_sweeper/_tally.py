@@ -10,7 +10,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hydra_plugins.hpsweep_sweeper import TRIAL_DIR
+from hydra_plugins.hpsweep_sweeper import _compat
+from hydra_plugins.hpsweep_sweeper._names import TRIAL_DIR
 
 
 class Tally:
@@ -47,15 +48,15 @@ class Tally:
                 self.fold(study.get_trials(deepcopy=False))
                 self.loaded = True
                 return
-            storage = study._storage
+            storage, study_id = _compat.storage_of(study), _compat.study_id(study)
             # everything read before anything is folded: a storage error leaves the tally whole
-            changed = [storage.get_trial(self.trials[n]._trial_id) for n in sorted(self.unfinished)]
+            changed = [
+                storage.get_trial(_compat.trial_id(self.trials[n])) for n in sorted(self.unfinished)
+            ]
             number = len(self.trials)
             while True:
                 try:
-                    trial_id = storage.get_trial_id_from_study_id_trial_number(
-                        study._study_id, number
-                    )
+                    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
                 except KeyError:  # no such trial yet
                     break
                 changed.append(storage.get_trial(trial_id))

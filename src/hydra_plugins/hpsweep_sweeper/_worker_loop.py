@@ -1,6 +1,10 @@
 """What each worker of a sweep does (hpsweep_sweeper._sweep starts them): claim its next
 trials from the study under the ask lock, run each as a Hydra job in this process (or through
-another launcher), or the fusable ones as groups (_groups), and tell the study how each ended.
+another launcher), and tell the study how each ended. A worker of a fused sweep runs the
+claimed trials in groups instead (_groups.FusingWorker).
+
+A worker knows its sweep only through a SweepPlan: the values it reads, settled before any
+worker starts (a forked worker has a copy of them, not the sweep's own).
 """
 
 from __future__ import annotations
@@ -10,53 +14,78 @@ import math
 import os
 import socket
 import time
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
 
 import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, run_job
 from hydra.utils import get_method
 from omegaconf import DictConfig, open_dict
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import Trial, TrialState
 
-from hydra_plugins.hpsweep_sweeper import (
-    FAIL_REASON,
-    OVERRIDES,
-    RETRY_OF,
-    TRIAL_DIR,
-    WORKER,
-    running_trial,
-)
+from hydra_plugins.hpsweep_sweeper import _compat
 from hydra_plugins.hpsweep_sweeper._experimental import our_optuna_calls
-from hydra_plugins.hpsweep_sweeper._groups import derive_config, run_fusable
-from hydra_plugins.hpsweep_sweeper._progress import log_prefix
-from hydra_plugins.hpsweep_sweeper._settings import masked
-from hydra_plugins.hpsweep_sweeper._storage import with_retries
+from hydra_plugins.hpsweep_sweeper._names import FAIL_REASON, OVERRIDES, RETRY_OF, TRIAL_DIR, WORKER
+from hydra_plugins.hpsweep_sweeper._progress import SweepProgress, log_prefix
+from hydra_plugins.hpsweep_sweeper._running import running_trial
+from hydra_plugins.hpsweep_sweeper._search_space import SearchSpace
+from hydra_plugins.hpsweep_sweeper._settings import JobContext, masked
+from hydra_plugins.hpsweep_sweeper._storage import heartbeat, with_retries
 from hydra_plugins.hpsweep_sweeper._study import (
     claim_trial_dir,
     file_lock,
-    heartbeat,
     requeue_abandoned,
     tell_study,
 )
 from hydra_plugins.hpsweep_sweeper._tally import Tally
-
-if TYPE_CHECKING:
-    from hydra_plugins.hpsweep_sweeper._sweep import StudyConnection, Sweep
+from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf
 
 log = logging.getLogger(__name__)
+
+Claimed = tuple[Trial, str, IO[str]]  # a trial, its dir (relative to the sweep dir), its lock
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a worker reads of the sweep it serves, settled before any worker starts."""
+
+    settings: HpsweepSweeperConf
+    context: JobContext
+    space: SearchSpace
+    directions: list[str]
+    total: int  # the sweep's n_trials, capped at the grid's size for a grid
+    deadline: float | None  # time.monotonic() after which no trial starts (timeout)
+    where: str  # the storage as messages name it
+    progress: SweepProgress
+    # The task's (group_key, run_group, may_differ) when fuse > 1 (see hpsweep_sweeper.fusable)
+    fusable: Any
+    # A seeded sampler rebuilt for the number of trials in the study before each ask (see
+    # _sweep.Sweep.reseeded), or None: the study's sampler keeps its own stream.
+    reseed: Callable[[int], optuna.samplers.BaseSampler] | None
+
+
+@dataclass(frozen=True)
+class StudyConnection:
+    """The study as one process sees it: a storage client and a sampler of its own."""
+
+    study: optuna.Study
+    # The client itself, for heartbeats: the study wraps an RDB storage in a cache.
+    client: BaseStorage
+    tally: Tally  # what the budget checks and progress lines count, read incrementally
 
 
 class Worker:
     """One worker's loop over the sweep's study: a process of its own, or a thread feeding
     another launcher."""
 
-    def __init__(self, sweep: Sweep) -> None:
-        self.sweep = sweep
-        self.settings = sweep.settings
-        self.context = sweep.context
-        self.fusable = sweep.fusable
+    def __init__(self, plan: SweepPlan) -> None:
+        self.plan = plan
+        self.settings = plan.settings
+        self.context = plan.context
+        self.fusable = plan.fusable
         self.told: set[int] = set()  # trials this worker has told the study the end of
         self.started: set[int] = set()  # trials whose job this worker began
 
@@ -64,11 +93,7 @@ class Worker:
         """Run trials until the study has its n_trials (or too many failed)."""
         while claimed := self.claim_trials(conn, self.settings.fuse):
             try:
-                if len(claimed) == 1:
-                    trial, trial_dir, _ = claimed[0]
-                    self.run_trial(conn, trial, trial_dir)
-                else:
-                    run_fusable(self, conn, [(trial, trial_dir) for trial, trial_dir, _ in claimed])
+                self.run_claimed(conn, [(trial, trial_dir) for trial, trial_dir, _ in claimed])
             except KeyboardInterrupt:
                 left = self.left(claimed)
                 log.warning("interrupted: %s; start the sweep again to continue", left)
@@ -77,7 +102,12 @@ class Worker:
                 for _, _, lock in claimed:
                     lock.close()
 
-    def left(self, claimed: list[tuple[Trial, str, IO[str]]]) -> str:
+    def run_claimed(self, conn: StudyConnection, claimed: list[tuple[Trial, str]]) -> None:
+        """Run the claimed trials, one job each."""
+        for trial, trial_dir in claimed:
+            self.run_trial(conn, trial, trial_dir)
+
+    def left(self, claimed: list[Claimed]) -> str:
         """What an interrupt leaves of the claimed trials: those of a fused group that ended
         before it were told already, and a group after the one interrupted had not begun."""
         started = [(t.number, d) for t, d, _ in claimed if t.number in self.started - self.told]
@@ -94,11 +124,11 @@ class Worker:
             what.append(f"trial{'s' * (len(waiting) > 1)} {', '.join(waiting)} had not started")
         return "; ".join(what) or "every trial it had begun was recorded"
 
-    def claim_trials(self, conn: StudyConnection, n: int) -> list[tuple[Trial, str, IO[str]]]:
+    def claim_trials(self, conn: StudyConnection, n: int) -> list[Claimed]:
         """Up to n trials from the study (fewer once a budget is spent), each with its trial
         dir and the lock that says a live worker runs it."""
         sweep_dir, study, tally = self.context.sweep_dir, conn.study, conn.tally
-        claimed: list[tuple[Trial, str, IO[str]]] = []
+        claimed: list[Claimed] = []
         with file_lock(sweep_dir / ".ask.lock"):
             with our_optuna_calls():
                 optuna.storages.fail_stale_trials(study)  # RDB: no heartbeat for grace_period
@@ -106,7 +136,7 @@ class Worker:
             requeue_abandoned(study, sweep_dir, tally.running_trials())  # trial dir lock free
             tally.refresh(study)  # the trials it failed and queued: a read of those alone
             # a fair share: one worker taking every trial would leave the others idle
-            n = min(n, -(-self.sweep.total // self.settings.n_jobs))
+            n = min(n, -(-self.plan.total // self.settings.n_jobs))
             shared: dict[str, Any] | None = None
             while len(claimed) < n and self.may_start_trial(tally):
                 # fuse_sampling=per_group: the trials after the first take its values of the
@@ -124,11 +154,11 @@ class Worker:
 
     def may_start_trial(self, tally: Tally) -> bool:
         settings = self.settings
-        if tally.failed > settings.max_failure_rate * self.sweep.total:
+        if tally.failed > settings.max_failure_rate * self.plan.total:
             return False
-        if not tally.waiting and tally.budget_used >= self.sweep.total:
+        if not tally.waiting and tally.budget_used >= self.plan.total:
             return False
-        if self.sweep.deadline is not None and time.monotonic() >= self.sweep.deadline:
+        if self.plan.deadline is not None and time.monotonic() >= self.plan.deadline:
             log.info("timeout of %g s reached: no new trials", settings.timeout)
             return False
         if settings.epoch_budget is not None and tally.epochs >= settings.epoch_budget:
@@ -136,23 +166,23 @@ class Worker:
             return False
         return True
 
-    def claim_trial(self, conn: StudyConnection) -> tuple[Trial, str, IO[str]]:
+    def claim_trial(self, conn: StudyConnection) -> Claimed:
         """The study's next trial, asked under the ask lock."""
         settings, sweep_dir, study = self.settings, self.context.sweep_dir, conn.study
-        if self.sweep.reseeded:
-            study.sampler = self.sweep.sampler(stream=len(conn.tally.trials))
+        if self.plan.reseed is not None:
+            study.sampler = self.plan.reseed(len(conn.tally.trials))
         with our_optuna_calls():  # the sampler is at work in both
             trial = study.ask()  # a queued trial (warm start, retry) first, else a new one
-            self.sweep.space.suggest(trial)
+            self.plan.space.suggest(trial)
         # Named after the trial it was made for: a retry's is its first attempt's (retry_of).
         trial_dir = trial.user_attrs.get(TRIAL_DIR, f"trial_{trial.number:04d}")
         if settings.custom_search_space:
             get_method(settings.custom_search_space)(self.context.config, trial)
         trial.set_user_attr(TRIAL_DIR, trial_dir)
-        trial.set_user_attr(OVERRIDES, self.sweep.space.overrides(trial.params))
+        trial.set_user_attr(OVERRIDES, self.plan.space.overrides(trial.params))
         trial.set_user_attr(WORKER, worker_name())
         if isinstance(conn.client, RDBStorage):
-            conn.client.record_heartbeat(trial._trial_id)  # alive from the start
+            conn.client.record_heartbeat(_compat.trial_id(trial))  # alive from the start
         return trial, trial_dir, claim_trial_dir(sweep_dir / trial_dir)
 
     def run_trial(
@@ -175,7 +205,7 @@ class Worker:
                     [ret] = launcher.launch([overrides], initial_job_idx=trial.number)
             # JobReturn.return_value would re-raise a failure too, but first prints "Error
             # executing job", which is wrong for a pruned trial (hydra 1.3).
-            outcome = ret._return_value
+            outcome = _compat.job_outcome(ret)
         except Exception as e:
             outcome = e
         self.record(conn, trial, outcome)
@@ -204,14 +234,14 @@ class Worker:
         except Exception as e:
             reason = f"{type(e).__name__}: {e}"
             with_retries(
-                lambda: trial.set_user_attr(FAIL_REASON, reason), "saving", self.sweep.where
+                lambda: trial.set_user_attr(FAIL_REASON, reason), "saving", self.plan.where
             )
             self.tell(study, trial, state=TrialState.FAIL)
             log.error("trial %d failed: %s", trial.number, reason)
         else:
             self.tell(study, trial, values=values)
             log.info("trial %d finished: %s", trial.number, ", ".join(f"{v:.6g}" for v in values))
-        self.sweep.progress.log(study, conn.tally)
+        self.plan.progress.log(study, conn.tally)
 
     def run_here(self, trial: Trial, config: DictConfig) -> JobReturn:
         """The job in this process, where it can report to its trial and be pruned."""
@@ -233,18 +263,13 @@ class Worker:
             with our_optuna_calls():
                 tell_study(study, trial, skip_if_finished=True, **outcome)
 
-        with_retries(tell, f"recording trial {trial.number}", self.sweep.where)
+        with_retries(tell, f"recording trial {trial.number}", self.plan.where)
 
     def job_config(
-        self,
-        overrides: list[str],
-        number: int,
-        trial_dir: str,
-        like: tuple[DictConfig, list[str]] | None = None,
+        self, overrides: list[str], number: int, trial_dir: str, composed: DictConfig | None = None
     ) -> DictConfig:
-        """The trial's job config. `like`: another trial's (config, overrides), which this
-        one's is derived from when they differ only in plain values (_groups.derive_config)."""
-        config = None if like is None else derive_config(*like, overrides)
+        """The trial's job config: `composed` for its overrides if given, else composed here."""
+        config = composed
         if config is None:
             loader = self.context.hydra_context.config_loader
             config = loader.load_sweep_config(
@@ -259,9 +284,9 @@ class Worker:
         return config
 
     def values(self, result: Any) -> list[float]:
-        raw = [result] if len(self.sweep.directions) == 1 else list(result)
+        raw = [result] if len(self.plan.directions) == 1 else list(result)
         values = [float(v) for v in raw]
-        expected = len(self.sweep.directions)
+        expected = len(self.plan.directions)
         if len(values) != expected or not all(map(math.isfinite, values)):
             raise ValueError(f"the job returned {result!r}; expected {expected} finite number(s)")
         return values

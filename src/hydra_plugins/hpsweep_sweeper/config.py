@@ -26,8 +26,9 @@ class HpsweepSweeperConf:
         MISSING  # hydra/sweeper/pruner=none|median|percentile|successive_halving|hyperband
     )
     # "maximize" or "minimize"; a list of them for several objectives (the job returns a list).
-    # null: the direction of hpsweep-train's `objective` (val_acc up, val_loss down); maximize
-    # for other task functions. Set for hpsweep-train, it must agree with the objective.
+    # null: the direction the task function declares for its config (declares_direction:
+    # hpsweep-train's `objective`, val_acc up, val_loss down), else maximize. Set for such a
+    # task, it must agree with what the task declares.
     direction: Any = None
     # The study's name: re-running a sweep with the same name and storage continues it.
     # null (as hydra-optuna-sweeper's configs have it): Hydra's job name, as by default.

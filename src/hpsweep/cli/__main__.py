@@ -1,0 +1,3 @@
+from hpsweep.cli import main
+
+main()
