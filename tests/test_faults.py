@@ -400,7 +400,7 @@ main()
 """
 
 
-def sweep_through_an_outage(tmp_path, proxy, name, moment, seconds):
+def sweep_through_an_outage(tmp_path, proxy, name, moment, seconds, delay_scale=1.0):
     gate = tmp_path / "gate"
     gate.mkdir()
     (tmp_path / "gated_train.py").write_text(GATED_TRAIN)
@@ -419,6 +419,7 @@ def sweep_through_an_outage(tmp_path, proxy, name, moment, seconds):
         "hydra.sweeper.n_jobs=2",
     ]
     env = {**os.environ, "GATE_DIR": str(gate), "GATE_AT": moment}
+    env[_storage.RETRY_DELAY_SCALE] = str(delay_scale)
     with open(tmp_path / "out.log", "w") as out:
         sweep = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=out)
         try:
@@ -458,8 +459,11 @@ def test_sweep_survives_an_outage_in_its_final_report(tmp_path, proxy, study_nam
 
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", ["ask", "report", "tell", "final report"])
-def test_sweep_survives_a_30_s_outage(tmp_path, proxy, study_name, postgres_url, moment):
+def test_sweep_survives_an_outage_of_five_retries(tmp_path, proxy, study_name, postgres_url, moment):
+    # A tenth of each wait and a tenth of the outage: the tries of a 30 s outage at full
+    # scale (1 + 2 + 4 + 8 + 16 s), in 3 s
     began = time.monotonic()
-    returncode, log = sweep_through_an_outage(tmp_path, proxy, study_name, moment, 30)
+    returncode, log = sweep_through_an_outage(tmp_path, proxy, study_name, moment, 3, 0.1)
     check_survived(returncode, log, postgres_url, tmp_path, study_name)
-    assert time.monotonic() - began > 30
+    assert time.monotonic() - began > 3
+    assert "retrying in 1.6 s" in log, log  # the fifth wait: the outage outlasted four

@@ -82,6 +82,18 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("log_every_s", log_every_s, "must be > 0 (seconds)")
     if not 0.0 <= cfg.label_smoothing < 1.0:
         raise ConfigError("label_smoothing", cfg.label_smoothing, "must be in [0, 1) (0: off)")
+    _check_data_fit(cfg)
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError("precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")
+    if cfg.objective not in OBJECTIVES:
+        raise ConfigError("objective", cfg.objective, f"must be one of {', '.join(OBJECTIVES)}")
+    resolve_device(cfg.device)
+    _check_optimizer(cfg.optimizer)
+
+
+def _check_data_fit(cfg: DictConfig) -> None:
+    """Settings that are wrong for the chosen data: a smoothed loss of the binary task, flips
+    of digits."""
     data = cfg.data if isinstance(cfg.data, DictConfig) else {}
     task, dataset = data.get("task", "multiclass"), data.get("dataset")
     if cfg.label_smoothing > 0 and task == "lt3":
@@ -100,13 +112,10 @@ def check_config(cfg: DictConfig) -> None:
             "(2, 3, 4, 5, 7 and 9 turn into shapes of no class), so the model would learn "
             "from mislabelled images. Use augment=shift for digits; flips are for fashion_mnist",
         )
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError("precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")
-    if cfg.objective not in OBJECTIVES:
-        raise ConfigError("objective", cfg.objective, f"must be one of {', '.join(OBJECTIVES)}")
-    resolve_device(cfg.device)
 
-    optimizer = cfg.optimizer
+
+def _check_optimizer(optimizer: DictConfig) -> None:
+    """lr > 0, momentum and weight_decay >= 0, each a number, where the optimizer has them."""
     for key in ("lr", "momentum", "weight_decay"):
         value = optimizer.get(key)
         if key in optimizer and (isinstance(value, bool) or not isinstance(value, int | float)):

@@ -1,3 +1,5 @@
+import sys
+
 from hpsweep.cli import main
 
-main()
+sys.exit(main())

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpsweep.cli._compare import FORMATS, cmd_compare, damaged, leave_out_damaged, watch
-from hpsweep.record import Status, TrialFileError
+from hpsweep.record import Status, TrialFileError, TrialFiles, TrialResult
 from hpsweep.results import (
     SweepDirError,
     best_of,
@@ -30,7 +30,7 @@ from hpsweep.results import (
 )
 
 if TYPE_CHECKING:  # imported when a command needs it: --help and wrong paths answer sooner
-    pass
+    import pandas as pd
 
 
 def cmd_best(args: argparse.Namespace) -> int:
@@ -48,13 +48,17 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    trials = load_trials(args.sweep_dir)
-    if args.trial is None:
-        row = best_of(trials, args.sweep_dir)
-    else:
-        row = trial_by_number(trials, args.trial)
+    row = trial_to_reproduce(load_trials(args.sweep_dir), args.sweep_dir, args.trial)
     trial_dir = Path(row["trial_dir"])
-    refused = f"trial {row['number']} ({trial_dir}) cannot be re-run"
+    out = args.out or Path(args.sweep_dir) / "reproduce" / trial_dir.name
+    reproduced = rerun(row, out)
+    return report_reproduction(trial_dir, out, reproduced, args.tolerance)
+
+
+def trial_to_reproduce(trials: pd.DataFrame, sweep_dir: Path, number: int | None) -> pd.Series:
+    """Trial `number` (None: the best); SweepDirError when it cannot be re-run and compared."""
+    row = best_of(trials, sweep_dir) if number is None else trial_by_number(trials, number)
+    trial_dir = Path(row["trial_dir"])
     if row["state"] == Status.FAIL.value:
         # It has no end to compare with: it stopped by an error (or its worker died), and a
         # re-run would only fail again or go further than it did.
@@ -64,51 +68,52 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             f"with{why}; only COMPLETE and PRUNED trials can be reproduced"
         )
     if isinstance(row["problem"], str):
-        raise SweepDirError(f"{refused}: {row['problem']}")
+        raise SweepDirError(f"{refusal(row)}: {row['problem']}")
     if row["state"] == Status.RUNNING.value:
-        raise SweepDirError(f"{refused}: it is still running; reproduce it once it has ended")
-    from hpsweep.errors import CheckpointError, ConfigError
-    from hpsweep.job import (  # torch: seconds
-        FUSED_TOLERANCE,
-        compare_metrics,
-        reproduce,
-        stopping_epoch,
-    )
-    from hpsweep.record import TrialFiles
+        raise SweepDirError(f"{refusal(row)}: it is still running; reproduce it once it has ended")
+    return row
 
-    out = args.out or Path(args.sweep_dir) / "reproduce" / trial_dir.name
+
+def refusal(row: pd.Series) -> str:
+    return f"trial {row['number']} ({Path(row['trial_dir'])}) cannot be re-run"
+
+
+def rerun(row: pd.Series, out: Path) -> list[dict[str, float]]:
+    """The trial trained again from its saved config into `out`: the new metrics rows."""
+    from hpsweep.errors import CheckpointError, ConfigError
+    from hpsweep.job import reproduce  # torch: seconds
+
+    trial_dir = Path(row["trial_dir"])
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(f"re-running trial {row['number']} from {trial_dir}/.hydra/config.yaml into {out}")
     try:
-        reproduced = reproduce(trial_dir, out)
+        return reproduce(trial_dir, out)
     except (ConfigError, CheckpointError) as e:
-        raise SweepDirError(f"{refused}: its saved config is refused: {e}") from None
+        raise SweepDirError(f"{refusal(row)}: its saved config is refused: {e}") from None
     except OmegaConfBaseException as e:  # a config saved by another version of hpsweep
         first = str(e).splitlines()[0]
-        raise SweepDirError(f"{refused}: its saved config does not fit: {first}") from None
+        raise SweepDirError(f"{refusal(row)}: its saved config does not fit: {first}") from None
+
+
+def report_reproduction(
+    trial_dir: Path, out: Path, reproduced: list[dict[str, float]], asked: float | None
+) -> int:
+    """Says whether the re-run in `out` matches the original's metrics within the tolerance
+    `asked` (None: exactly, or within FUSED_TOLERANCE for a fused trial): 0 if so, else 1."""
+    from hpsweep.job import FUSED_TOLERANCE, compare_metrics
+
     original = TrialFiles(trial_dir).read_metrics()
     result = TrialFiles(trial_dir).read_result()
-    tolerance = 0.0 if args.tolerance is None else args.tolerance
+    tolerance = 0.0 if asked is None else asked
     differences = compare_metrics(original, reproduced, tolerance)
     epochs = f"{len(original)} epoch{'s' if len(original) != 1 else ''}"
-    stopped = stopping_epoch(result)
-    note = ""
-    if result is not None and stopped is not None:
-        again = TrialFiles(out).read_result()
-        how = "was pruned" if result.status is Status.PRUNED else "stopped early"
-        same = again is not None and again.epochs_run == stopped
-        there = "the re-run stopped there too" if same else "the re-run did not stop there"
-        note = f" (the original {how} after epoch {stopped}; {there})"
+    note = stop_note(result, out)
     if not differences:
         exact = "exactly" if tolerance == 0 else f"within {tolerance}"
         print(f"reproduced {exact}: {epochs}, every metric equal{note}")
         return 0
     fused = None if result is None else result.fused_with
-    if (
-        args.tolerance is None
-        and fused
-        and not compare_metrics(original, reproduced, FUSED_TOLERANCE)
-    ):
+    if asked is None and fused and not compare_metrics(original, reproduced, FUSED_TOLERANCE):
         # within FUSED_TOLERANCE: both ran the same epochs, so no value is None
         largest = max(differences, key=lambda d: abs((d.reproduced or 0.0) - (d.original or 0.0)))
         print(
@@ -129,6 +134,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 1
 
 
+def stop_note(result: TrialResult | None, out: Path) -> str:
+    """For an original that stopped before its epochs: where, and whether the re-run did too."""
+    from hpsweep.job import stopping_epoch
+
+    stopped = stopping_epoch(result)
+    if result is None or stopped is None:
+        return ""
+    again = TrialFiles(out).read_result()
+    how = "was pruned" if result.status is Status.PRUNED else "stopped early"
+    same = again is not None and again.epochs_run == stopped
+    there = "the re-run stopped there too" if same else "the re-run did not stop there"
+    return f" (the original {how} after epoch {stopped}; {there})"
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from hpsweep.plots import plot_sweep
 
@@ -142,7 +161,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_rebuild(args: argparse.Namespace) -> int:
     import optuna
 
-    from hydra_plugins.hpsweep_sweeper import RebuildError, rebuild_study
+    from hpsweep.results import rebuild
+    from hydra_plugins.hpsweep_sweeper import RebuildError
 
     if find_trials(args.sweep_dir).single_runs:
         raise SweepDirError(
@@ -151,7 +171,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # what it did is said below
     try:
-        rebuilt = rebuild_study(args.sweep_dir, args.storage)
+        rebuilt = rebuild(args.sweep_dir, args.storage)
     except RebuildError as e:
         print(f"hpsweep rebuild: {e}", file=sys.stderr)
         return 2
@@ -226,24 +246,50 @@ def parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", help=argparse.SUPPRESS, prog="hpsweep"
     )
     listed: dict[str, str] = {}
+    add_compare(commands, listed)
+    add_command(
+        commands,
+        listed,
+        "best",
+        "print the best trial and the command that reproduces it",
+        cmd_best,
+    )
+    add_reproduce(commands, listed)
+    add_plot(commands, listed)
+    add_rebuild(commands, listed)
+    lines = [f"  {name:<10} {help}" for name, help in listed.items()]
+    main.epilog = "commands:\n" + "\n".join(lines) + "\n\n" + EPILOG
+    return main
 
-    def command(
-        name: str, help: str, handler: Callable[[argparse.Namespace], int], more: str = ""
-    ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help + more)
-        listed[name] = help
-        sub.add_argument(
-            "sweep_dir",
-            nargs="?",
-            type=Path,
-            metavar="SWEEP_DIR",
-            help="a sweep dir or a folder of single runs (default: the sweep under ./multirun "
-            "whose trials wrote last)",
-        )
-        sub.set_defaults(handler=handler)
-        return sub
 
-    compare = command(
+def add_command(
+    commands: argparse._SubParsersAction[Parser],
+    listed: dict[str, str],
+    name: str,
+    help: str,
+    handler: Callable[[argparse.Namespace], int],
+    more: str = "",
+) -> argparse.ArgumentParser:
+    """A command taking SWEEP_DIR, run by `handler`; `help` is its line in `listed`, and with
+    `more` its description."""
+    sub = commands.add_parser(name, help=help, description=help + more)
+    listed[name] = help
+    sub.add_argument(
+        "sweep_dir",
+        nargs="?",
+        type=Path,
+        metavar="SWEEP_DIR",
+        help="a sweep dir or a folder of single runs (default: the sweep under ./multirun "
+        "whose trials wrote last)",
+    )
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+def add_compare(commands: argparse._SubParsersAction[Parser], listed: dict[str, str]) -> None:
+    compare = add_command(
+        commands,
+        listed,
         "compare",
         "print a table of the trials, best first",
         cmd_compare,
@@ -268,8 +314,12 @@ def parser() -> argparse.ArgumentParser:
         help="print the table again whenever a trial's files change, looking every SECONDS "
         "(default 5); waits for a sweep that has no trial yet. Ctrl-C to stop",
     )
-    command("best", "print the best trial and the command that reproduces it", cmd_best)
-    reproduce = command(
+
+
+def add_reproduce(commands: argparse._SubParsersAction[Parser], listed: dict[str, str]) -> None:
+    reproduce = add_command(
+        commands,
+        listed,
         "reproduce",
         "re-run a trial, compare its metrics with the original's",
         cmd_reproduce,
@@ -290,23 +340,32 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         help="an empty or new folder for the re-run (default: SWEEP_DIR/reproduce/<trial dir>)",
     )
-    plot = command(
+
+
+def add_plot(commands: argparse._SubParsersAction[Parser], listed: dict[str, str]) -> None:
+    plot = add_command(
+        commands,
+        listed,
         "plot",
         "write PNGs of curves, parameters and history into SWEEP_DIR",
         cmd_plot,
     )
     plot.add_argument("--top", type=count, default=5, help="trials in the curves plot")
-    rebuild = command(
-        "rebuild", "write the sweep's Optuna study anew from its trial dirs alone", cmd_rebuild
+
+
+def add_rebuild(commands: argparse._SubParsersAction[Parser], listed: dict[str, str]) -> None:
+    rebuild = add_command(
+        commands,
+        listed,
+        "rebuild",
+        "write the sweep's Optuna study anew from its trial dirs alone",
+        cmd_rebuild,
     )
     rebuild.add_argument(
         "--storage",
         help="journal path or database URL to write it to (default: the sweep's own; "
         "a journal there is moved aside to <name>.bak-<time>)",
     )
-    lines = [f"  {name:<10} {help}" for name, help in listed.items()]
-    main.epilog = "commands:\n" + "\n".join(lines) + "\n\n" + EPILOG
-    return main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,6 +404,3 @@ def hint(command: str, error: SweepDirError) -> str:
     trial = f" --trial {error.trial}" if command == "reproduce" and error.trial is not None else ""
     return f"; try: hpsweep {command} {shlex.quote(str(error.use))}{trial}"
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -57,6 +57,41 @@ def _describe(model: MLP) -> tuple[list[str], list[nn.Linear], nn.Module, float]
     return names, linears, activations[0], drop
 
 
+def _first_layer_rows(h1: list[int], device: torch.device) -> tuple[list[int], Tensor, Tensor]:
+    """The concatenated first layer of trials of h1[k] units: offsets (trial k's rows are
+    offsets[k]:offsets[k + 1]), pad_rows and row_trial (each row's trial)."""
+    offsets = torch.tensor([0, *h1]).cumsum(0)
+    # pad_rows[k * h1_max + j]: row j of trial k in the concatenated first layer, or the
+    # appended zero row (index sum(h1)) where trial k has no unit j.
+    j = torch.arange(max(h1))
+    rows = torch.where(j < torch.tensor(h1)[:, None], offsets[:-1, None] + j, offsets[-1])
+    row_trial = torch.repeat_interleave(torch.arange(len(h1)), torch.tensor(h1))
+    return offsets.tolist(), rows.flatten().to(device), row_trial.to(device)
+
+
+def _unit_masks(
+    widths: list[list[int]], max_widths: list[int], device: torch.device
+) -> list[Tensor]:
+    """unit_masks[i]: (K, widest at width index i, 1), 1 where trial k has that unit."""
+    return [
+        (torch.arange(m) < torch.tensor([w[i] for w in widths])[:, None])
+        .float()[:, :, None]
+        .to(device)
+        for i, m in enumerate(max_widths)
+    ]
+
+
+def _equal_width_runs(widths: list[list[int]]) -> list[list[int]]:
+    """[first trial, count] of each run of consecutive trials of the same widths."""
+    runs: list[list[int]] = []
+    for k, w in enumerate(widths):
+        if runs and widths[runs[-1][0]] == w:
+            runs[-1][1] += 1
+        else:
+            runs.append([k, 1])
+    return runs
+
+
 class FusedMLP(nn.Module):
     def __init__(
         self,
@@ -86,32 +121,13 @@ class FusedMLP(nn.Module):
         self.params = nn.ParameterList(nn.Parameter(t) for t in self.stack(trials))
         device = self.params[0].device
         h1 = [w[1] for w in self.widths]
-        offsets = torch.tensor([0, *h1]).cumsum(0)
-        self.offsets = offsets.tolist()
-        # pad_rows[k * h1_max + j]: row j of trial k in the concatenated first layer, or the
-        # appended zero row (index sum(h1)) where trial k has no unit j.
-        j = torch.arange(self.max_widths[1])
-        rows = torch.where(j < torch.tensor(h1)[:, None], offsets[:-1, None] + j, offsets[-1])
-        self.pad_rows = rows.flatten().to(device)
-        self.row_trial = torch.repeat_interleave(torch.arange(self.num_trials), torch.tensor(h1))
-        self.row_trial = self.row_trial.to(device)
-        # unit_masks[i]: (K, widest at width index i, 1), 1 where trial k has that unit
-        self.unit_masks = [
-            (torch.arange(m) < torch.tensor([w[i] for w in self.widths])[:, None])
-            .float()[:, :, None]
-            .to(device)
-            for i, m in enumerate(self.max_widths)
-        ]
+        self.offsets, self.pad_rows, self.row_trial = _first_layer_rows(h1, device)
+        self.unit_masks = _unit_masks(self.widths, self.max_widths, device)
         self._dropout_index: dict[tuple[int, int], Tensor] = {}
         # runs: consecutive trials of the same widths. A run's activations are a view of the
         # concatenated first layer, so its later layers are one bmm without padding; padding
         # all trials to the widest instead moves (K, widest, B) tensors through every step.
-        self.runs: list[list[int]] = []  # [first trial, count]
-        for k, w in enumerate(self.widths):
-            if self.runs and self.widths[self.runs[-1][0]] == w:
-                self.runs[-1][1] += 1
-            else:
-                self.runs.append([k, 1])
+        self.runs = _equal_width_runs(self.widths)
         padded_waste = self.num_trials * self.max_widths[1] > 2 * sum(h1)
         long_runs = self.num_trials >= 4 * len(self.runs)  # K=8 in 5 runs: padded was faster
         auto = len(self.runs) <= MAX_RUNS and padded_waste and long_runs

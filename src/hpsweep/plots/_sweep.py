@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
@@ -50,6 +51,7 @@ OTHER_LINES: dict[str, tuple[str, Any]] = {
     "PRUNED": ("0.65", "-"),
     "FAIL": ("C3", ":"),
 }  # beside the top trials' curves
+Lines = dict[Any, pd.DataFrame]  # (trial number, metric) -> its validation curve
 
 
 # -- the four figures ------------------------------------------------------------------------
@@ -102,67 +104,15 @@ def plot_top_curves(
     first = "loss" if objective.endswith("loss") else "acc"
     metrics = (first, "acc" if first == "loss" else "loss")
     labels, legend_title = curve_labels(top, params or [], objective)
+    epochs = sorted(set(val["epoch"].astype(int)))
 
     fig = Figure(figsize=(13, 4.8), layout="constrained")
     handles: list[Any] = []
     for ax, metric in zip(fig.subplots(1, 2), metrics, strict=True):
-        name = "accuracy" if metric == "acc" else "loss"
-        bad = "low" if metric == "acc" else "high"
-        top_values = [
-            v for n in top["number"] for v in lines.get((n, metric), {"value": []})["value"]
-        ]
-        other_values = [
-            v
-            for rows in others.values()
-            for n in rows["number"]
-            for v in lines.get((n, metric), {"value": []})["value"]
-        ]
-        # the top trials decide the range (but for a wild first epoch): other curves may leave it
-        ylim = (
-            robust_range(top_values, bad, k=3.0) if top_values else robust_range(other_values, bad)
-        )
-        left: dict[str, int] = {}
-        for state, rows in others.items():
-            color, style = OTHER_LINES[state]
-            for number in rows["number"]:
-                line = lines.get((number, metric))
-                if line is None:
-                    continue
-                y = line["value"].map(finite_or_nan)
-                ax.plot(line["epoch"], y, style, color=color, linewidth=0.9, zorder=1)
-                ax.plot(line["epoch"].iloc[-1:], y.iloc[-1:], "x", color=color, zorder=1)
-                if leaves(y, ylim):
-                    left[state] = left.get(state, 0) + 1
-        top_left = []
-        for i, (number, label) in enumerate(zip(top["number"], labels, strict=True)):
-            line = lines.get((number, metric))
-            if line is not None:
-                y = line["value"].map(finite_or_nan)
-                ax.plot(
-                    line["epoch"], y, marker=".", color=f"C{i % 10}", linewidth=1.8, label=label
-                )
-                top_left += [f"#{number}"] if leaves(y, ylim) else []
-        if ylim is not None:
-            ax.set_ylim(ylim)
-        if left or top_left:
-            note = top_left + [f"{n} {STATES[s][2]}" for s, n in left.items()]
-            edge_note(ax, f"leaving the frame: {', '.join(note)}", bad)
-        if not lines:
-            edge_note(ax, "no trial has finished an epoch yet", "high")
-        epoch_axis(ax, sorted(set(val["epoch"].astype(int))))
-        ax.set_ylabel(f"validation {name}")
-        objective_mark = " (the objective)" if objective == f"val_{metric}" else ""
-        ax.set_title(f"validation {name}{objective_mark}", fontsize="medium")
-        ax.grid(alpha=0.3)
+        draw_metric(ax, metric, objective, top, labels, others, lines, epochs)
         if not handles:
             handles = ax.get_legend_handles_labels()[0]
-    for state, rows in others.items():
-        drawn = [n for n in rows["number"] if any((n, m) in lines for m in metrics)]
-        if drawn:
-            color, style = OTHER_LINES[state]
-            word = STATES[state][2]
-            label = f"{word} ({len(drawn)}), x where stopped"
-            handles.append(Line2D([], [], color=color, linestyle=style, marker="x", label=label))
+    handles += other_handles(others, lines, metrics)
     if handles:
         legend = {"title": legend_title, "title_fontsize": "small", "alignment": "left"}
         side_legend(fig.axes[-1], handles, **legend)
@@ -173,6 +123,108 @@ def plot_top_curves(
     )
     fig.suptitle(f"Validation curves of {shown}, by {objective}\n{summary(trials)}")
     return fig
+
+
+def draw_metric(
+    ax: Axes,
+    metric: str,
+    objective: str,
+    top: pd.DataFrame,
+    labels: list[str],
+    others: dict[str, pd.DataFrame],
+    lines: Lines,
+    epochs: list[int],
+) -> None:
+    """One panel of plot_top_curves: the other trials' curves under the top trials' ones, and
+    a note on those leaving the frame."""
+    name = "accuracy" if metric == "acc" else "loss"
+    bad = "low" if metric == "acc" else "high"
+    ylim = curves_range(top, others, lines, metric, bad)
+    left = draw_other_curves(ax, others, lines, metric, ylim)
+    top_left = draw_top_curves(ax, top, labels, lines, metric, ylim)
+    if ylim is not None:
+        ax.set_ylim(ylim)
+    if left or top_left:
+        note = top_left + [f"{n} {STATES[s][2]}" for s, n in left.items()]
+        edge_note(ax, f"leaving the frame: {', '.join(note)}", bad)
+    if not lines:
+        edge_note(ax, "no trial has finished an epoch yet", "high")
+    epoch_axis(ax, epochs)
+    ax.set_ylabel(f"validation {name}")
+    objective_mark = " (the objective)" if objective == f"val_{metric}" else ""
+    ax.set_title(f"validation {name}{objective_mark}", fontsize="medium")
+    ax.grid(alpha=0.3)
+
+
+def curves_range(
+    top: pd.DataFrame, others: dict[str, pd.DataFrame], lines: Lines, metric: str, bad: str
+) -> tuple[float, float] | None:
+    top_values = [v for n in top["number"] for v in lines.get((n, metric), {"value": []})["value"]]
+    other_values = [
+        v
+        for rows in others.values()
+        for n in rows["number"]
+        for v in lines.get((n, metric), {"value": []})["value"]
+    ]
+    # the top trials decide the range (but for a wild first epoch): other curves may leave it
+    return robust_range(top_values, bad, k=3.0) if top_values else robust_range(other_values, bad)
+
+
+def draw_other_curves(
+    ax: Axes,
+    others: dict[str, pd.DataFrame],
+    lines: Lines,
+    metric: str,
+    ylim: tuple[float, float] | None,
+) -> dict[str, int]:
+    """Pruned and failed trials' curves, each ending with x; how many of each leave `ylim`."""
+    left: dict[str, int] = {}
+    for state, rows in others.items():
+        color, style = OTHER_LINES[state]
+        for number in rows["number"]:
+            line = lines.get((number, metric))
+            if line is None:
+                continue
+            y = line["value"].map(finite_or_nan)
+            ax.plot(line["epoch"], y, style, color=color, linewidth=0.9, zorder=1)
+            ax.plot(line["epoch"].iloc[-1:], y.iloc[-1:], "x", color=color, zorder=1)
+            if leaves(y, ylim):
+                left[state] = left.get(state, 0) + 1
+    return left
+
+
+def draw_top_curves(
+    ax: Axes,
+    top: pd.DataFrame,
+    labels: list[str],
+    lines: Lines,
+    metric: str,
+    ylim: tuple[float, float] | None,
+) -> list[str]:
+    """The top trials' curves, labelled; `#n` of each that leaves `ylim`."""
+    top_left = []
+    for i, (number, label) in enumerate(zip(top["number"], labels, strict=True)):
+        line = lines.get((number, metric))
+        if line is not None:
+            y = line["value"].map(finite_or_nan)
+            ax.plot(line["epoch"], y, marker=".", color=f"C{i % 10}", linewidth=1.8, label=label)
+            top_left += [f"#{number}"] if leaves(y, ylim) else []
+    return top_left
+
+
+def other_handles(
+    others: dict[str, pd.DataFrame], lines: Lines, metrics: tuple[str, str]
+) -> list[Line2D]:
+    """A legend entry per state of other trials with a curve drawn."""
+    handles = []
+    for state, rows in others.items():
+        drawn = [n for n in rows["number"] if any((n, m) in lines for m in metrics)]
+        if drawn:
+            color, style = OTHER_LINES[state]
+            word = STATES[state][2]
+            label = f"{word} ({len(drawn)}), x where stopped"
+            handles.append(Line2D([], [], color=color, linestyle=style, marker="x", label=label))
+    return handles
 
 
 def plot_history(trials: pd.DataFrame) -> Figure:

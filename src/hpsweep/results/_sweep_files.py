@@ -240,9 +240,12 @@ def select_key(node: Any, key: str) -> Any:
 def _job_number(trial_dir: Path, number: int | None) -> int | None:
     """Hydra's job number (the trial's, in a sweep of the hpsweep sweeper); without a readable
     hydra.yaml, the number the dir's name ends with (trial_0003, or Hydra's 3)."""
-    if number is not None:
-        return number
-    digits = re.search(r"(\d+)$", trial_dir.name)
+    return number if number is not None else name_number(trial_dir.name)
+
+
+def name_number(name: str) -> int | None:
+    """The number a trial dir's name ends with: trial_0003's, or Hydra's own 3's."""
+    digits = re.search(r"(\d+)$", name)
     return int(digits.group(1)) if digits else None
 
 
@@ -279,49 +282,72 @@ def read_trial_dir(
         trial.problems.append("trial dir missing")
         return trial
     files = TrialFiles(trial_dir)
-    try:
-        trial.result = files.read_result()
-    except TrialFileError as e:
-        trial.problems.append(str(e))
-        trial.result_unreadable = True
-    if trial.result is None and not trial.result_unreadable and state in ("COMPLETE", "PRUNED"):
-        trial.problems.append("result.json: missing")
-
+    trial.result, trial.result_unreadable, problems = _read_result(files, state)
+    trial.problems += problems
     epochs = None if trial.result is None else trial.result.epochs_run
+    trial.metrics, problems = _read_metrics(files, state, epochs)
+    trial.problems += problems
+    loaded, problems = _read_hydra_files(files, state, hydra)
+    trial.problems += problems
+    trial.config = loaded.get("config.yaml")
+    trial.hydra = loaded.get("hydra.yaml")
+    if "overrides.yaml" in loaded:
+        trial.overrides = [str(o) for o in loaded["overrides.yaml"]]
+    return trial
+
+
+def _read_result(
+    files: TrialFiles, state: str | None
+) -> tuple[TrialResult | None, bool, list[str]]:
+    """result.json, whether it is there but cannot be used, and its problems."""
+    try:
+        result = files.read_result()
+    except TrialFileError as e:
+        return None, True, [str(e)]
+    missing = result is None and state in ("COMPLETE", "PRUNED")
+    return result, False, ["result.json: missing"] if missing else []
+
+
+def _read_metrics(
+    files: TrialFiles, state: str | None, epochs: int | None
+) -> tuple[list[dict[str, float]] | None, list[str]]:
+    """metrics.csv, if result.json counts `epochs` or the file is there, and its problems."""
+    metrics, problems = None, []
     if epochs or files.metrics.exists():
         try:
-            trial.metrics = files.read_metrics()
+            metrics = files.read_metrics()
         except TrialFileError as e:
-            trial.problems.append(str(e))
+            problems.append(str(e))
     # a resumed trial's metrics.csv grows past its old result.json until the new one is written
     unfinished = state in ("RUNNING", "WAITING")
-    counted = trial.metrics is not None and epochs is not None and not unfinished
-    if counted and len(trial.metrics or []) != epochs:
-        rows = len(trial.metrics or [])
-        trial.problems.append(
-            f"metrics.csv: {rows} epoch rows, result.json has epochs_run={epochs}"
-        )
+    counted = metrics is not None and epochs is not None and not unfinished
+    if counted and len(metrics or []) != epochs:
+        rows = len(metrics or [])
+        problems.append(f"metrics.csv: {rows} epoch rows, result.json has epochs_run={epochs}")
+    return metrics, problems
 
+
+def _read_hydra_files(
+    files: TrialFiles, state: str | None, hydra: dict[str, Any] | TrialFileError | None
+) -> tuple[dict[str, Any], list[str]]:
+    """config.yaml, hydra.yaml (`hydra`, if find_trials read it) and overrides.yaml of .hydra/
+    by name, those that could be read; and the problems of the others."""
+    loaded: dict[str, Any] = {}
+    problems = []
     for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
-        if state in ("RUNNING", "WAITING", "FAIL") and not (trial_dir / ".hydra" / name).exists():
+        if state in ("RUNNING", "WAITING", "FAIL") and not (files.dir / ".hydra" / name).exists():
             continue
         try:
             if name == "hydra.yaml" and hydra is not None:
                 if isinstance(hydra, TrialFileError):
                     raise hydra
-                loaded = hydra
+                loaded[name] = hydra
             else:
-                loaded = files.read_hydra_data(name, HYDRA_KEYS if name == "hydra.yaml" else None)
+                keys = HYDRA_KEYS if name == "hydra.yaml" else None
+                loaded[name] = files.read_hydra_data(name, keys)
         except TrialFileError as e:
-            trial.problems.append(str(e))
-            continue
-        if name == "config.yaml":
-            trial.config = loaded
-        elif name == "hydra.yaml":
-            trial.hydra = loaded
-        else:
-            trial.overrides = [str(o) for o in loaded]
-    return trial
+            problems.append(str(e))
+    return loaded, problems
 
 
 def newest_sweep(root: Path = Path("multirun")) -> Path:
