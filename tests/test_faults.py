@@ -459,7 +459,9 @@ def test_sweep_survives_an_outage_in_its_final_report(tmp_path, proxy, study_nam
 
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", ["ask", "report", "tell", "final report"])
-def test_sweep_survives_an_outage_of_five_retries(tmp_path, proxy, study_name, postgres_url, moment):
+def test_sweep_survives_an_outage_five_tries_long(
+    tmp_path, proxy, study_name, postgres_url, moment
+):
     # A tenth of each wait and a tenth of the outage: the tries of a 30 s outage at full
     # scale (1 + 2 + 4 + 8 + 16 s), in 3 s
     began = time.monotonic()
