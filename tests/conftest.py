@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from hpsweep.config import CONFIG_DIR  # importing it registers the config schema
 from hpsweep.record import TrialFiles, TrialResult
+from tests.warm_start import WARM, run_command
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -72,15 +73,15 @@ TRAIN_CMD = [sys.executable, "-m", "hpsweep.train"]  # what hpsweep-train runs
 def run_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """`python -m hpsweep.train ARGS` in a fresh process, as a user would run it."""
-    return subprocess.run(
-        [*TRAIN_CMD, *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """`python -m hpsweep.train ARGS` in a process of its own, as a user would run it (forked
+    from a warm interpreter: tests/warm_start.py)."""
+    return run_command([*TRAIN_CMD, *args], cwd=cwd, env=env)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def warm_start_server():
+    yield
+    WARM.stop()
 
 
 def start_sweep(args: list[str], cwd: Path) -> subprocess.Popen:

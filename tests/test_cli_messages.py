@@ -25,6 +25,7 @@ from hpsweep.record import Status, TrialFiles
 from hpsweep.results import load_trials
 from hydra_plugins.hpsweep_sweeper import load_sweep_study
 from tests.conftest import FAST, TRAIN_CMD, compose_config, read_metrics, write_preset
+from tests.warm_start import run_command
 
 CLI = [sys.executable, "-m", "hpsweep.cli"]
 
@@ -48,9 +49,7 @@ hydra:
 
 
 def hpsweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=os.environ
-    )
+    return run_command([*CLI, *args], cwd=cwd, timeout=300)
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -453,7 +452,7 @@ def test_a_sweep_killed_mid_trial_then_continued_through_the_cli(tmp_path):
         f"worker gone after epoch {epochs}: the next start of the sweep runs it again"
     )
 
-    proc = subprocess.run([*TRAIN_CMD, *args], cwd=tmp_path, capture_output=True, text=True)
+    proc = run_command([*TRAIN_CMD, *args], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     proc = hpsweep("compare", "--columns", columns, "--format", "json", cwd=tmp_path)
     rows = {r["number"]: r for r in json.loads(proc.stdout)}

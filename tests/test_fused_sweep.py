@@ -26,6 +26,7 @@ from tests.conftest import (
     wait_for_epochs,
     write_preset,
 )
+from tests.warm_start import run_command
 
 # As tests/test_fused_trials.py: measured within 2.5e-7 of the unfused runs; asserted with margin.
 LOSS_TOL = 1e-5
@@ -268,7 +269,7 @@ def test_a_fused_sweep_killed_mid_group_resumes_it_as_if_never_stopped(tmp_path)
         )
         return [*TRAIN_CMD, "-m", preset, f"sweep={name}", *args]
 
-    whole = subprocess.run(command("whole"), cwd=tmp_path, capture_output=True, text=True)
+    whole = run_command(command("whole"), cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
 
     victim = subprocess.Popen(
@@ -292,7 +293,7 @@ def test_a_fused_sweep_killed_mid_group_resumes_it_as_if_never_stopped(tmp_path)
     at = [load_checkpoint(TrialFiles(d).last)["epoch"] for d in dirs]
     assert all(2 <= e < 6 for e in at), at
 
-    again = subprocess.run(command("killed"), cwd=tmp_path, capture_output=True, text=True)
+    again = run_command(command("killed"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     trials = load_study(sweep, "killed").trials
     assert [t.state for t in trials[:4]] == [TrialState.FAIL] * 4  # the killed worker's
@@ -379,7 +380,7 @@ def test_ctrl_c_in_a_fused_group_names_the_trials_left_and_the_next_start_ends_t
     assert all(0 < len(read_metrics(sweep / f"trial_{i:04d}")) < 8 for i in first)
     assert not any((sweep / f"trial_{i:04d}" / "metrics.csv").exists() for i in later)
 
-    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = run_command(args, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "one fused job" in proc.stdout + proc.stderr  # the retries, again as groups
     trials = load_study(sweep, "mlp").trials

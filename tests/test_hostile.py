@@ -6,7 +6,6 @@ All cases run in a copy of one workspace holding a finished single run (runs/a) 
 """
 
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import NamedTuple
 import pytest
 
 from tests.conftest import FAST, TRAIN_CMD, run_cli
+from tests.warm_start import run_command
 
 SWEEP = ("-m", "sweep=mlp", "epochs=1", *FAST)  # the workspace's sweep, as it was started
 HPSWEEP = [sys.executable, "-m", "hpsweep.cli"]
@@ -184,7 +184,7 @@ def test_hostile_input_is_refused_cleanly_and_changes_nothing(case, workspace, t
     if case.damage is not None:
         case.damage(root)
     before = snapshot(root)
-    proc = subprocess.run(case.command, cwd=root, capture_output=True, text=True, timeout=300)
+    proc = run_command(case.command, cwd=root, timeout=300)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output
     for text in case.expected:

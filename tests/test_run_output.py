@@ -18,6 +18,7 @@ from hpsweep.config import CONFIG_DIR, TrainConfig
 from hpsweep.job import load_checkpoint
 from hpsweep.record import Status, TrialFiles
 from tests.conftest import FAST, TRAIN_CMD, compose_config, read_metrics, read_result, run_cli
+from tests.warm_start import run_command
 
 KEYS = [f.name for f in fields(TrainConfig)]
 # HPSWEEP_PROGRESS unset: the choice is made by whether stderr is a terminal (here: a pipe)
@@ -81,7 +82,7 @@ def test_ctrl_c_stops_with_one_line_and_its_command_continues_the_run(tmp_path):
     assert f"hydra.run.dir={files.dir}" in command
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    resumed = subprocess.run(command, cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    resumed = run_command(command, cwd=elsewhere, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {files.dir} after epoch {resumable}" in messages(resumed.stdout)
     assert [int(r["epoch"]) for r in read_metrics(files.dir)] == list(range(1, epochs + 1))

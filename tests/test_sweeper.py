@@ -25,6 +25,7 @@ from tests.conftest import (
     wait_for_epochs,
     write_preset,
 )
+from tests.warm_start import run_command
 
 
 def states(study: optuna.Study) -> list[str]:
@@ -335,7 +336,7 @@ def test_stopped_sweep_resumes_the_interrupted_trial_from_its_checkpoint(tmp_pat
         assert f"trial {interrupted.number} stays resumable" in output
         assert "Traceback" not in output
 
-    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    proc = run_command(args, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
     study = load_study(sweep, "mlp")
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
