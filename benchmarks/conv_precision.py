@@ -4,7 +4,7 @@ channels-last memory order: what `precision=bf16` and `channels_last=true` buy.
     python benchmarks/conv_precision.py [--quick] [--threads 1]
 
 One thread by default: a sweep's 2 workers each train on one core. Same model init, data and
-step function (hpsweep.training.train_one_epoch) for every variant; the variants run
+step function (hpsweep.job.train_one_epoch) for every variant; the variants run
 interleaved, repeat by repeat, so a busy machine slows them alike; quote the ratios to fp32.
 bf16 pays on CPUs with avx512_bf16 or AMX (oneDNN's bf16 kernels) and on recent GPUs; an older
 CPU emulates it and gets slower. Writes benchmarks/results/conv_precision.json.

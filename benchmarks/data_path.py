@@ -1,11 +1,11 @@
 """Samples/second of one training epoch on full MNIST: our in-memory tensor path vs the classic
 torchvision `ToTensor` + `DataLoader(shuffle=True)` pipeline, without and with augmentation
-(shifts of up to 2 pixels: hpsweep.augment on the batch tensor vs `RandomCrop(28, padding=2)`
+(shifts of up to 2 pixels: hpsweep.data.Augment on the batch tensor vs `RandomCrop(28, padding=2)`
 per sample), and for the data path alone (batches drawn, no model).
 
     HPSWEEP_DATA_ROOT=../shared/data python benchmarks/data_path.py [--quick]
 
-Same model, optimizer, batch size and step function (hpsweep.training.train_one_epoch) on both
+Same model, optimizer, batch size and step function (hpsweep.job.train_one_epoch) on both
 sides; only where the batches come from differs. The two run interleaved, repeat by repeat, so
 a busy machine slows both alike; the ratio is the number to quote. Writes
 benchmarks/results/data_path.json.

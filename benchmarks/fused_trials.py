@@ -1,5 +1,5 @@
 """Fused trials at kernel level: K MLP trials trained as one batched model (hpsweep.fused) vs
-the same trials one after another through hpsweep.training.train_one_epoch.
+the same trials one after another through hpsweep.job.train_one_epoch.
 
     python benchmarks/fused_trials.py [--quick] [--threads N]
 

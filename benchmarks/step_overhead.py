@@ -31,7 +31,7 @@ def make_batches(batch_size: int, steps: int) -> list[tuple[torch.Tensor, torch.
 def step_loop(
     optimizer_factory: Callable, metrics: str = "hpsweep", set_to_none: bool = True
 ) -> Callable:
-    """metrics: "hpsweep" runs hpsweep.training.train_one_epoch (on-device sums every step);
+    """metrics: "hpsweep" runs hpsweep.job.train_one_epoch (on-device sums every step);
     "item" calls loss.item() every step; "none" keeps no metrics."""
 
     def run(batches: list) -> float:

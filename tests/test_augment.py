@@ -133,7 +133,8 @@ def test_resume_with_flips_and_shifts_equals_uninterrupted_bitwise(
     tmp_path, data_root, monkeypatch, interrupt_at
 ):
     monkeypatch.setenv("HPSWEEP_DATA_ROOT", data_root)
-    # bitwise equality needs no learning: a few batches an epoch exercise every stream a resume restores
+    # Bitwise equality needs no learning: a few batches an epoch exercise every stream a
+    # resume restores
     small = ("data.train_size=384", "data.val_size=128", "batch_size=64")
     cfg = compose_config(*FASHION, *small, *STRONG, "augment=shift_flip", "epochs=3")
     run_trial(cfg, tmp_path / "straight")

@@ -133,8 +133,8 @@ def test_fast_reader_refuses_a_damaged_file_as_omegaconfs_does(tmp_path, name, d
         assert files.read_hydra_data(name) == before
 
 
-# The read cache (hpsweep.read_cache): a sweep read again is not parsed again, and any change
-# to a file it was read from is read anew.
+# The read cache (hpsweep.results._read_cache): a sweep read again is not parsed again, and
+# any change to a file it was read from is read anew.
 
 
 def fresh_process(monkeypatch) -> dict[str, int]:

@@ -403,4 +403,3 @@ def hint(command: str, error: SweepDirError) -> str:
         return ""
     trial = f" --trial {error.trial}" if command == "reproduce" and error.trial is not None else ""
     return f"; try: hpsweep {command} {shlex.quote(str(error.use))}{trial}"
-

@@ -97,6 +97,8 @@ RETRY_DELAY_SCALE = "HPSWEEP_RETRY_DELAY_SCALE"
 def retry_delays() -> tuple[float, ...]:
     scale = float(os.environ.get(RETRY_DELAY_SCALE, "1"))
     return tuple(delay * scale for delay in RETRY_DELAYS)
+
+
 # SQLSTATE classes of errors that pass: connection lost or refused (08), transaction rolled
 # back by a conflict (40), server out of resources such as connections (53), server shutting
 # down or starting up (57P).
