@@ -110,6 +110,7 @@ def test_truncated_checkpoint_is_reported_clearly(tmp_path):
     assert len(files.read_metrics()) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("dataset", "min_val_acc"), [("mnist", 0.9), ("fashion_mnist", 0.75)])
 def test_full_dataset_trains_one_epoch(tmp_path, data_root, dataset, min_val_acc):
     proc = run_cli(

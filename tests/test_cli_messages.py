@@ -354,6 +354,7 @@ def kill_trial_after(copy: Path, study: optuna.Study, epochs: int) -> tuple[int,
     return trial.number, copy / name
 
 
+@pytest.mark.slow
 def test_a_trial_whose_worker_died_shows_its_progress_and_then_its_retry(ws, tmp_path):
     copy = tmp_path / "sweep"
     shutil.copytree(ws / "multirun" / "stop", copy)

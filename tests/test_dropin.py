@@ -77,6 +77,7 @@ hydra:
 LAYERS = [f"model.hidden_sizes.{i}" for i in range(3)]
 
 
+@pytest.mark.slow
 def test_lightning_templates_optuna_config_runs_and_the_same_command_continues(tmp_path):
     folder = tmp_path / "conf" / "hparams_search"
     folder.mkdir(parents=True)
@@ -109,6 +110,7 @@ def test_lightning_templates_optuna_config_runs_and_the_same_command_continues(t
     assert len(continued.trials) == 4 and (sweep / "trial_0003").is_dir()
 
 
+@pytest.mark.slow
 def test_a_list_of_expressions_searches_each_layer_and_rebuilds(tmp_path):
     searchpath = write_preset(
         tmp_path,
@@ -245,6 +247,7 @@ def werror_sweep(tmp_path, *overrides):
     )
 
 
+@pytest.mark.slow
 def test_a_sqlite_sweep_runs_under_python_W_error(tmp_path):
     # heartbeats and fail_stale_trials (RDB storages) and the QMC sampler are experimental in
     # Optuna. (The journal storage under -W error: test_sweep_output's parallel sweep.)

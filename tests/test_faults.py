@@ -450,6 +450,7 @@ def check_survived(returncode, log, postgres_url, tmp_path, name):
     assert report["states"]["COMPLETE"] == 4
 
 
+@pytest.mark.slow
 def test_sweep_survives_an_outage_in_its_final_report(tmp_path, proxy, study_name, postgres_url):
     # The main process's pooled connection is dropped while the workers run; its report
     # used to die on it.

@@ -103,6 +103,7 @@ def by_params(study):
     return {tuple(sorted(t.params.items())): t for t in study.trials}
 
 
+@pytest.mark.slow
 def test_a_fused_sweep_leaves_each_trial_its_files_and_values_of_an_unfused_one(tmp_path, capsys):
     # 12 trials asked 6 at a time: two batch sizes -> groups; lr 1e4 diverges and fails alone
     fused = grid_sweep(
@@ -190,6 +191,7 @@ def test_a_fused_sweep_leaves_each_trial_its_files_and_values_of_an_unfused_one(
     assert code == 1 and "NOT reproduced" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_pruned_trials_leave_their_group_and_are_told_at_once(tmp_path):
     # Trials 0-3 complete as one group; in the next groups the median pruner stops trials
     # after epoch 1 below the median of the first ones.

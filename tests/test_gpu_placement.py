@@ -105,6 +105,7 @@ TRAIN = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_sweep_spreads_its_workers_and_never_initializes_cuda(tmp_path):
     inits, sweep_pid = tmp_path / "cuda_inits", tmp_path / "sweep_pid"
     sweep = subprocess.run(

@@ -43,6 +43,7 @@ def progress_lines(text: str) -> list[tuple[str, int, int, int]]:
     return found
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_with_one_line_and_its_command_continues_the_run(tmp_path):
     epochs = 15  # far more than the moments between the first epoch and the signal
     proc = subprocess.Popen(

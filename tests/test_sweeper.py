@@ -67,6 +67,7 @@ def test_rerunning_the_same_command_continues_the_study(tmp_path):
     assert len(load_study(sweep, "mlp").trials) == 3
 
 
+@pytest.mark.slow
 def test_epoch_budget_and_timeout_end_the_sweep_before_n_trials(tmp_path):
     # Pruned trials count the epochs they ran; the budget is checked before each new trial.
     args = ("-m", "sweep=mlp", *FAST, "hydra.sweeper.n_trials=50")
@@ -550,6 +551,7 @@ def test_a_seeded_sweep_never_replays_when_resumed_and_is_reproducible(tmp_path)
     assert params_of(sweep(tmp_path / "b", 6)) == resumed  # same seed, same sweep
 
 
+@pytest.mark.slow
 def test_two_processes_with_one_seed_sample_no_parameter_set_twice(tmp_path):
     args = [*TRAIN_CMD, "-m", "sweep=mlp", "hydra.sweeper.sampler.seed=7", "epochs=1", *FAST]
     args += ["hydra.sweeper.n_trials=8", "num_threads=1"]

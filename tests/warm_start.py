@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 SERVER = r"""
-import importlib.util, json, os, sys
+import importlib.util, json, logging, os, sys
 
 import hpsweep.cli, hpsweep.train  # the imports every command pays
 
@@ -44,20 +44,40 @@ def run(request):
         hpsweep.train.main()
     else:
         sys.exit(hpsweep.cli.main())
-    sys.exit(0)
+
+
+def exit_as_python_would(request):
+    try:
+        run(request)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    # What an interpreter's exit does that anyone could see, without tearing down torch's
+    # modules one by one (about a second)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 for line in sys.stdin:
     request = json.loads(line)
     pid = os.fork()
     if pid == 0:
-        run(request)  # raises SystemExit (or an error, as a real process would print it)
+        exit_as_python_would(request)
     print(json.dumps({"pid": pid}), flush=True)
     _, status = os.waitpid(pid, 0)
     print(json.dumps({"code": os.waitstatus_to_exitcode(status)}), flush=True)
 """
 
 MODULES = ("hpsweep.train", "hpsweep.cli")
+# torch, its BLAS and Python itself read these once, as they start
+IMPORT_TIME_VARIABLES = ("PYTHON", "OMP_", "MKL_", "CUDA_", "OPENBLAS_", "TORCH")
 
 
 class WarmStart:
@@ -110,17 +130,15 @@ WARM = WarmStart()
 def run_command(
     command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
-    """`command` as subprocess.run(..., capture_output=True, text=True) runs it: forked from
-    the warm server when it is `python -m hpsweep.train|hpsweep.cli ...` and its environment
-    is this process's (what the server imported was read under it), else started afresh."""
+    """`command` as subprocess.run(..., capture_output=True, text=True) runs it, in this
+    process's environment updated by `env`: forked from the warm server when it is
+    `python -m hpsweep.train|hpsweep.cli ...`, else started afresh (also when `env` sets a
+    variable that libraries read as they are imported, which the server did before)."""
+    environ = {**os.environ, **(env or {})}
+    read_at_import = any(k.startswith(IMPORT_TIME_VARIABLES) for k in env or {})
     for module in MODULES:
-        if command[:3] == [sys.executable, "-m", module] and env is None:
-            return WARM.run(module, command[3:], cwd, dict(os.environ), timeout)
+        if command[:3] == [sys.executable, "-m", module] and not read_at_import:
+            return WARM.run(module, command[3:], cwd, environ, timeout)
     return subprocess.run(
-        command,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+        command, cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout
     )
