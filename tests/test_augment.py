@@ -128,7 +128,7 @@ def test_training_sees_augmented_batches(tmp_path, monkeypatch):
     assert moved == len(plain)
 
 
-@pytest.mark.parametrize("interrupt_at", [1, 2])
+@pytest.mark.parametrize("interrupt_at", [pytest.param(1, marks=pytest.mark.slow), 2])
 def test_resume_with_flips_and_shifts_equals_uninterrupted_bitwise(
     tmp_path, data_root, monkeypatch, interrupt_at
 ):

@@ -209,6 +209,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_a_multi_objective_sweep_writes_the_old_plugins_solutions_too(tmp_path):
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "config.yaml").write_text(MULTI_OBJECTIVE_CONFIG)

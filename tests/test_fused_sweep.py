@@ -317,6 +317,7 @@ def test_a_fused_sweep_killed_mid_group_resumes_it_as_if_never_stopped(tmp_path)
             assert all(torch.equal(got_model[n], want_model["model"][n]) for n in got_model)
 
 
+@pytest.mark.slow
 def test_per_group_sampling_fills_groups_and_workers_share_the_trials(tmp_path):
     # fuse_sampling=per_group: the first trial of each claim samples batch_size, the others
     # take it (and sample width and lr), so each worker's 4 trials are one group; n_jobs=2

@@ -141,6 +141,7 @@ def test_hpsweep_plot_writes_the_four_pngs(sweep, tmp_path, capsys):
     assert {p.name for p in copy.glob("plot_*.png")} == names
 
 
+@pytest.mark.slow
 def test_a_hydra_grid_multirun_gets_categorical_axes_in_the_order_given(tmp_path):
     args = ["-m", "optimizer=sgd,adam", "model.hidden_sizes=64,16", "epochs=1"]
     proc = run_cli(*args, *FAST, "hydra.sweep.dir=grid", cwd=tmp_path)

@@ -128,6 +128,7 @@ def test_killed_worker_trial_is_retried_from_its_checkpoint_by_the_others(tmp_pa
     assert "resuming" in (trial_dir / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_password_never_appears_in_logs_or_files(tmp_path, postgres_url):
     name = f"secret_{uuid.uuid4().hex[:8]}"
     # trust auth on the test server accepts any password: the sweep runs for real
@@ -154,6 +155,7 @@ def test_password_never_appears_in_logs_or_files(tmp_path, postgres_url):
         optuna.delete_study(study_name=name, storage=postgres_url)
 
 
+@pytest.mark.slow
 def test_stale_heartbeat_fails_the_trial_and_queues_a_retry_in_its_dir(tmp_path):
     storage = _storage.open_storage(f"sqlite:///{tmp_path}/hb.db", tmp_path, 1, 2)
     assert isinstance(storage, RDBStorage)

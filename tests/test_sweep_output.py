@@ -8,6 +8,7 @@ import sys
 from datetime import datetime, timedelta
 
 import optuna
+import pytest
 import yaml
 from optuna.trial import TrialState, create_trial
 
@@ -30,6 +31,7 @@ PROGRESS_LINE = re.compile(
 )
 
 
+@pytest.mark.slow
 def test_a_parallel_sweep_names_the_trial_on_every_line_and_counts_up(tmp_path):
     log_file = tmp_path / "sweep.log"
     with open(log_file, "w") as out:  # piped to a file, as under nohup or a batch system
@@ -128,6 +130,7 @@ def run_tiny(tmp_path, *args, **env):
     )
 
 
+@pytest.mark.slow
 def test_parallel_workers_ask_jobs_for_progress_lines_unless_the_user_chose(tmp_path):
     seen = {}
     for case, args, env in [

@@ -229,6 +229,7 @@ def test_max_failure_rate_ends_the_sweep_with_a_clear_message(tmp_path):
     assert len(load_study(tmp_path / "multirun" / "mlp", "mlp").trials) == 1
 
 
+@pytest.mark.slow
 def test_changed_search_space_is_refused_unless_allowed(tmp_path):
     args = ("-m", "sweep=mlp", "hydra.sweeper.n_trials=1", "epochs=1", *FAST)
     assert run_cli(*args, cwd=tmp_path).returncode == 0
@@ -398,6 +399,7 @@ if __name__ == "__main__":
     "sampler",
     ["grid", "tpe", *(pytest.param(s, marks=pytest.mark.slow) for s in SLOW_SAMPLERS)],
 )
+@pytest.mark.slow
 def test_old_plugin_config_runs_after_renaming_the_sweeper(tmp_path, sampler):
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "config.yaml").write_text(OLD_PLUGIN_CONFIG)
@@ -467,6 +469,7 @@ def add_z(cfg, trial):
 """
 
 
+@pytest.mark.slow
 def test_two_objectives_write_the_pareto_front_and_custom_space_adds_params(tmp_path):
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "config.yaml").write_text(MULTI_OBJECTIVE_CONFIG)
