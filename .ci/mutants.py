@@ -1,6 +1,7 @@
 """Mutation check: plant each bug below in a copy of src/ and run the tests that guard it.
 
-    python .ci/mutants.py [NAME ...]      (from the repo root, in the venv that runs the tests)
+    python .ci/mutants.py [--after-suite] [NAME ...]   (from the repo root, in the venv that
+                                                        runs the tests)
 
 A mutant is "caught" when at least one test fails with it; every one must be. Each runs only
 the test files that should catch it (`-x`, default suite, no slow tests), so the whole check
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -228,23 +230,35 @@ def mutate(mutant: Mutant, workdir: Path) -> Path:
     return src
 
 
+def catch(mutant: Mutant) -> tuple[bool, str, float]:
+    """(caught, first failure, seconds): the mutant's tests on a mutated copy of src/."""
+    with tempfile.TemporaryDirectory() as tmp:
+        code, failure, seconds = run_tests(mutate(mutant, Path(tmp)), mutant.tests)
+    return code == 1, failure, seconds  # 1: tests ran and some failed; others are errors
+
+
 def main() -> int:
-    chosen = [m for m in MUTANTS if not sys.argv[1:] or m.name in sys.argv[1:]]
+    args = sys.argv[1:]
+    # `--after-suite`: the same tests just passed unmutated (.ci/run runs the suite first)
+    after_suite = "--after-suite" in args
+    names = [a for a in args if a != "--after-suite"]
+    chosen = [m for m in MUTANTS if not names or m.name in names]
     # Without the mutations the same tests must pass, or "caught" would mean nothing.
-    baseline = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
-    code, failure, seconds = run_tests(REPO / "src", baseline)
-    if code != 0:
-        print(f"the tests fail without any mutation (exit {code}, {seconds:.0f} s): {failure}")
-        return 2
+    if not after_suite:
+        baseline = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+        code, failure, seconds = run_tests(REPO / "src", baseline)
+        if code != 0:
+            print(f"the tests fail without any mutation (exit {code}, {seconds:.0f} s): {failure}")
+            return 2
     survivors = []
     print(f"{'mutant':<55} {'result':<8} {'seconds':>7}  first failure")
-    with tempfile.TemporaryDirectory() as tmp:
-        for mutant in chosen:
-            code, failure, seconds = run_tests(mutate(mutant, Path(tmp)), mutant.tests)
-            caught = code == 1  # 1: tests ran and some failed; others are errors, not catches
+    # Two at a time: most of a mutant's run is starting processes, which overlap well
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for mutant, (caught, failure, seconds) in zip(chosen, pool.map(catch, chosen), strict=True):
             result = "caught" if caught else "SURVIVED"
             print(
-                f"{mutant.name:<55} {result:<8} {seconds:>7.1f}  {failure.removeprefix('FAILED ')}"
+                f"{mutant.name:<55} {result:<8} {seconds:>7.1f}  {failure.removeprefix('FAILED ')}",
+                flush=True,
             )
             if not caught:
                 survivors.append(mutant.name)

@@ -174,6 +174,7 @@ def test_fashion_vgg_experiment_learns_in_three_epochs(tmp_path, data_root):
         "experiment=fashion_vgg",
         "epochs=3",  # the schedule in small: warm-up, the peak learning rate, decay
         "data.train_size=10000",
+        "data.val_size=2000",  # scored on 2,000 images each epoch, not 10,000
         "hydra.run.dir=trial",
         cwd=tmp_path,
         env={"HPSWEEP_DATA_ROOT": data_root},

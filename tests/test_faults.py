@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 
 from hpsweep.cli import main as hpsweep_cli
 from hydra_plugins.hpsweep_sweeper import _storage, load_sweep_study, open_sweep_storage
+from hydra_plugins.hpsweep_sweeper._names import WAIT_SCALE
 from tests.conftest import FAST, run_cli
 
 SWEEP = ("-m", "sweep=mlp", "epochs=1", *FAST)
@@ -419,7 +420,7 @@ def sweep_through_an_outage(tmp_path, proxy, name, moment, seconds, delay_scale=
         "hydra.sweeper.n_jobs=2",
     ]
     env = {**os.environ, "GATE_DIR": str(gate), "GATE_AT": moment}
-    env[_storage.RETRY_DELAY_SCALE] = str(delay_scale)
+    env[WAIT_SCALE] = str(delay_scale)
     with open(tmp_path / "out.log", "w") as out:
         sweep = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=out)
         try:

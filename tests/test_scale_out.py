@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.hpsweep_sweeper import _storage, _study, open_sweep_storage
 from hydra_plugins.hpsweep_sweeper import load_sweep_study as load_study
+from hydra_plugins.hpsweep_sweeper._names import WAIT_SCALE
 from tests.conftest import FAST, TRAIN_CMD, read_metrics, read_result, run_cli
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -258,15 +259,21 @@ study.ask()
 @pytest.mark.slow
 def test_journal_lock_left_by_a_killed_writer_is_taken_over(tmp_path):
     # The sweep dir is relative to the working dir, as in every sweep. Optuna takes over a
-    # stale lock after 30 s; with a relative journal path it waited forever (CI hung on it).
+    # stale lock after its grace (30 s; 3 s at a tenth of the waits); with a relative journal
+    # path it waited forever (CI hung on it).
     def writer(action):
         cmd = [sys.executable, "-c", JOURNAL_WRITER, action]
-        return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        env = {**os.environ, WAIT_SCALE: "0.1"}
+        return subprocess.run(
+            cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
 
     assert writer("die").returncode == -signal.SIGKILL
     assert (tmp_path / "multirun" / "s" / "optuna.journal.lock").is_symlink()
+    began = time.monotonic()
     survivor = writer("ask")
     assert survivor.returncode == 0, survivor.stderr
+    assert time.monotonic() - began >= 3  # it waited out the grace, then took the lock
     study = load_study(tmp_path / "multirun" / "s", "s")
     assert len(study.trials) == 2
 

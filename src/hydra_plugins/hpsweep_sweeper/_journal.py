@@ -26,6 +26,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from hydra_plugins.hpsweep_sweeper import _compat
+from hydra_plugins.hpsweep_sweeper._names import wait_scale
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,18 @@ def _record(text: bytes) -> dict[str, Any] | None:
     return None
 
 
+LOCK_GRACE_S = 30
+
+
 class JournalFile(JournalFileBackend):
     """Optuna's JournalFileBackend that never appends onto a cut line and reads around lines
     that hold no record."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.lock = JournalFileSymlinkLock(str(path))  # Optuna's own lock, and its default
+        # Optuna's own lock, with its default grace (30 s) before a dead writer's lock is taken
+        grace = max(1, round(LOCK_GRACE_S * wait_scale()))
+        self.lock = JournalFileSymlinkLock(str(path), grace_period=grace)
         super().__init__(str(path), lock_obj=self.lock)
         self._file: tuple[int, int] | None = None  # (device, inode) that _resume is about
         # record number -> (byte offset, line number) of the line after the record before it

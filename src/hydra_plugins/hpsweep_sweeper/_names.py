@@ -4,6 +4,7 @@ Nothing here imports the rest of the sweeper, so every module can import it with
 the package's face re-exports each name.
 """
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -38,3 +39,13 @@ class RebuildError(ValueError):
 
 class SearchSpaceError(ValueError):
     """A search space the sweeper would refuse; the message names the expression."""
+
+
+# HPSWEEP_WAIT_SCALE=0.1 makes the storage's waits a tenth as long: the retries through an
+# outage and the grace before a dead writer's journal lock is taken over. An outage ten times
+# shorter then takes the same tries, so a test drives the 30 s case's code paths in 3 s.
+WAIT_SCALE = "HPSWEEP_WAIT_SCALE"
+
+
+def wait_scale() -> float:
+    return float(os.environ.get(WAIT_SCALE, "1"))

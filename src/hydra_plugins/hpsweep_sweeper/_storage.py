@@ -6,7 +6,6 @@ minutes (a restart, a network cut) so that it costs time, not trials.
 import contextlib
 import functools
 import logging
-import os
 import re
 import threading
 import time
@@ -22,7 +21,7 @@ from optuna.trial import Trial, TrialState
 from hydra_plugins.hpsweep_sweeper import _compat
 from hydra_plugins.hpsweep_sweeper._experimental import our_optuna_calls
 from hydra_plugins.hpsweep_sweeper._journal import open_journal
-from hydra_plugins.hpsweep_sweeper._names import JOURNAL_FILE
+from hydra_plugins.hpsweep_sweeper._names import JOURNAL_FILE, wait_scale
 from hydra_plugins.hpsweep_sweeper._study import requeue
 
 log = logging.getLogger(__name__)
@@ -89,14 +88,10 @@ def engine_kwargs(url: str) -> dict[str, Any]:
 # 127 s in all, so that a database restart or a network outage of a minute or two costs
 # time, not trials.
 RETRY_DELAYS = (1, 2, 4, 8, 16, 16, 16, 16, 16, 16, 16)
-# HPSWEEP_RETRY_DELAY_SCALE=0.1 waits a tenth as long before each try: an outage ten times
-# shorter then takes the same tries, so a test drives the 30 s case's code paths in 3 s.
-RETRY_DELAY_SCALE = "HPSWEEP_RETRY_DELAY_SCALE"
 
 
 def retry_delays() -> tuple[float, ...]:
-    scale = float(os.environ.get(RETRY_DELAY_SCALE, "1"))
-    return tuple(delay * scale for delay in RETRY_DELAYS)
+    return tuple(delay * wait_scale() for delay in RETRY_DELAYS)  # HPSWEEP_WAIT_SCALE
 
 
 # SQLSTATE classes of errors that pass: connection lost or refused (08), transaction rolled
