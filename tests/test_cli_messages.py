@@ -227,6 +227,7 @@ def test_rebuild_of_single_runs_says_they_have_no_study(ws):
     )
 
 
+@pytest.mark.slow
 def test_a_folder_of_single_runs_compares_like_a_sweep(ws, tmp_path):
     day = tmp_path / "day"
     shutil.copytree(ws / "outputs" / "day", day)
@@ -287,6 +288,7 @@ def set_trial_times(sweep: Path, when: float) -> None:
         os.utime(path, (when, when))
 
 
+@pytest.mark.slow
 def test_default_sweep_is_the_one_whose_trials_wrote_last(ws, tmp_path):
     """Re-running and plotting an old sweep adds files to it, and does not make it the newest;
     its pruned trial is re-run to the epoch the pruner stopped it after."""

@@ -144,6 +144,7 @@ def test_parallel_workers_ask_jobs_for_progress_lines_unless_the_user_chose(tmp_
     assert seen == {"one job": {"None"}, "two jobs": {"log"}, "user's choice": {"off"}}
 
 
+@pytest.mark.slow
 def test_a_retry_runs_in_the_dir_of_the_trial_it_retries_and_every_record_says_so(tmp_path):
     killed = run_tiny(tmp_path, KILL_ONCE="1")
     assert killed.returncode == -9  # trial 0 (x=3) killed the sweep process itself

@@ -55,6 +55,7 @@ def test_mlp_preset_runs_n_trials_and_names_the_best(tmp_path):
     assert "top trials" in proc.stdout
 
 
+@pytest.mark.slow
 def test_rerunning_the_same_command_continues_the_study(tmp_path):
     args = ("-m", "sweep=mlp", "epochs=1", *FAST)
     assert run_cli(*args, "hydra.sweeper.n_trials=2", cwd=tmp_path).returncode == 0
