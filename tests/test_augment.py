@@ -6,12 +6,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
 from hpsweep.config import check_config
 from hpsweep.data import Augment, load_splits
 from hpsweep.errors import ConfigError
-from hpsweep.job import WarmupCosine, run_trial
+from hpsweep.job import WarmupCosine, compare_metrics, reproduce, run_trial
 from hpsweep.job import _steps as training
 from hpsweep.job import _trial as trial
 from hpsweep.models import VGG, count_parameters
@@ -244,6 +245,29 @@ def test_a_checkpoint_from_before_the_new_keys_resumes(tmp_path):
     run_trial(cfg, tmp_path / "new")
     assert_same_run(tmp_path / "old", tmp_path / "new")
     assert read_result(tmp_path / "old").epochs_run == 2
+
+
+def test_a_trial_that_names_a_moved_target_resumes_and_reproduces(tmp_path):
+    # augment's class was hpsweep.augment.Augment before the subpackages
+    cfg = compose_config(*DATA, "augment=shift", "epochs=2")  # built: its class is loaded
+    with pytest.raises(Interrupted):
+        run_trial(cfg, tmp_path / "old", on_epoch_end=interrupt_after(1))
+    for path in (tmp_path / "old" / "checkpoints").glob("*.pt"):
+        state = torch.load(path, weights_only=True)
+        state["config"]["augment"]["_target_"] = "hpsweep.augment.Augment"
+        torch.save(state, path)
+    run_trial(cfg, tmp_path / "old")  # no "written with another config"
+    assert read_result(tmp_path / "old").epochs_run == 2
+    saved = tmp_path / "old" / ".hydra"
+    saved.mkdir()
+    old_config = OmegaConf.to_yaml(cfg).replace("hpsweep.data.Augment", "hpsweep.augment.Augment")
+    (saved / "config.yaml").write_text(old_config)
+    assert (
+        compare_metrics(
+            read_metrics(tmp_path / "old"), reproduce(tmp_path / "old", tmp_path / "again")
+        )
+        == []
+    )
 
 
 def test_shift_matches_a_padded_crop():
