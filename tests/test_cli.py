@@ -53,7 +53,10 @@ BAD_INPUTS = [
     ("data.task=parity", ["data.task='parity'", "multiclass, lt3"]),
     ("device=tpu", ["device='tpu'", "auto, cpu, cuda, cuda:N"]),
     ("device=cuda:99", ["device='cuda:99'"]),
-    ("objective=test_acc", ["objective='test_acc'", "val_acc, val_loss"]),
+    (
+        "objective=test_acc",
+        ["objective='test_acc'", "must be val_ or train_ and a metric: loss, acc"],
+    ),
     ("model.activation=swish", ["model.activation='swish'", "relu"]),
     ("data=mnist", ["data.root=", "MNIST not found", "HPSWEEP_DATA_ROOT"]),
     ("overfit_batches=1000", ["overfit_batches=1000", "8000 training images"]),

@@ -159,7 +159,9 @@ def run_unfused(models, gens, optimizers, splits, epochs, batch_size):
             train = train_one_epoch(
                 model, optimizer, criterion, iterate_batches(splits.train, batch_size, shuffle)
             )
-        results.append((*train, *evaluate_one(model, criterion, splits.val)))
+        train_scores = (train["loss"], train["acc"])
+        val = evaluate_one(model, criterion, splits.val)
+        results.append((*train_scores, val["loss"], val["acc"]))
     return results
 
 

@@ -126,7 +126,7 @@ def test_a_fused_checkpoint_is_a_normal_trials_checkpoint(tmp_path):
             job.splits.input_shape, 10, cfgs[k].model.hidden_sizes, dropout=cfgs[k].model.dropout
         )
         model.load_state_dict(load_checkpoint(TrialFiles(tmp_path / f"fused{k}").best)["model"])
-        _, test_acc = evaluate(model, make_criterion(10), job.splits.test)
+        test_acc = evaluate(model, make_criterion(10), job.splits.test)["acc"]
         assert test_acc == read_result(tmp_path / f"fused{k}").test_acc
 
     # run_trial continues it to 5 epochs, as if it had run those 3 epochs itself

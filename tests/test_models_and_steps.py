@@ -66,13 +66,14 @@ def test_every_optimizer_and_model_learns_both_tasks(optimizer, model_name, task
         model = CNN(splits.input_shape, splits.num_outputs, channels=4, hidden_size=32)
     opt = OPTIMIZERS[optimizer](model.parameters())
     criterion = make_criterion(splits.num_outputs)
-    loss_before, _ = evaluate(model, criterion, splits.val)
+    loss_before = evaluate(model, criterion, splits.val)["loss"]
     gen = torch.Generator().manual_seed(0)
     losses = [
-        train_one_epoch(model, opt, criterion, iterate_batches(splits.train, 32, gen))[0]
+        train_one_epoch(model, opt, criterion, iterate_batches(splits.train, 32, gen))["loss"]
         for _ in range(2)
     ]
-    loss_after, acc_after = evaluate(model, criterion, splits.val)
+    after = evaluate(model, criterion, splits.val)
+    loss_after, acc_after = after["loss"], after["acc"]
     assert losses[1] < losses[0]
     assert loss_after < 0.6 * loss_before
     chance = 0.72 if task == "lt3" else 0.2  # lt3: always answering "no" is right 70% of the time
@@ -136,7 +137,8 @@ def test_binary_accuracy_counts_positive_logit_as_class_one():
     )
     identity = nn.Sequential(nn.Identity())
     identity.register_parameter("p", nn.Parameter(torch.zeros(1)))
-    loss, acc = evaluate(identity, make_criterion(1), split)
+    scores = evaluate(identity, make_criterion(1), split)
+    loss, acc = scores["loss"], scores["acc"]
     assert acc == 0.75
     expected = nn.functional.binary_cross_entropy_with_logits(split.x, split.y).item()
     assert loss == pytest.approx(expected)

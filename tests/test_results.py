@@ -118,7 +118,10 @@ def test_best_prints_the_command_that_reproduces_it(sweep, capsys):
     best = best_trial(sweep)
     assert f"best trial {best['number']}" in out
     assert f"optimizer.lr={float(best['params_optimizer.lr'])!r}" in out
-    assert "reproduce: hpsweep-train sweep=mlp epochs=3" in out
+    # the sweep ran in `root`, not where this test runs: the command goes there first
+    root = sweep.parent.parent
+    assert f"reproduce: cd {root} && hpsweep-train sweep=mlp epochs=3" in out
+    assert f"hpsweep reproduce {sweep}" in out
 
 
 def test_reproduce_matches_exactly_and_catches_a_changed_config(sweep, tmp_path, capsys):

@@ -108,7 +108,7 @@ def test_start_line_and_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
     log = messages(proc.stdout)
     assert re.fullmatch(
         r"run: device \S+, \d+ threads, fp32 \| "
-        r"data mnist_mini: 2000 train, 1500 val, 2000 test \| "
+        r"data mnist_mini \(multiclass, 10 classes\): 2000 train, 1500 val, 2000 test \| "
         rf"MLP, 101,770 params \| output {re.escape(str(tmp_path / 'run'))}",
         log[0],
     ), log[0]
@@ -208,10 +208,19 @@ def test_help_describes_the_command_its_groups_and_every_run_level_key(tmp_path)
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("hpsweep-train: train a PyTorch model")
     assert "powered by Hydra" not in proc.stdout
-    for group in ("data", "model", "optimizer", "scheduler", "augment", "experiment", "sweep"):
+    for group in (
+        "data",
+        "model",
+        "optimizer",
+        "scheduler",
+        "augment",
+        "loss",
+        "experiment",
+        "sweep",
+    ):
         options = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
         assert f"{group}: {', '.join(options)}" in lines, group
-    groups = {"data", "model", "optimizer", "scheduler", "augment"}
+    groups = {"data", "model", "optimizer", "scheduler", "augment", "loss"}
     for key in (f.name for f in fields(TrainConfig) if f.name not in groups):
         assert any(re.match(rf"{key} +\S", line) for line in lines), key
     for example in ("hpsweep-train experiment=pigeon ", "hpsweep-train -m sweep=mlp ", "--cfg job"):

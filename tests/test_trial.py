@@ -69,7 +69,7 @@ def test_trial_writes_consistent_files(tmp_path):
     splits = load_splits("mnist_mini", val_size=500, train_size=2000)
     model = MLP(splits.input_shape, 10, hidden_sizes=32, dropout=0.2)
     model.load_state_dict(best["model"])
-    assert evaluate(model, make_criterion(10), splits.test) == (
+    assert tuple(evaluate(model, make_criterion(10), splits.test).values()) == (
         result.test_loss,
         result.test_acc,
     )
@@ -183,7 +183,10 @@ def test_best_epoch_follows_the_objective_direction(tmp_path, objective):
 
 def test_final_report_tests_the_best_epochs_weights_not_the_last(tmp_path, monkeypatch):
     real_evaluate = trial.evaluate
-    scripted = iter([(1.0, 0.5), (0.5, 0.9), (0.8, 0.6)])  # validation: epoch 2 is the best
+    # validation: epoch 2 is the best
+    scripted = iter(
+        [{"loss": 1.0, "acc": 0.5}, {"loss": 0.5, "acc": 0.9}, {"loss": 0.8, "acc": 0.6}]
+    )
 
     def evaluate(model, criterion, split, **progress):
         is_val = len(split) == 500  # SMALL's validation split; the test split has 2,000
@@ -199,7 +202,7 @@ def test_final_report_tests_the_best_epochs_weights_not_the_last(tmp_path, monke
     scores = {}
     for name, path in (("best", files.best), ("last", files.last)):
         model.load_state_dict(load_checkpoint(path)["model"])
-        scores[name] = real_evaluate(model, make_criterion(10), splits.test)
+        scores[name] = tuple(real_evaluate(model, make_criterion(10), splits.test).values())
     assert scores["best"] == (result.test_loss, result.test_acc)
     assert scores["last"] != scores["best"]  # so the test above tells the two apart
 
@@ -208,8 +211,8 @@ def test_training_batches_are_shuffled_anew_every_epoch(tmp_path, monkeypatch):
     first_batches = []
     real_iterate = trial.iterate_batches
 
-    def iterate_batches(split, batch_size, generator=None):
-        batches = real_iterate(split, batch_size, generator)
+    def iterate_batches(split, batch_size, generator=None, **where):
+        batches = real_iterate(split, batch_size, generator, **where)
         x, y = next(batches)
         first_batches.append(y.clone())
         yield x, y

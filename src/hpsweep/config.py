@@ -16,7 +16,7 @@ from omegaconf import MISSING, DictConfig, ListConfig
 
 from hpsweep.data import NO_FLIP_DATASETS
 from hpsweep.errors import ConfigError
-from hpsweep.record import OBJECTIVES
+from hpsweep.record import METRIC_DIRECTIONS, OBJECTIVES
 
 PRECISIONS = ("fp32", "bf16")  # job._steps.AUTOCAST_DTYPES maps each to its autocast dtype
 
@@ -36,6 +36,7 @@ class TrainConfig:
     optimizer: Any = MISSING
     scheduler: Any = None  # no scheduler group chosen: a constant learning rate
     augment: Any = MISSING
+    loss: Any = None  # no loss group chosen: the data's task decides
 
     seed: int = MISSING
     epochs: int = MISSING
@@ -62,7 +63,7 @@ def check_config(cfg: DictConfig) -> None:
     for key in cfg:
         if key not in known:  # `+epochz=3` gets past the schema: Hydra adds what `+` asks for
             raise ConfigError(str(key), cfg[key], f"unknown key; the keys are {', '.join(known)}")
-    for group in ("data", "model", "optimizer", "scheduler", "augment"):
+    for group in ("data", "model", "optimizer", "scheduler", "augment", "loss"):
         _check_group_keys(group, cfg.get(group))
     for key, value in _leaves(cfg):
         # inf and nan pass every bound check below (nan fails them silently): refuse them all
@@ -86,7 +87,12 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.precision not in PRECISIONS:
         raise ConfigError("precision", cfg.precision, f"must be one of {', '.join(PRECISIONS)}")
     if cfg.objective not in OBJECTIVES:
-        raise ConfigError("objective", cfg.objective, f"must be one of {', '.join(OBJECTIVES)}")
+        raise ConfigError(
+            "objective",
+            cfg.objective,
+            f"must be val_ or train_ and a metric: {', '.join(METRIC_DIRECTIONS)} (the data's "
+            "task decides which it logs: acc and f1 for classes, mse, mae and r2 for regression)",
+        )
     resolve_device(cfg.device)
     _check_optimizer(cfg.optimizer)
 

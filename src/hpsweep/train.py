@@ -9,6 +9,7 @@ Hydra's `train_job`, which turns Ctrl-C in a single run into one line and exit c
 import contextlib
 import copy
 import logging
+import os
 import re
 import shlex
 import shutil
@@ -282,6 +283,10 @@ def single_run() -> bool:
 
 def main() -> None:
     """hpsweep-train: Hydra's command line, plus a few things Hydra says less clearly."""
+    # A user's own modules (`model._target_: mymodels.Net`) are found in the folder the command
+    # starts in, as with `python -m hpsweep.train`; a console script's path has only its own.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     sys.argv[1:] = accept_plus_experiment(sys.argv[1:])
     refuse_unknown_names(sys.argv[1:])
     try:

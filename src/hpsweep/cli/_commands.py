@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpsweep.cli._compare import FORMATS, cmd_compare, damaged, leave_out_damaged, watch
-from hpsweep.record import Status, TrialFileError, TrialFiles, TrialResult
+from hpsweep.record import Launch, Status, TrialFileError, TrialFiles, TrialResult
 from hpsweep.results import (
     SweepDirError,
     best_of,
@@ -39,11 +39,17 @@ def cmd_best(args: argparse.Namespace) -> int:
     candidates = (trials["state"] == "COMPLETE") | trials["state"].isna()
     best = best_of(leave_out_damaged("best", trials, candidates), args.sweep_dir)
     trial_dir = Path(best["trial_dir"])
-    overrides = [str(o) for o in OmegaConf.load(trial_dir / ".hydra" / "overrides.yaml")]
     print(f"best trial {best['number']} ({trial_dir}): {best['objective']} = {best['value']}")
     for column in (c for c in best.index if c.startswith("params_")):
         print(f"  {column[len('params_') :]} = {best[column]}")
-    print("reproduce: hpsweep-train " + " ".join(shlex.quote(o) for o in overrides))
+    try:
+        command = Launch.of(trial_dir).command(here=Path.cwd())
+    except TrialFileError:  # hydra.yaml damaged: its overrides still say what was searched
+        overrides = [str(o) for o in OmegaConf.load(trial_dir / ".hydra" / "overrides.yaml")]
+        command = "hpsweep-train " + " ".join(shlex.quote(o) for o in overrides)
+    print(f"reproduce: {command}")
+    sweep = shlex.quote(str(args.sweep_dir))
+    print(f"  (or re-run it and compare, epoch by epoch: hpsweep reproduce {sweep})")
     return 0
 
 

@@ -38,6 +38,17 @@ DEFAULT_COLUMNS = [
 FORMATS = ("table", "csv", "markdown", "json")
 
 
+def test_column(trials: pd.DataFrame) -> str:
+    """The test score of the sweep's objective (test_mse for val_mse), where the trials have it;
+    else test_acc."""
+    objectives = trials["objective"].dropna().unique() if "objective" in trials else []
+    if len(objectives) == 1:
+        column = "test_" + str(objectives[0]).partition("_")[2]
+        if column != "test_loss" and column in trials and trials[column].notna().any():
+            return column
+    return "test_acc"
+
+
 def select_columns(trials: pd.DataFrame, patterns: list[str], option: str) -> list[str]:
     columns = []
     for pattern in patterns:
@@ -137,7 +148,8 @@ def compare_text(args: argparse.Namespace, trials: pd.DataFrame) -> str:
         column = args.sort.lstrip("-")
         select_columns(trials, [column], "--sort")
         trials = trials.sort_values(column, ascending=not args.sort.startswith("-"), kind="stable")
-    default = DEFAULT_COLUMNS + (["retry_of"] if trials["retry_of"].notna().any() else [])
+    default = [test_column(trials) if c == "test_acc" else c for c in DEFAULT_COLUMNS]
+    default += ["retry_of"] if trials["retry_of"].notna().any() else []
     default += ["problem"] if damaged(everything).any() else []
     patterns = args.columns.split(",") if args.columns else default
     table = trials[select_columns(trials, patterns, "--columns")].head(args.top)

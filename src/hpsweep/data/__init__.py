@@ -1,28 +1,46 @@
-"""The data stage: datasets as in-memory tensors (read once per process, normalized, split),
-shuffled batches drawn from the trial's own generator, and augmentation on the batch tensor.
+"""The data stage: what a `data` target returns (Splits: in-memory tensors or torch Datasets),
+the task its targets make, shuffled batches drawn from the trial's own generator, and
+augmentation on the batch tensor.
 
-`load_splits` is the `_target_` of the `data` config group; `Augment` that of `augment`.
+`load_splits` (the image sets) and `load_table` (a CSV or Parquet table) are `_target_`s of the
+`data` config group; `Augment` that of `augment`. A user's own data target returns `Splits`.
 """
 
 from hpsweep.data._augment import NO_FLIP_DATASETS, Augment
 from hpsweep.data._splits import (
     MNIST_MINI_DIR,
+    AnySplit,
     Split,
     Splits,
+    as_splits,
     iterate_batches,
     load_raw,
     load_splits,
     read_idx,
+    split_device,
+    targets_of,
 )
+from hpsweep.data._table import load_table
+from hpsweep.data._task import TASK_KINDS, Task, as_targets, check_targets, infer_task
 
 __all__ = [
     "MNIST_MINI_DIR",
     "NO_FLIP_DATASETS",
+    "TASK_KINDS",
+    "AnySplit",
     "Augment",
     "Split",
     "Splits",
+    "Task",
+    "as_splits",
+    "as_targets",
+    "check_targets",
+    "infer_task",
     "iterate_batches",
     "load_raw",
     "load_splits",
+    "load_table",
     "read_idx",
+    "split_device",
+    "targets_of",
 ]

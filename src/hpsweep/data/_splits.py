@@ -1,26 +1,30 @@
-"""Datasets as in-memory tensors: read once per process, normalize, split, serve batches.
+"""The data contract (Splits) and the image sets: read once per process, normalized, split.
 
-No per-sample transforms and no DataLoader: a whole split is one float tensor on the training
-device, and a batch is an index into it. On full MNIST this is several times faster than the
-classic `ToTensor` + `DataLoader` pipeline (see benchmarks/data_path.py).
+Two paths for a batch. In memory: a whole split is one tensor on the training device, and a
+batch is an index into it; on full MNIST several times faster than the classic `ToTensor` +
+`DataLoader` pipeline (benchmarks/data_path.py). A torch Dataset: a DataLoader serves it, for
+data that does not fit in memory or is decoded per sample.
 """
 
 import functools
 import gzip
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
+from hpsweep.data._task import Task, as_targets, infer_task, labels_of
 from hpsweep.errors import ConfigError
 
 MNIST_MINI_DIR = Path(__file__).parent / "mnist_mini"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DATASETS = {"mnist_mini": "MNIST", "mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
-# task -> number of model outputs. lt3 is the binary "digit < 3" task: one logit.
-TASKS = {"multiclass": 10, "lt3": 1}
+# The image sets' tasks: their 10 classes, or lt3, the binary "digit < 3" (one logit).
+TASKS = ("multiclass", "lt3")
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -31,28 +35,65 @@ IDX_FILES = {
 
 @dataclass(frozen=True)
 class Split:
-    x: Tensor  # float32 (N, C, H, W), normalized
-    y: Tensor  # int64 (N,) for multiclass, float32 (N, 1) for a binary task
+    """A split held in memory: a batch is an index into these tensors (the fast path)."""
+
+    x: Tensor  # inputs, e.g. float32 (N, C, H, W) images, normalized
+    y: Tensor  # targets as data._task says: int64 (N,) labels, or float32 (N, outputs)
 
     def __len__(self) -> int:
         return len(self.y)
 
 
+class MapDataset(Protocol):
+    """A map-style torch Dataset (torch.utils.data.Dataset with a length): item i is an
+    (input, target) pair."""
+
+    def __getitem__(self, index: int) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+
+# A split is in memory (Split) or a map-style Dataset served by a DataLoader (data that does not
+# fit in memory, or is decoded per sample).
+AnySplit = Split | MapDataset
+
+
 @dataclass(frozen=True)
 class Splits:
-    train: Split
-    val: Split
-    test: Split  # the official test set: evaluated once, on the best checkpoint, never to decide
-    task: str
+    """What a `data` target returns: three splits, and what the dataset says of its task."""
+
+    train: AnySplit
+    val: AnySplit
+    test: AnySplit  # evaluated once, on the best checkpoint, never to decide
+    task: str | None = None  # a data._task kind; None: from the training targets
+    num_classes: int | None = None  # multiclass: None = the largest training label + 1
     blank: float = 0.0  # a black pixel, normalized: what a shift pads with (hpsweep.data.Augment)
+    num_workers: int = 0  # DataLoader worker processes for Dataset splits (0: in the trial's)
+
+    @functools.cached_property
+    def inferred_task(self) -> Task:
+        """The task, from the declaration and the training targets (read once)."""
+        return infer_task(targets_of(self.train), self.task, self.num_classes)
 
     @property
     def num_outputs(self) -> int:
-        return TASKS[self.task]
+        return self.inferred_task.num_outputs
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.x.shape[1:])
+        if isinstance(self.train, Split):
+            return tuple(self.train.x.shape[1:])
+        return tuple(torch.as_tensor(self.train[0][0]).shape)
+
+
+def targets_of(split: AnySplit) -> Tensor:
+    """A split's targets as one tensor; a Dataset without `targets` is read item by item."""
+    if isinstance(split, Split):
+        return split.y
+    labels = labels_of(split)
+    if labels is not None:
+        return labels
+    return as_targets([torch.as_tensor(split[i][1]) for i in range(len(split))])  # type: ignore[arg-type]
 
 
 def read_idx(path: Path) -> Tensor:
@@ -184,19 +225,29 @@ def load_splits(
         train=prepare(train_images[train_idx], train_labels[train_idx]),
         val=prepare(train_images[val_idx], train_labels[val_idx]),
         test=prepare(test_images, test_labels),
-        task=task,
+        task="multiclass" if task == "multiclass" else "binary",
+        num_classes=10 if task == "multiclass" else None,
         blank=float(-mean / std),
     )
 
 
 def iterate_batches(
-    split: Split, batch_size: int, generator: torch.Generator | None = None
+    split: AnySplit,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | None = None,
+    num_workers: int = 0,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Batches of `split`, in a fresh random order per call when `generator` is given.
 
-    The permutation is drawn on the CPU from the trial's own generator, whose state goes into
-    every checkpoint, so a resumed run sees exactly the batches an uninterrupted one would.
+    The order is drawn on the CPU from the trial's own generator, whose state goes into every
+    checkpoint, so a resumed run sees exactly the batches an uninterrupted one would. A
+    Dataset split goes through a DataLoader that draws from the same generator (its order and
+    its workers' seeds); its batches are moved to `device`.
     """
+    if not isinstance(split, Split):
+        yield from _loader_batches(split, batch_size, generator, device, num_workers)
+        return
     n = len(split)
     if generator is None:
         for start in range(0, n, batch_size):
@@ -208,5 +259,85 @@ def iterate_batches(
         yield split.x[idx], split.y[idx]
 
 
-def num_batches(split: Split, batch_size: int) -> int:
-    return -(-len(split) // batch_size)
+def _loader_batches(
+    dataset: MapDataset,
+    batch_size: int,
+    generator: torch.Generator | None,
+    device: torch.device | None,
+    num_workers: int,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    device = device or torch.device("cpu")
+    loader: DataLoader = DataLoader(
+        dataset,  # type: ignore[arg-type]
+        batch_size=batch_size,
+        shuffle=generator is not None,
+        # Its workers' seeds are drawn from this generator too: an evaluation's own, so that
+        # it leaves the global RNG (dropout's) as it found it.
+        generator=generator if generator is not None else torch.Generator(),
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",  # page-locked: the copy below overlaps compute
+    )
+    for batch in loader:
+        if not isinstance(batch, list | tuple) or len(batch) != 2:
+            raise ValueError(
+                f"a Dataset item must be an (input, target) pair; its batches came as "
+                f"{type(batch).__name__}"
+            )
+        x, y = batch
+        yield x.to(device, non_blocking=True), as_targets(y).to(device, non_blocking=True)
+
+
+def split_device(split: AnySplit) -> torch.device | None:
+    """Where a split's tensors are; None for a Dataset (its batches go where the model is)."""
+    return split.x.device if isinstance(split, Split) else None
+
+
+CONTRACT = (
+    "hpsweep.data.Splits(train=..., val=..., test=...), each split a hpsweep.data.Split of "
+    "tensors or a map-style torch Dataset of (input, target) pairs"
+)
+
+
+def as_splits(value: Any, target: str) -> Splits:
+    """What a `data` target returned, as Splits, checked; ConfigError naming the target, what
+    it returned and what is expected. A mapping with the same keys is taken as Splits, and a
+    DataLoader as its Dataset (its batch size and order are the trial's to choose)."""
+    if isinstance(value, Mapping) and {"train", "val", "test"} <= set(value):
+        try:
+            value = Splits(**value)
+        except TypeError as e:
+            raise ConfigError("data", target, f"returned a mapping Splits refuses: {e}") from None
+    if not isinstance(value, Splits):
+        raise ConfigError("data", target, f"returned {_what(value)}; expected {CONTRACT}")
+    workers, parts = value.num_workers, {}
+    for name in ("train", "val", "test"):
+        split = getattr(value, name)
+        if isinstance(split, DataLoader):
+            workers = max(workers, split.num_workers)
+            split = split.dataset
+        _check_split(split, name, target)
+        parts[name] = split
+    return replace(value, **parts, num_workers=workers)
+
+
+def _check_split(split: Any, name: str, target: str) -> None:
+    if isinstance(split, Split):
+        if not isinstance(split.x, Tensor) or not isinstance(split.y, Tensor):
+            raise ConfigError("data", target, f"its {name} Split must hold two tensors, x and y")
+        if len(split.x) != len(split.y):
+            raise ConfigError(
+                "data",
+                target,
+                f"its {name} split has {len(split.x)} inputs and {len(split.y)} targets",
+            )
+    elif not (hasattr(split, "__getitem__") and hasattr(split, "__len__")):
+        raise ConfigError(
+            "data", target, f"its {name} split is {_what(split)}; expected a Split or {CONTRACT}"
+        )
+    if len(split) == 0:
+        raise ConfigError("data", target, f"its {name} split is empty")
+
+
+def _what(value: Any) -> str:
+    kind = type(value)
+    return f"a {kind.__module__}.{kind.__qualname__}" if value is not None else "None"

@@ -21,7 +21,7 @@ from typing import Any, cast
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hpsweep.data import iterate_batches
+from hpsweep.data import Split, iterate_batches
 from hpsweep.fused._model import FusedMLP, rng_after_init
 from hpsweep.fused._steps import (
     FusedAdam,
@@ -176,7 +176,9 @@ def train_fused(
         # as run_trial: a trial that was still training records the failure, then it propagates
         for k in (k for k in active if k not in results):
             m, reason = members[k], f"{type(e).__name__}: {e}"
-            failed = result_of(m.run.job, m.run.progress, Status.FAIL, reason, m.group_size)
+            failed = result_of(
+                m.run.job, m.run.progress, Status.FAIL, reason, fused_with=m.group_size
+            )
             m.run.files.write_result(failed)
         raise
     return [results[k] for k in range(len(members))]
@@ -222,21 +224,24 @@ def group_epoch(
     """Train the group's active trials one epoch and evaluate them on validation; returns each
     one's metrics row."""
     cfg, job = members[0].run.job.cfg, members[0].run.job
+    train_split, val_split = job.train, job.splits.val
+    # check_fusable admits the in-memory image sets only
+    assert isinstance(train_split, Split) and isinstance(val_split, Split)
     started = time.perf_counter()
     # -- train: one shared batch order (equal seeds, or overfit_batches), or each trial its own
     same_seed = len({m.run.job.cfg.seed for m in members}) == 1  # join_group shared its order
     shared_order = same_seed or bool(cfg.overfit_batches)
     if shared_order:
         shuffle = None if cfg.overfit_batches else members[0].shuffle
-        batches: Any = iterate_batches(job.train, cfg.batch_size, shuffle)
+        batches: Any = iterate_batches(train_split, cfg.batch_size, shuffle)
     else:
         gens = [members[k].shuffle for k in active]
-        batches = trial_batches(job.train, cfg.batch_size, gens)
+        batches = trial_batches(train_split, cfg.batch_size, gens)
     lrs = [members[k].run.job.optimizer.param_groups[0]["lr"] for k in active]
     train = train_epoch(fused, optimizer, batches, cfg.grad_clip_norm, not shared_order)
 
     # -- evaluate on validation
-    val = evaluate(fused, job.splits.val)
+    val = evaluate(fused, val_split)
     # The group's time is shared equally by its trials: each trial's seconds and wall_time_s
     # are its share, not the time a trial alone would have taken.
     share = (time.perf_counter() - started) / len(active)
@@ -329,6 +334,10 @@ def check_fusable(cfgs: Sequence[DictConfig]) -> None:
     def refuse(key: str, why: str) -> None:
         raise ValueError(f"cannot fuse these trials: {key} {why} (values: {values(key)})")
 
+    if any(v != "hpsweep.data.load_splits" for v in values("data._target_")):
+        refuse("data._target_", "must be hpsweep.data.load_splits: the image sets, in memory")
+    if any(v is not None for v in values("loss")):
+        refuse("loss", "must be null: fused trials train with the task's own loss")
     if any(v != "hpsweep.models.MLP" for v in values("model._target_")):
         refuse("model._target_", "must be hpsweep.models.MLP for every trial")
     if any(v not in FUSED_OPTIMIZERS for v in values("optimizer._target_")):

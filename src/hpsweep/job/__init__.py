@@ -11,6 +11,7 @@ from hpsweep.job._checkpoint import (
     load_resume_state,
     save_checkpoint,
 )
+from hpsweep.job._losses import BCEWithLogitsLoss, CrossEntropyLoss
 from hpsweep.job._reproduce import (
     FUSED_TOLERANCE,
     compare_metrics,
@@ -44,6 +45,8 @@ __all__ = [
     "AUTOCAST_DTYPES",
     "EVAL_BATCH_SIZE",
     "FUSED_TOLERANCE",
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
     "EpochHook",
     "Job",
     "Run",

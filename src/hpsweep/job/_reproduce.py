@@ -1,5 +1,9 @@
 """Re-run a trial from its saved composed config and compare the new metrics, epoch by epoch."""
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -9,9 +13,10 @@ from omegaconf import OmegaConf
 
 from hpsweep.job._checkpoint import MOVED_TARGETS, flatten
 from hpsweep.job._trial import EpochHook, prepare, train
-from hpsweep.record import SPLIT_METRICS, Status, TrialFiles, TrialResult
+from hpsweep.record import Launch, Status, TrialFileError, TrialFiles, TrialResult
 
-COMPARED = (*SPLIT_METRICS, "lr")
+# every column of metrics.csv but these: time is not reproducible
+NOT_COMPARED = ("epoch", "seconds")
 # A trial trained in a fused group (hpsweep.fused) is re-run alone: its metrics equal
 # the unfused run's up to float rounding (measured: losses within 2.5e-7, accuracies equal),
 # not bitwise. 1e-3 allows one image's flip in a split of 1,000.
@@ -45,6 +50,7 @@ def reproduce(trial_dir: Path, out_dir: Path) -> list[dict[str, float]]:
     config unchanged, since `epochs` may shape more than the epoch count (a cosine schedule's
     T_max is ${epochs}).
     """
+    trial_dir, out_dir = trial_dir.resolve(), out_dir.resolve()
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir} exists and is not empty; choose another --out")
     config = TrialFiles(trial_dir).read_hydra_file("config.yaml")  # TrialFileError if damaged
@@ -54,13 +60,36 @@ def reproduce(trial_dir: Path, out_dir: Path) -> list[dict[str, float]]:
     original = TrialFiles(trial_dir).read_result()
     if original is not None and original.num_threads and config.get("num_threads") is None:
         torch.set_num_threads(original.num_threads)
-    run = prepare(config, out_dir)  # ConfigError for a config this version refuses: no file yet
-    out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(config, out_dir / "config.yaml")
-    last = stopping_epoch(original)
-    hook = None if original is None or last is None else stop_after(last, original.status)
-    train(run, on_epoch_end=hook)
+    try:
+        folder = Launch.of(trial_dir).cwd
+    except TrialFileError:
+        folder = None  # hydra.yaml damaged: run where this command runs
+    with started_in(folder):
+        run = prepare(config, out_dir)  # ConfigError for a config refused: no file written yet
+        out_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, out_dir / "config.yaml")
+        last = stopping_epoch(original)
+        hook = None if original is None or last is None else stop_after(last, original.status)
+        train(run, on_epoch_end=hook)
     return TrialFiles(out_dir).read_metrics()
+
+
+@contextlib.contextmanager
+def started_in(folder: Path | None) -> Iterator[None]:
+    """Run as the original was started: in its folder, where a user's own modules (a model
+    class in ./mymodels.py) and relative data paths are found, with that folder importable."""
+    if folder is None or not folder.is_dir():
+        yield
+        return
+    here = os.getcwd()
+    sys.path.insert(0, str(folder))
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+        with contextlib.suppress(ValueError):
+            sys.path.remove(str(folder))
 
 
 def stop_after(last: int, status: Status) -> EpochHook:
@@ -81,12 +110,14 @@ def compare_metrics(
     differences = []
     for row in original:
         other = new.get(row["epoch"])
-        for metric in COMPARED:
-            theirs = None if other is None else other[metric]
+        for metric in (k for k in row if k not in NOT_COMPARED):
+            theirs = None if other is None else other.get(metric)
             if theirs is None or abs(row[metric] - theirs) > tolerance:
                 differences.append(Difference(int(row["epoch"]), metric, row[metric], theirs))
     ran = {row["epoch"] for row in original}
     for row in reproduced:
         if row["epoch"] not in ran:
-            differences += [Difference(int(row["epoch"]), m, None, row[m]) for m in COMPARED]
+            differences += [
+                Difference(int(row["epoch"]), m, None, row[m]) for m in row if m not in NOT_COMPARED
+            ]
     return differences

@@ -18,7 +18,7 @@ import torch._dynamo
 from omegaconf import DictConfig
 
 from hpsweep.config import device_name
-from hpsweep.data import Split, iterate_batches
+from hpsweep.data import AnySplit, iterate_batches
 from hpsweep.errors import CheckpointError
 from hpsweep.job._build import Job, build
 from hpsweep.job._checkpoint import (
@@ -168,18 +168,17 @@ def _without_output_keys(config: dict[str, Any]) -> dict[str, Any]:
 def log_start(job: Job, files: TrialFiles) -> None:
     """What this run is, before the first epoch line: where it runs, on what, into which dir."""
     splits, data, cfg = job.splits, job.cfg.data, job.cfg
-    task = data.get("task", "multiclass")
     how = [f"{cfg.precision}{', channels-last' if cfg.channels_last else ''}"]
     if job.augment is not None:
         how.append(f"augment shift {job.augment.shift}{', flips' if job.augment.hflip else ''}")
     log.info(
-        "run: device %s, %d threads, %s | data %s%s: %d train, %d val, %d test | %s, %s params "
+        "run: device %s, %d threads, %s | data %s (%s): %d train, %d val, %d test | %s, %s params "
         "| output %s",
         job.device,
         torch.get_num_threads(),
         " | ".join(how),
         data.get("dataset", data.get("_target_")),
-        "" if task == "multiclass" else f" (task {task})",
+        job.task.describe(),
         len(job.train),
         len(splits.val),
         len(splits.test),
@@ -198,42 +197,52 @@ def run_epoch(job: Job, epoch: int, meter: Meter) -> dict[str, float]:
 
     # -- train: a fresh shuffle per epoch (overfit_batches: the same batches each time)
     batches = iterate_batches(
-        job.train, cfg.batch_size, None if cfg.overfit_batches else job.shuffle
+        job.train,
+        cfg.batch_size,
+        None if cfg.overfit_batches else job.shuffle,
+        device=job.device,
+        num_workers=job.splits.num_workers,
     )
     if job.augment is not None:  # drawn from the shuffle generator, after the epoch's order
         batches = job.augment.batches(batches, job.shuffle)
     with meter.track(len(job.train), label, eta="epoch ETA") as wrap:
-        train_loss, train_acc = train_one_epoch(
+        train = train_one_epoch(
             job.model,
             job.optimizer,
             job.criterion,
             wrap(batches),
             cfg.grad_clip_norm,
             job.autocast_dtype,
+            job.task,
         )
-    if not math.isfinite(train_loss):
-        raise diverged(train_loss, epoch)
+    if not math.isfinite(train["loss"]):
+        raise diverged(train["loss"], epoch)
 
     # -- evaluate, then step the schedule for the next epoch
-    val_loss, val_acc = evaluate_split(job, job.splits.val, meter, f"{label} validation")
+    val = evaluate_split(job, job.splits.val, meter, f"{label} validation")
     if job.scheduler is not None:
         job.scheduler.step()
     return {
         "epoch": epoch,
-        "train_loss": train_loss,
-        "train_acc": train_acc,
-        "val_loss": val_loss,
-        "val_acc": val_acc,
+        **{f"train_{name}": value for name, value in train.items()},
+        **{f"val_{name}": value for name, value in val.items()},
         "lr": lr,
         "seconds": time.perf_counter() - started,
     }
 
 
-def evaluate_split(job: Job, split: Split, meter: Meter, label: str) -> tuple[float, float]:
-    """(plain loss, accuracy) on a validation or test split, as the job trains: same precision."""
+def evaluate_split(job: Job, split: AnySplit, meter: Meter, label: str) -> dict[str, float]:
+    """The scores on a validation or test split (a plain loss first), as the job trains: same
+    precision."""
     with meter.track(len(split), label, bar_delay=1.0) as wrap:
         return evaluate(
-            job.model, job.eval_criterion, split, progress=wrap, autocast_dtype=job.autocast_dtype
+            job.model,
+            job.eval_criterion,
+            split,
+            progress=wrap,
+            autocast_dtype=job.autocast_dtype,
+            task=job.task,
+            num_workers=job.splits.num_workers,
         )
 
 
@@ -297,15 +306,20 @@ def stop_reason(stop: Status, epoch: int) -> str:
 
 def log_epoch(row: dict[str, float], epochs: int, who: str = "") -> None:
     """`who`: a prefix naming the trial, where one process trains several (a fused group)."""
+    splits = []
+    for split in ("train", "val"):
+        scores = [
+            f"{k.removeprefix(split + '_')} {v:.4f}"
+            for k, v in row.items()
+            if k.startswith(split + "_")
+        ]
+        splits.append(f"{split} {' '.join(scores)}")
     log.info(
-        "%sepoch %d/%d | train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.3g | %.1fs",
+        "%sepoch %d/%d | %s | lr %.3g | %.1fs",
         who,
         row["epoch"],
         epochs,
-        row["train_loss"],
-        row["train_acc"],
-        row["val_loss"],
-        row["val_acc"],
+        " | ".join(splits),
         row["lr"],
         row["seconds"],
     )
@@ -327,10 +341,8 @@ def final_report(
     """The test set, once, on the best checkpoint's weights; then result.json and curves.png.
     `who`: as log_epoch's."""
     job.model.load_state_dict(load_checkpoint(files.best)["model"])
-    test_loss, test_acc = evaluate_split(job, job.splits.test, meter, "test")
-    result = result_of(
-        job, progress, status, reason, test_loss=test_loss, test_acc=test_acc, fused_with=fused_with
-    )
+    test = evaluate_split(job, job.splits.test, meter, "test")
+    result = result_of(job, progress, status, reason, test=test, fused_with=fused_with)
     files.write_result(result)
     best_epoch = result.best_epoch
     save_png(
@@ -339,16 +351,17 @@ def final_report(
             best_epoch,
             title=f"{files.dir.parent.name}/{files.dir.name}",
             label_smoothing=job.cfg.label_smoothing,
+            objective=result.objective,
         ),
         files.curves,
     )
     log.info(
-        "%sbest epoch %s: %s %.4f | test acc %.4f | %s",
+        "%sbest epoch %s: %s %.4f | test %s | %s",
         who,
         best_epoch,
         result.objective,
         result.value,
-        test_acc,
+        " ".join(f"{name} {value:.4f}" for name, value in test.items() if name != "loss"),
         files.result.resolve(),
     )
     return result
@@ -359,11 +372,13 @@ def result_of(
     progress: Progress,
     status: Status,
     reason: str | None,
-    test_loss: float | None = None,
-    test_acc: float | None = None,
+    test: dict[str, float] | None = None,
     fused_with: int | None = None,
 ) -> TrialResult:
-    cfg, best = job.cfg, progress.best or {}
+    """result.json's fields; `test`: the test scores by name (evaluate's), once it ran."""
+    cfg, best, test = job.cfg, progress.best or {}, test or {}
+    scores = {k: v for k, v in best.items() if k.startswith("val_")}
+    scores |= {f"test_{name}": value for name, value in test.items()}
     return TrialResult(
         status=status,
         reason=reason,
@@ -373,8 +388,8 @@ def result_of(
         best_epoch=None if not best else int(best["epoch"]),
         best_val_acc=best.get("val_acc"),
         best_val_loss=best.get("val_loss"),
-        test_acc=test_acc,
-        test_loss=test_loss,
+        test_acc=test.get("acc"),
+        test_loss=test.get("loss"),
         epochs_run=len(progress.history),
         epochs=cfg.epochs,
         wall_time_s=progress.elapsed,
@@ -384,4 +399,6 @@ def result_of(
         device=device_name(job.device),
         num_threads=torch.get_num_threads(),
         fused_with=fused_with,
+        task=job.task.describe(),
+        scores=scores or None,
     )

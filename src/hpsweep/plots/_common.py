@@ -25,31 +25,57 @@ if TYPE_CHECKING:  # a trial job imports this module for curves.png and needs no
     from matplotlib.axes import Axes
 
 
+METRIC_NAMES = {
+    "loss": "loss",
+    "acc": "accuracy",
+    "f1": "macro-F1",
+    "mse": "MSE",
+    "mae": "MAE",
+    "r2": "R\u00b2",
+}
+
+
+R2_FLOOR = -0.1
+
+
 def plot_curves(
     history: list[dict[str, Any]],
     best_epoch: int | None,
     title: str = "",
     label_smoothing: float = 0.0,
+    objective: str | None = None,
 ) -> Figure:
-    """A trial's loss and accuracy per epoch, train vs validation, the best epoch starred.
+    """A trial's loss and one score per epoch, train vs validation, the best epoch starred.
 
-    `label_smoothing`: the training loss's, named in its legend. Smoothed targets keep the
-    train loss above the (plain) validation loss, which would otherwise read as a bug.
+    The score is the objective's (val_f1: macro-F1), else accuracy for classes and R2 for
+    regression. `label_smoothing`: the training loss's, named in its legend. Smoothed targets
+    keep the train loss above the (plain) validation loss, which would otherwise read as a bug.
     """
     epochs = [row["epoch"] for row in history]
     best = next((row for row in history if row["epoch"] == best_epoch), None)
     # Fixed margins: a constrained layout would cost 0.1 s, a third of a small trial's overhead.
     fig = Figure(figsize=(10, 4.2))
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.82, wspace=0.22)
-    for ax, metric in zip(fig.subplots(1, 2), ("loss", "acc"), strict=True):
-        name = "accuracy" if metric == "acc" else "loss"
+    for ax, metric in zip(
+        fig.subplots(1, 2), ("loss", curve_score(history, objective)), strict=True
+    ):
+        name = METRIC_NAMES.get(metric, metric)
         train = "train"
         if metric == "loss" and label_smoothing:
             train = f"train (label smoothing {label_smoothing:.3g})"
+        shown = []
         for split, style, label in (("train", "--", train), ("val", "-", "validation")):
-            values = [finite_or_nan(row[f"{split}_{metric}"]) for row in history]
+            values = [finite_or_nan(row.get(f"{split}_{metric}")) for row in history]
             ax.plot(epochs, values, style, marker=".", label=label)
-        if best is not None:
+            shown += values
+        log_scale_if_wide(ax, shown)
+        if metric == "r2" and min(shown, default=0.0) < R2_FLOOR:
+            # below 0 a model is worse than predicting the mean: how far below says little,
+            # and a first epoch at -3 would flatten every later one
+            ax.set_ylim(R2_FLOOR, 1.02)
+            ax.text(0.98, 0.02, f"values below {R2_FLOOR} off the frame", transform=ax.transAxes,
+                    ha="right", va="bottom", fontsize="small", color="0.4")  # fmt: skip
+        if best is not None and f"val_{metric}" in best:
             value = best[f"val_{metric}"]
             ax.axvline(best_epoch, color="0.5", linestyle=":", linewidth=1)
             ax.plot(best_epoch, value, "*", color="C3", markersize=13, linestyle="",
@@ -65,6 +91,26 @@ def plot_curves(
         what = f"training curves, {len(history)} epochs, no best epoch"
     fig.suptitle(f"{title}: {what}" if title else what)
     return fig
+
+
+def curve_score(history: list[dict[str, Any]], objective: str | None = None) -> str:
+    """The score a trial's curves show beside the loss: the objective's, unless the loss
+    panel shows it already (val_loss, or val_mse with regression's MSE loss); then accuracy
+    for classes, R2 for regression."""
+    first = history[0] if history else {}
+    logged = [k.removeprefix("val_") for k in first if k.startswith("val_")]
+    wanted = (objective or "").partition("_")[2]
+    if wanted in logged and wanted not in ("loss", "mse"):
+        return wanted
+    return "acc" if "acc" in logged or "r2" not in logged else "r2"
+
+
+def log_scale_if_wide(ax: Axes, values: list[float]) -> None:
+    """A log axis for positive values spanning more than 50x (a regression's first epoch, an
+    MSE in the thousands): on a linear one every later epoch would sit flat on the floor."""
+    finite = [v for v in values if math.isfinite(v)]
+    if finite and min(finite) > 0 and max(finite) > 50 * min(finite):
+        ax.set_yscale("log")
 
 
 def epoch_axis(ax: Axes, epochs: list[int]) -> None:

@@ -24,6 +24,7 @@ from matplotlib.ticker import MaxNLocator
 
 from hpsweep.plots._common import (
     BEST_RING,
+    METRIC_NAMES,
     STATES,
     best_first,
     best_handle,
@@ -46,6 +47,7 @@ from hpsweep.plots._common import (
     value_text,
 )
 from hpsweep.plots._params import SweptParam, plot_importances, plot_params, swept_params
+from hpsweep.record import METRIC_DIRECTIONS
 
 OTHER_LINES: dict[str, tuple[str, Any]] = {
     "PRUNED": ("0.65", "-"),
@@ -101,8 +103,7 @@ def plot_top_curves(
     others = {state: trials[trials["state"] == state] for state in ("PRUNED", "FAIL")}
     val = curves[curves["split"] == "val"].sort_values("epoch")
     lines = {key: group for key, group in val.groupby(["trial", "metric"])}
-    first = "loss" if objective.endswith("loss") else "acc"
-    metrics = (first, "acc" if first == "loss" else "loss")
+    metrics = panel_metrics(objective, set(val["metric"]))
     labels, legend_title = curve_labels(top, params or [], objective)
     epochs = sorted(set(val["epoch"].astype(int)))
 
@@ -125,6 +126,17 @@ def plot_top_curves(
     return fig
 
 
+def panel_metrics(objective: str, logged: set[str]) -> tuple[str, str]:
+    """The objective's metric first, then the loss; for regression, R2 (its MSE loss would
+    repeat an MSE objective). The loss being the objective: the task's main score second."""
+    wanted = objective.partition("_")[2] or "acc"
+    if "r2" in logged and wanted != "r2":
+        return wanted, "r2"
+    if wanted != "loss":
+        return wanted, "loss"
+    return "loss", "acc" if "acc" in logged else "r2"
+
+
 def draw_metric(
     ax: Axes,
     metric: str,
@@ -137,8 +149,8 @@ def draw_metric(
 ) -> None:
     """One panel of plot_top_curves: the other trials' curves under the top trials' ones, and
     a note on those leaving the frame."""
-    name = "accuracy" if metric == "acc" else "loss"
-    bad = "low" if metric == "acc" else "high"
+    name = METRIC_NAMES.get(metric, metric)
+    bad = "low" if METRIC_DIRECTIONS.get(metric) == "maximize" else "high"
     ylim = curves_range(top, others, lines, metric, bad)
     left = draw_other_curves(ax, others, lines, metric, ylim)
     top_left = draw_top_curves(ax, top, labels, lines, metric, ylim)

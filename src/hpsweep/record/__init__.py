@@ -13,8 +13,10 @@ import it.
 from hpsweep.errors import TrialFileError
 from hpsweep.record._files import (
     METRIC_COLUMNS,
+    METRIC_DIRECTIONS,
     OBJECTIVES,
     SPLIT_METRICS,
+    Launch,
     Status,
     TrialFiles,
     TrialResult,
@@ -24,8 +26,10 @@ from hpsweep.record._files import (
 
 __all__ = [
     "METRIC_COLUMNS",
+    "METRIC_DIRECTIONS",
     "OBJECTIVES",
     "SPLIT_METRICS",
+    "Launch",
     "Status",
     "TrialFileError",
     "TrialFiles",

@@ -25,12 +25,24 @@ from typing import Any
 
 from hpsweep.errors import TrialFileError, unreadable
 
-# metrics.csv: per epoch; `seconds` is that epoch's training and validation time
+# metrics.csv: per epoch; `seconds` is that epoch's training and validation time. Between
+# `epoch` and `lr`, each split's scores for the data's task (a classification's: these four).
 SPLIT_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
 METRIC_COLUMNS = ("epoch", *SPLIT_METRICS, "lr", "seconds")
+REQUIRED_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
 
-# objective -> the direction in which it improves
-OBJECTIVES = {"val_acc": "maximize", "val_loss": "minimize"}
+# metric -> the direction in which it improves. A task logs `loss` and some of the others
+# (hpsweep.data.Task.metrics) for each split, as <split>_<metric>: val_acc, train_r2, ...
+METRIC_DIRECTIONS = {
+    "loss": "minimize",
+    "acc": "maximize",
+    "f1": "maximize",
+    "mse": "minimize",
+    "mae": "minimize",
+    "r2": "maximize",
+}
+# objective -> its direction: any metric logged per epoch (test scores never decide)
+OBJECTIVES = {f"{s}_{m}": d for s in ("val", "train") for m, d in METRIC_DIRECTIONS.items()}
 
 
 class Status(str, Enum):
@@ -89,6 +101,10 @@ class TrialResult:
     num_threads: int | None
     # trials in its fused group when it (last) started; None: trained alone (hpsweep.fused)
     fused_with: int | None = None
+    task: str | None = None  # the data's task, as hpsweep.data.Task.describe() says it
+    # every score of the best epoch's validation and of the test, by metrics.csv's names
+    # (val_mse, test_r2, ...): the fields above hold a classification's only
+    scores: dict[str, float] | None = None
 
     def to_json(self) -> str:
         fields = dataclasses.asdict(self) | {"status": self.status.value}
@@ -121,16 +137,27 @@ class TrialResult:
 
 
 # The JSON types a TrialResult field takes; bool is an int to Python but never a number here.
-_JSON_TYPES: dict[Any, tuple[type, ...]] = {float: (int, float), int: (int,), str: (str,)}
-_TYPE_WORDS = {float: "a number", int: "an integer", str: "a string"}
+_JSON_TYPES: dict[Any, tuple[type, ...]] = {
+    float: (int, float),
+    int: (int,),
+    str: (str,),
+    dict: (dict,),
+}
+_TYPE_WORDS = {float: "a number", int: "an integer", str: "a string", dict: "an object"}
 
 
 def _typed(field: dataclasses.Field, value: Any) -> Any:
     if value is None:
         return None
     kind = next(t for t in typing.get_args(field.type) or (field.type,) if t is not type(None))
+    kind = typing.get_origin(kind) or kind  # dict[str, float]: a dict of numbers
     if isinstance(value, bool) or not isinstance(value, _JSON_TYPES[kind]):
         raise ValueError(f'"{field.name}": {reprlib.repr(value)} is not {_TYPE_WORDS[kind]}')
+    if isinstance(value, dict):
+        for key, number in value.items():
+            if isinstance(number, bool) or not isinstance(number, int | float):
+                raise ValueError(f'"{field.name}": {key}={reprlib.repr(number)} is not a number')
+        return {key: float(number) for key, number in value.items()}
     return float(typing.cast(float, value)) if kind is float else value
 
 
@@ -183,10 +210,11 @@ class TrialFiles:
 
     def write_metrics(self, history: list[dict[str, float]]) -> None:
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        columns = list(history[0]) if history else list(METRIC_COLUMNS)
+        writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         # repr-exact floats: the file round-trips to the same numbers the run computed
-        writer.writerows({k: row[k] for k in METRIC_COLUMNS} for row in history)
+        writer.writerows({k: row[k] for k in columns} for row in history)
         atomic_write_bytes(self.metrics, text.getvalue().encode())
 
     def read_hydra_file(self, name: str) -> Any:
@@ -225,7 +253,7 @@ def _parse_metrics(text: str) -> list[dict[str, float]]:
         raise ValueError(f"cut short in line {last_line}")
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader)
-    missing = [c for c in METRIC_COLUMNS if c not in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise ValueError(f"line 1 is not a header with {', '.join(missing)}")
     rows = []
@@ -260,3 +288,51 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How a trial was started, from its .hydra/hydra.yaml: the folder it started in (where
+    its own modules and relative paths are), the config dir and name, and its overrides."""
+
+    cwd: Path | None
+    config_dir: str | None  # --config-dir, when one was given
+    config_name: str | None
+    overrides: tuple[str, ...]
+
+    @classmethod
+    def of(cls, trial_dir: Path) -> "Launch":
+        """TrialFileError for a hydra.yaml that cannot be read."""
+        keys = ("runtime.cwd", "runtime.config_sources", "job.config_name", "overrides.task")
+        hydra = TrialFiles(trial_dir).read_hydra_data("hydra.yaml", keys) or {}
+        runtime = hydra.get("runtime") or {}
+        config_dir = next(
+            (
+                str(s.get("path", ""))
+                for s in runtime.get("config_sources") or []
+                if isinstance(s, dict) and s.get("provider") == "command-line"
+            ),
+            None,
+        )
+        cwd = runtime.get("cwd")
+        return cls(
+            cwd=Path(cwd) if isinstance(cwd, str) else None,
+            config_dir=config_dir,
+            config_name=(hydra.get("job") or {}).get("config_name"),
+            overrides=tuple(str(o) for o in (hydra.get("overrides") or {}).get("task") or []),
+        )
+
+    def command(self, entry_point: str = "hpsweep-train", here: Path | None = None) -> str:
+        """The shell command that runs this config again: `cd` to where it started (when that
+        is not `here`), the entry point, the config dir and name, the overrides."""
+        import shlex
+
+        args = [entry_point]
+        if self.config_dir:
+            args += ["--config-dir", self.config_dir]
+        if self.config_name and self.config_name != "train":
+            args += ["--config-name", self.config_name]
+        line = " ".join([args[0], *(shlex.quote(a) for a in [*args[1:], *self.overrides])])
+        if self.cwd is not None and here is not None and self.cwd.resolve() != here.resolve():
+            line = f"cd {shlex.quote(str(self.cwd))} && {line}"
+        return line

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from hpsweep.record import SPLIT_METRICS, Status, TrialFileError, TrialFiles
+from hpsweep.record import Status, TrialFileError, TrialFiles
 from hpsweep.results import _read_cache as read_cache
 from hpsweep.results._sweep_files import SweepDirError, TrialDir, find_trials, read_trial_dir
 from hpsweep.results._sweep_study import load_study_trials, swept_keys
@@ -43,8 +43,9 @@ def load_trials(sweep_dir: str | Path, storage: str | None = None) -> pd.DataFra
 
     Columns: number, state (a Status value), objective, direction, value, best_epoch,
     best_val_acc, best_val_loss, test_acc, test_loss, epochs_run, wall_time_s (the trial's
-    training time), num_params, params_<key> for every swept key (typed, from the composed
-    config), trial_dir, best_checkpoint, retry_of, fail_reason, problem.
+    training time), num_params, the task's other scores (best_val_<metric> and test_<metric>:
+    regression's mse, mae, r2; macro-F1's f1), params_<key> for every swept key (typed, from
+    the composed config), trial_dir, best_checkpoint, retry_of, fail_reason, problem.
     `problem`: None, or which files are damaged or missing and why ("; " between them), or,
     for a RUNNING trial whose worker is gone, "worker gone after epoch N: ..." (its cells then
     hold its progress so far, from metrics.csv). `state` is the study's when there is a study;
@@ -116,9 +117,10 @@ def load_curves(sweep_dir: str | Path) -> pd.DataFrame:
         return pd.DataFrame(columns=["trial", "epoch", "metric", "split", "value"])
     # one melt for all trials (one per trial cost a millisecond each), which stacks metric by
     # metric: the stable sort puts each trial's rows together again, in the dirs' order
-    long = pd.DataFrame(rows).melt(
-        id_vars=["order", "trial", "epoch"], value_vars=sorted(SPLIT_METRICS), var_name="column"
-    )
+    wide = pd.DataFrame(rows)
+    scores = sorted(c for c in wide.columns if c.startswith(("train_", "val_")))
+    long = wide.melt(id_vars=["order", "trial", "epoch"], value_vars=scores, var_name="column")
+    long = long[long["value"].notna()]  # a score one task logs and another does not
     long = long.sort_values("order", kind="stable")
     long[["split", "metric"]] = long["column"].str.split("_", n=1, expand=True)
     return long[["trial", "epoch", "metric", "split", "value"]].reset_index(drop=True)

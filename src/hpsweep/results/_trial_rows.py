@@ -151,8 +151,7 @@ def progress(trial: TrialDir) -> dict[str, Any]:
         columns |= {
             "value": best[objective],
             "best_epoch": int(best["epoch"]),
-            "best_val_acc": best["val_acc"],
-            "best_val_loss": best["val_loss"],
+            **score_columns({k: v for k, v in best.items() if k.startswith("val_")}),
         }
     return columns
 
@@ -212,7 +211,14 @@ def _result_columns(result: TrialResult | None) -> dict[str, Any]:
     columns = dict.fromkeys(RESULT_COLUMNS) | {"epochs_run": 0}
     if result is not None:
         columns.update({name: getattr(result, name) for name in RESULT_COLUMNS})
+        columns.update(score_columns(result.scores or {}))
     return columns
+
+
+def score_columns(scores: dict[str, float]) -> dict[str, float]:
+    """A task's other scores (regression's, macro-F1) as columns: best_val_<metric> of the
+    best epoch, test_<metric>."""
+    return {f"best_{k}" if k.startswith("val_") else k: v for k, v in scores.items()}
 
 
 def _param(config: dict[str, Any], choices: Any, key: str) -> Any:
