@@ -43,6 +43,38 @@ def hpsweep(*args: str) -> list[str]:
     return [*HPSWEEP, *args]
 
 
+OWN_CODE = """\
+import torch
+from hpsweep.data import Split, Splits
+
+def a_list():
+    return [1, 2, 3]
+
+def a_dict():
+    return {"train": torch.zeros(3, 2)}
+
+def empty_val():
+    x, y = torch.randn(20, 4), torch.arange(20) % 3
+    return Splits(Split(x, y), Split(x[:0], y[:0]), Split(x, y))
+"""
+
+
+def own_files(root: Path) -> None:
+    """A user's table and module in the folder the command starts in."""
+    rows = ["a,b,kind,price"] + [f"{i},{i % 7},{'xy'[i % 2]},{i * 1.5}" for i in range(40)]
+    (root / "t.csv").write_text("\n".join(rows) + "\n")
+    (root / "gaps.csv").write_text("a,b,price\n1,2,3.0\n4,,6.0\n7,8,9.0\n" * 5)
+    (root / "mycode.py").write_text(OWN_CODE)
+
+
+def table(*args: str) -> list[str]:
+    return [*TRAIN_CMD, "hydra.run.dir=runs/new", "data=table", "data.target=price", *args]
+
+
+def own_data(target: str) -> list[str]:
+    return [*TRAIN_CMD, "hydra.run.dir=runs/new", "~data", f"+data._target_=mycode.{target}"]
+
+
 def break_checkpoints(root: Path) -> None:
     last = root / "runs" / "a" / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])
@@ -81,7 +113,58 @@ CASES = [
     Case("clip inf", train("grad_clip_norm=inf"), ("grad_clip_norm=inf", "finite")),
     Case("checkpoint every 0", train("checkpoint_every=0"), ("checkpoint_every=0",)),
     Case("overfit negative", train("overfit_batches=-1"), ("overfit_batches=-1",)),
-    Case("test set objective", train("objective=test_acc"), ("objective='test_acc'", "val_acc")),
+    Case("test set objective", train("objective=test_acc"), ("objective='test_acc'", "val_ or")),
+    # -- your own data: tables, data targets, a model of the wrong width
+    Case(
+        "table column",
+        table("data.path=t.csv", "data.target=cost"),
+        ("data.target='cost'", "no such column", "a, b, kind, price"),
+        damage=own_files,
+    ),
+    Case(
+        "table text target",
+        table("data.path=t.csv", "data.target=kind", "data.task=regression"),
+        ("data.target='kind'", "a regression target must be numeric"),
+        damage=own_files,
+    ),
+    Case(
+        "table gaps",
+        table("data.path=gaps.csv"),
+        ("column 'b'", "empty cells"),
+        damage=own_files,
+    ),
+    Case(
+        "table empty split",
+        table("data.path=t.csv", "data.val_size=0.001"),
+        ("val split has no rows",),
+        damage=own_files,
+    ),
+    Case("table file", table("data.path=none.csv"), ("data.path='none.csv'", "no such file")),
+    Case(
+        "3 classes, 10 logits",
+        table("data.path=t.csv", "data.target=b", "+model.num_outputs=10"),
+        ("model=", "(2, 10)", "multiclass, 7 classes", "needs (2, 7)"),
+        damage=own_files,
+    ),
+    Case(
+        "regression objective",
+        table("data.path=t.csv", "objective=val_acc"),
+        ("objective='val_acc'", "regression", "val_mse"),
+        damage=own_files,
+    ),
+    Case(
+        "data returns a list",
+        own_data("a_list"),
+        ("data._target_='mycode.a_list'", "returned a list", "hpsweep.data.Splits"),
+        damage=own_files,
+    ),
+    Case(
+        "data returns a dict",
+        own_data("a_dict"),
+        ("data._target_='mycode.a_dict'", "returned a dict", "hpsweep.data.Splits"),
+        damage=own_files,
+    ),
+    Case("data empty split", own_data("empty_val"), ("its val split is empty",), damage=own_files),
     Case("seed text", train("seed=abc"), ("seed", "abc")),
     # -- the trial job on an existing trial dir
     Case("resume other lr", resume("optimizer.lr=0.01"), ("another config", "optimizer.lr")),
@@ -155,6 +238,9 @@ QUICK = {
     "changed space",
     "compare nowhere",
     "no trial",
+    "table column",
+    "3 classes, 10 logits",
+    "data returns a list",
 }
 PARAMS = [pytest.param(c, id=c.id, marks=() if c.id in QUICK else pytest.mark.slow) for c in CASES]
 

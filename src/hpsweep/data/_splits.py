@@ -292,6 +292,7 @@ def split_device(split: AnySplit) -> torch.device | None:
     return split.x.device if isinstance(split, Split) else None
 
 
+KEY = "data._target_"  # what a refused data target is named by
 CONTRACT = (
     "hpsweep.data.Splits(train=..., val=..., test=...), each split a hpsweep.data.Split of "
     "tensors or a map-style torch Dataset of (input, target) pairs"
@@ -306,9 +307,9 @@ def as_splits(value: Any, target: str) -> Splits:
         try:
             value = Splits(**value)
         except TypeError as e:
-            raise ConfigError("data", target, f"returned a mapping Splits refuses: {e}") from None
+            raise ConfigError(KEY, target, f"returned a mapping Splits refuses: {e}") from None
     if not isinstance(value, Splits):
-        raise ConfigError("data", target, f"returned {_what(value)}; expected {CONTRACT}")
+        raise ConfigError(KEY, target, f"returned {_what(value)}; expected {CONTRACT}")
     workers, parts = value.num_workers, {}
     for name in ("train", "val", "test"):
         split = getattr(value, name)
@@ -323,21 +324,24 @@ def as_splits(value: Any, target: str) -> Splits:
 def _check_split(split: Any, name: str, target: str) -> None:
     if isinstance(split, Split):
         if not isinstance(split.x, Tensor) or not isinstance(split.y, Tensor):
-            raise ConfigError("data", target, f"its {name} Split must hold two tensors, x and y")
+            raise ConfigError(KEY, target, f"its {name} Split must hold two tensors, x and y")
         if len(split.x) != len(split.y):
             raise ConfigError(
-                "data",
+                KEY,
                 target,
                 f"its {name} split has {len(split.x)} inputs and {len(split.y)} targets",
             )
     elif not (hasattr(split, "__getitem__") and hasattr(split, "__len__")):
         raise ConfigError(
-            "data", target, f"its {name} split is {_what(split)}; expected a Split or {CONTRACT}"
+            KEY, target, f"its {name} split is {_what(split)}; expected a Split or {CONTRACT}"
         )
     if len(split) == 0:
-        raise ConfigError("data", target, f"its {name} split is empty")
+        raise ConfigError(KEY, target, f"its {name} split is empty")
 
 
 def _what(value: Any) -> str:
+    if value is None:
+        return "None"
     kind = type(value)
-    return f"a {kind.__module__}.{kind.__qualname__}" if value is not None else "None"
+    module = "" if kind.__module__ == "builtins" else f"{kind.__module__}."
+    return f"a {module}{kind.__qualname__}"

@@ -1,0 +1,152 @@
+"""A folder of images, one subfolder per class (torchvision's ImageFolder layout), as Splits:
+decoded once into memory when the images fit (the fast path), else a Dataset that a
+DataLoader decodes batch by batch.
+
+    data=image_folder data.root=photos/train data.test_root=photos/test data.size=[64,64]
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hpsweep.data._splits import Split, Splits
+from hpsweep.errors import ConfigError
+
+# Decoded float32 images up to this size go into memory (in_memory=null): a few seconds of
+# decoding once per process, then batches are tensor indexing, several times faster.
+MAX_IN_MEMORY_BYTES = 2 * 1024**3
+# The normalization's mean and std come from at most this many training images, evenly spread:
+# exact enough, and the same whichever path serves the batches.
+STATS_IMAGES = 1000
+
+
+def load_image_folder(
+    root: str,
+    test_root: str | None = None,
+    size: Sequence[int] | None = None,
+    grayscale: bool = False,
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    split_seed: int = 0,
+    in_memory: bool | None = None,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> Splits:
+    """Validation images are `val_size` of `root`'s, drawn by `split_seed` only; test images
+    are `test_root`'s (same class names), or `test_size` of `root`'s without one. Images are
+    resized to `size` ([height, width]; None: all must share one size), and normalized with
+    one mean and std of the training images."""
+    from torchvision import transforms
+
+    folder = _image_folder(root, "data.root")
+    steps: list[Any] = [transforms.Grayscale()] if grayscale else []
+    if size is not None:
+        steps.append(transforms.Resize(list(size)))
+    decode = transforms.Compose([*steps, transforms.PILToTensor()])
+    folder.transform = decode
+    test_folder = None
+    if test_root is not None:
+        test_folder = _image_folder(test_root, "data.test_root")
+        if test_folder.classes != folder.classes:
+            raise ConfigError(
+                "data.test_root",
+                test_root,
+                f"has classes {test_folder.classes}; {root} has {folder.classes}",
+            )
+        test_folder.transform = decode
+    indices = _split_indices(len(folder), val_size, None if test_folder else test_size, split_seed)
+    shape = tuple(folder[0][0].shape)  # (channels, height, width) after the decode steps
+    mean, std = _stats(folder, indices["train"])
+    normalize = transforms.Normalize([mean] * shape[0], [std] * shape[0])
+    fits = len(folder) * int(torch.Size(shape).numel()) * 4 <= MAX_IN_MEMORY_BYTES
+    if in_memory is None:
+        in_memory = fits
+    blank = float(-mean / std)
+    test_source = (test_folder, range(len(test_folder))) if test_folder else None
+    sources = {  # train, val, test: the folder and the indices of each
+        "train": (folder, indices["train"]),
+        "val": (folder, indices["val"]),
+        "test": test_source or (folder, indices["test"]),
+    }
+    classes = len(folder.classes)
+    if in_memory:
+        train, val, test = (
+            _decode(f, list(i), shape, mean, std, device) for f, i in sources.values()
+        )
+        return Splits(train, val, test, num_classes=classes, blank=blank)
+    from torch.utils.data import Subset
+
+    as_float = transforms.ConvertImageDtype(torch.float32)  # uint8 / 255
+    for f in {id(f): f for f, _ in sources.values()}.values():
+        f.transform = transforms.Compose([decode, as_float, normalize])
+    train_set, val_set, test_set = (Subset(f, list(i)) for f, i in sources.values())
+    return Splits(
+        train_set, val_set, test_set, num_classes=classes, blank=blank, num_workers=num_workers
+    )
+
+
+def _image_folder(root: str, key: str) -> Any:
+    from torchvision.datasets import ImageFolder
+
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise ConfigError(key, root, f"no such folder (looked in {path.absolute().parent})")
+    try:
+        return ImageFolder(str(path))
+    except (FileNotFoundError, OSError) as e:  # no class folders, or no images in them
+        raise ConfigError(
+            key, root, f"is not a folder of class subfolders of images: {e}"
+        ) from None
+
+
+def _split_indices(
+    n: int, val_size: float, test_size: float | None, seed: int
+) -> dict[str, Tensor]:
+    drawn = {"val": val_size} | ({} if test_size is None else {"test": test_size})
+    for split, fraction in drawn.items():
+        if not 0 < fraction < 1:
+            raise ConfigError(f"data.{split}_size", fraction, "must be a fraction in (0, 1)")
+    if sum(drawn.values()) >= 1:
+        raise ConfigError("data.val_size", val_size, "val_size + test_size must be < 1")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    indices, start = {}, 0
+    for split, fraction in drawn.items():
+        count = round(fraction * n)
+        indices[split] = order[start : start + count]
+        start += count
+    indices["train"] = order[start:]
+    for split, idx in indices.items():
+        if len(idx) == 0:
+            raise ConfigError(
+                f"data.{split}_size", drawn.get(split), f"leaves no {split} images of {n}"
+            )
+    return indices
+
+
+def _stats(folder: Any, train: Tensor) -> tuple[float, float]:
+    """One mean and std over the pixels (in [0, 1]) of up to STATS_IMAGES training images."""
+    step = max(1, len(train) // STATS_IMAGES)
+    pixels = torch.cat([folder[int(i)][0].flatten().float() for i in train[::step]]).div_(255)
+    return float(pixels.mean()), float(pixels.std())
+
+
+def _decode(
+    folder: Any, idx: list[int], shape: tuple[int, ...], mean: float, std: float, device: Any
+) -> Split:
+    images = torch.empty((len(idx), *shape), dtype=torch.uint8)
+    labels = torch.empty(len(idx), dtype=torch.long)
+    for row, i in enumerate(idx):
+        image, label = folder[int(i)]
+        if tuple(image.shape) != shape:
+            path = folder.samples[int(i)][0]
+            raise ConfigError(
+                "data.size",
+                None,
+                f"{path} is {tuple(image.shape)}, the first image {shape}: set data.size=[h,w]",
+            )
+        images[row], labels[row] = image, label
+    x = images.float().div_(255).sub_(mean).div_(std)
+    return Split(x.to(device), labels.to(device))
