@@ -58,7 +58,7 @@ DAMAGES: dict[str, tuple[Callable[[Path], object], str]] = {
     ),
     "metrics garbage": (
         lambda d: (d / "metrics.csv").write_text("lorem ipsum\ndolor sit amet\n"),
-        "metrics.csv: line 1 is not a header with epoch, train_loss",
+        "metrics.csv: line 1 is not a header with epoch",
     ),
     "metrics header only": (
         lambda d: header_only(d / "metrics.csv"),

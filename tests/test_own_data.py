@@ -182,3 +182,12 @@ def test_an_image_folder_learns_as_the_tensor_path_in_memory_and_as_a_dataset(tm
     assert min(acc.values()) > 0.85, acc
     assert abs(acc["memory"] - acc["dataset"]) < 0.03, acc  # the same images, two paths
     assert abs(acc["memory"] - acc["tensors"]) < 0.04, acc  # other images of the same digits
+
+
+def test_a_parquet_table_reads_as_its_csv(tmp_path):
+    csv = write_table(tmp_path / "t.csv", "three")
+    pd.read_csv(csv).to_parquet(tmp_path / "t.parquet")
+    a, b = (build(table_config(tmp_path / name)).splits for name in ("t.csv", "t.parquet"))
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(a, split).x, getattr(b, split).x)
+        assert torch.equal(getattr(a, split).y, getattr(b, split).y)

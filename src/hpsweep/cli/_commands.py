@@ -19,7 +19,14 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hpsweep.cli._compare import FORMATS, cmd_compare, damaged, leave_out_damaged, watch
-from hpsweep.record import Launch, Status, TrialFileError, TrialFiles, TrialResult
+from hpsweep.record import (
+    REPRODUCE_UNTIL,
+    Launch,
+    Status,
+    TrialFileError,
+    TrialFiles,
+    TrialResult,
+)
 from hpsweep.results import (
     SweepDirError,
     best_of,
@@ -39,11 +46,17 @@ def cmd_best(args: argparse.Namespace) -> int:
     candidates = (trials["state"] == "COMPLETE") | trials["state"].isna()
     best = best_of(leave_out_damaged("best", trials, candidates), args.sweep_dir)
     trial_dir = Path(best["trial_dir"])
-    print(f"best trial {best['number']} ({trial_dir}): {best['objective']} = {best['value']}")
+    objective = best["objective"] if isinstance(best["objective"], str) else "value"
+    print(f"best trial {best['number']} ({trial_dir}): {objective} = {best['value']}")
     for column in (c for c in best.index if c.startswith("params_")):
         print(f"  {column[len('params_') :]} = {best[column]}")
+    result = TrialFiles(trial_dir).read_result()
+    own = result.entry_point if result is not None else None  # a user's loop (hpsweep.loop)
     try:
-        command = Launch.of(trial_dir).command(here=Path.cwd())
+        entry = "hpsweep-train"
+        if own is not None:
+            entry = f"python {own if own.startswith('-m ') else shlex.quote(own)}"
+        command = Launch.of(trial_dir).command(entry, here=Path.cwd())
     except TrialFileError:  # hydra.yaml damaged: its overrides still say what was searched
         overrides = [str(o) for o in OmegaConf.load(trial_dir / ".hydra" / "overrides.yaml")]
         command = "hpsweep-train " + " ".join(shlex.quote(o) for o in overrides)
@@ -87,9 +100,13 @@ def refusal(row: pd.Series) -> str:
 def rerun(row: pd.Series, out: Path) -> list[dict[str, float]]:
     """The trial trained again from its saved config into `out`: the new metrics rows."""
     from hpsweep.errors import CheckpointError, ConfigError
-    from hpsweep.job import reproduce  # torch: seconds
 
     trial_dir = Path(row["trial_dir"])
+    result = TrialFiles(trial_dir).read_result()
+    if result is not None and result.entry_point:
+        return rerun_own_task(row, result, out)
+    from hpsweep.job import reproduce  # torch: seconds
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(f"re-running trial {row['number']} from {trial_dir}/.hydra/config.yaml into {out}")
     try:
@@ -99,6 +116,42 @@ def rerun(row: pd.Series, out: Path) -> list[dict[str, float]]:
     except OmegaConfBaseException as e:  # a config saved by another version of hpsweep
         first = str(e).splitlines()[0]
         raise SweepDirError(f"{refusal(row)}: its saved config does not fit: {first}") from None
+
+
+def rerun_own_task(row: pd.Series, result: TrialResult, out: Path) -> list[dict[str, float]]:
+    """A user's own loop (hpsweep.loop) started again: its entry point with the trial's config
+    dir, config name and overrides, in the folder it started in, writing into `out`."""
+    import os
+    import subprocess
+
+    from hpsweep.job import stopping_epoch
+
+    trial_dir, out = Path(row["trial_dir"]), out.resolve()
+    if out.exists() and any(out.iterdir()):
+        raise SweepDirError(f"{out} exists and is not empty; choose another --out")
+    try:
+        launch = Launch.of(trial_dir)
+    except TrialFileError as e:
+        raise SweepDirError(f"{refusal(row)}: {e}") from None
+    entry = str(result.entry_point)
+    start = entry.split(" ", 1) if entry.startswith("-m ") else [entry]
+    command = [sys.executable, *start, *launch.arguments(None), f"hydra.run.dir={out}"]
+    env = dict(os.environ)
+    stopped = stopping_epoch(result)
+    if stopped is not None:  # it was pruned there: the re-run stops there too
+        env[REPRODUCE_UNTIL] = str(stopped)
+    print(f"re-running trial {row['number']} in {launch.cwd}: {shlex.join(command)}")
+    # its stderr kept back: a re-run stopped where the original was pruned ends in Hydra's
+    # report of optuna.TrialPruned, which says nothing here
+    proc = subprocess.run(command, cwd=launch.cwd, env=env, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0 and stopped is None:
+        print(proc.stderr, end="", file=sys.stderr)
+    try:
+        return TrialFiles(out).read_metrics()
+    except TrialFileError as e:
+        raise SweepDirError(
+            f"{refusal(row)}: the re-run (exit code {proc.returncode}) left no metrics: {e}"
+        ) from None
 
 
 def report_reproduction(

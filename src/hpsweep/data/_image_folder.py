@@ -47,16 +47,7 @@ def load_image_folder(
         steps.append(transforms.Resize(list(size)))
     decode = transforms.Compose([*steps, transforms.PILToTensor()])
     folder.transform = decode
-    test_folder = None
-    if test_root is not None:
-        test_folder = _image_folder(test_root, "data.test_root")
-        if test_folder.classes != folder.classes:
-            raise ConfigError(
-                "data.test_root",
-                test_root,
-                f"has classes {test_folder.classes}; {root} has {folder.classes}",
-            )
-        test_folder.transform = decode
+    test_folder = None if test_root is None else _test_folder(test_root, folder, root, decode)
     indices = _split_indices(len(folder), val_size, None if test_folder else test_size, split_seed)
     shape = tuple(folder[0][0].shape)  # (channels, height, width) after the decode steps
     mean, std = _stats(folder, indices["train"])
@@ -100,6 +91,18 @@ def _image_folder(root: str, key: str) -> Any:
         raise ConfigError(
             key, root, f"is not a folder of class subfolders of images: {e}"
         ) from None
+
+
+def _test_folder(test_root: str, folder: Any, root: str, decode: Any) -> Any:
+    test_folder = _image_folder(test_root, "data.test_root")
+    if test_folder.classes != folder.classes:
+        raise ConfigError(
+            "data.test_root",
+            test_root,
+            f"has classes {test_folder.classes}; {root} has {folder.classes}",
+        )
+    test_folder.transform = decode
+    return test_folder
 
 
 def _split_indices(

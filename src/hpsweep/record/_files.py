@@ -29,7 +29,8 @@ from hpsweep.errors import TrialFileError, unreadable
 # `epoch` and `lr`, each split's scores for the data's task (a classification's: these four).
 SPLIT_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")
 METRIC_COLUMNS = ("epoch", *SPLIT_METRICS, "lr", "seconds")
-REQUIRED_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
+# what every writer of metrics.csv gives: hpsweep's job, and a user's loop (hpsweep.loop)
+REQUIRED_COLUMNS = ("epoch",)
 
 # metric -> the direction in which it improves. A task logs `loss` and some of the others
 # (hpsweep.data.Task.metrics) for each split, as <split>_<metric>: val_acc, train_r2, ...
@@ -41,6 +42,10 @@ METRIC_DIRECTIONS = {
     "mae": "minimize",
     "r2": "maximize",
 }
+# `hpsweep reproduce` of a user's own loop (hpsweep.loop) that was pruned after epoch N sets
+# this to N: the re-run stops there, as the original did
+REPRODUCE_UNTIL = "HPSWEEP_REPRODUCE_UNTIL"
+
 # objective -> its direction: any metric logged per epoch (test scores never decide)
 OBJECTIVES = {f"{s}_{m}": d for s in ("val", "train") for m, d in METRIC_DIRECTIONS.items()}
 
@@ -69,11 +74,14 @@ _OLD_STATUS_WORDS = {
 }
 
 
-def is_better(value: float, best: float | None, objective: str) -> bool:
-    """Strictly better only: on a tie the earlier epoch stays best."""
+def is_better(
+    value: float, best: float | None, objective: str, direction: str | None = None
+) -> bool:
+    """Strictly better only: on a tie the earlier epoch stays best. `direction`: the
+    objective's, where its name does not say it (a user's own metric)."""
     if best is None:
         return True
-    return value > best if OBJECTIVES[objective] == "maximize" else value < best
+    return value > best if (direction or OBJECTIVES[objective]) == "maximize" else value < best
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,9 @@ class TrialResult:
     # every score of the best epoch's validation and of the test, by metrics.csv's names
     # (val_mse, test_r2, ...): the fields above hold a classification's only
     scores: dict[str, float] | None = None
+    # what started the trial when it was not hpsweep-train: a user's loop (hpsweep.loop), as a
+    # script path or `-m module`, for `hpsweep reproduce` to start again
+    entry_point: str | None = None
 
     def to_json(self) -> str:
         fields = dataclasses.asdict(self) | {"status": self.status.value}
@@ -322,17 +333,22 @@ class Launch:
             overrides=tuple(str(o) for o in (hydra.get("overrides") or {}).get("task") or []),
         )
 
+    def arguments(self, default_config: str | None = "train") -> list[str]:
+        """The command-line arguments that compose this config again."""
+        args = []
+        if self.config_dir:
+            args += ["--config-dir", self.config_dir]
+        if self.config_name and self.config_name != default_config:
+            args += ["--config-name", self.config_name]
+        return [*args, *self.overrides]
+
     def command(self, entry_point: str = "hpsweep-train", here: Path | None = None) -> str:
         """The shell command that runs this config again: `cd` to where it started (when that
         is not `here`), the entry point, the config dir and name, the overrides."""
         import shlex
 
-        args = [entry_point]
-        if self.config_dir:
-            args += ["--config-dir", self.config_dir]
-        if self.config_name and self.config_name != "train":
-            args += ["--config-name", self.config_name]
-        line = " ".join([args[0], *(shlex.quote(a) for a in [*args[1:], *self.overrides])])
+        args = self.arguments("train" if entry_point == "hpsweep-train" else None)
+        line = " ".join([entry_point, *(shlex.quote(a) for a in args)])
         if self.cwd is not None and here is not None and self.cwd.resolve() != here.resolve():
             line = f"cd {shlex.quote(str(self.cwd))} && {line}"
         return line

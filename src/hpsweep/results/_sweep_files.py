@@ -62,6 +62,12 @@ class Trials:
     # (one whose file is unchanged since an earlier call is not parsed at all)
     hydra: dict[Path, dict[str, Any] | TrialFileError] = field(default_factory=dict)
 
+    @property
+    def keep_records(self) -> bool:
+        """Whether the sweep's task writes a trial record (result.json, metrics.csv): a user's
+        own task function may not, and then only the study says how its trials ended."""
+        return any(stat[0] or stat[1] for stat in self.stats.values()) or not self.stats
+
 
 def find_trials(sweep_dir: str | Path) -> Trials:
     """The trial dirs of a sweep dir, or of a folder of single runs; SweepDirError, saying what
@@ -268,6 +274,7 @@ def read_trial_dir(
     trial_dir: Path,
     state: str | None = None,
     hydra: dict[str, Any] | TrialFileError | None = None,
+    keeps_record: bool = True,
 ) -> TrialDir:
     """Read a trial dir, noting each file that is damaged or missing. `state` is the study's
     for the trial, if there is a study: what a trial has written depends on how far it got.
@@ -276,13 +283,16 @@ def read_trial_dir(
     the job starts) unless the study says the trial is running, waiting, or failed (possibly
     before its job started); result.json once the study says COMPLETE or PRUNED; metrics.csv
     once result.json counts epochs. `hydra`: hydra.yaml as find_trials read it, if it did.
+    `keeps_record` False: the sweep's task writes no result.json (Trials.keep_records).
     """
     trial = TrialDir(trial_dir)
     if not trial_dir.is_dir():
         trial.problems.append("trial dir missing")
         return trial
     files = TrialFiles(trial_dir)
-    trial.result, trial.result_unreadable, problems = _read_result(files, state)
+    trial.result, trial.result_unreadable, problems = _read_result(
+        files, state if keeps_record else None
+    )
     trial.problems += problems
     epochs = None if trial.result is None else trial.result.epochs_run
     trial.metrics, problems = _read_metrics(files, state, epochs)

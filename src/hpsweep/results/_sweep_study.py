@@ -137,11 +137,13 @@ class StudyTrials:
 
     by_dir: dict[str, list[Any]] = field(default_factory=dict)
     no_retry_left: set[int] = field(default_factory=set)
+    directions: set[str] = field(default_factory=set)  # of the studies' (first) objectives
 
 
 def load_study_trials(sweep_dir: Path, storage: str | None = None) -> StudyTrials:
     found = StudyTrials()
     for study in open_studies(sweep_dir, storage):
+        found.directions.add(study.directions[0].name.lower())
         for trial in study.get_trials(deepcopy=False):
             name = trial.user_attrs.get(TRIAL_DIR)
             if name:

@@ -66,7 +66,7 @@ def files_row(
         os.path.join(trial_dir, f) for f in TRIAL_FILES
     )
     number = found.numbers.get(trial_dir)
-    key = (state, stat, keys, number, found.single_runs)
+    key = (state, stat, keys, number, found.single_runs, found.keep_records)
     paths = {  # as this call spells the sweep's path, not as the call that cached the row
         "trial_dir": str(trial_dir),
         "best_checkpoint": str(TrialFiles(trial_dir).best) if stat[BEST_PT] else None,
@@ -76,7 +76,7 @@ def files_row(
         return row | paths, read  # a copy: the caller adds the study's cells
     except KeyError:
         pass
-    trial = read_trial_dir(trial_dir, state, found.hydra.get(trial_dir))
+    trial = read_trial_dir(trial_dir, state, found.hydra.get(trial_dir), found.keep_records)
     result = trial.result
     failed = result is not None and result.status is Status.FAIL
     row = {

@@ -21,6 +21,7 @@ from hydra_plugins.hpsweep_sweeper._storage import mask_password
 from hydra_plugins.hpsweep_sweeper.config import HpsweepSweeperConf
 
 DIRECTIONS = ("maximize", "minimize")
+HYDRA_SWEEP_DIR = "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}"  # hydra.sweep.dir's default
 FUSE_SAMPLING = ("per_trial", "per_group")
 
 
@@ -157,6 +158,14 @@ def job_context(
         with read_write(config), open_dict(config):
             config.hydra.sweeper.study_name = settings.study_name
         job_overrides = (f"hydra.sweeper.study_name={format_value(settings.study_name)}",)
+    sweep = OmegaConf.to_container(config.hydra.sweep, resolve=False)
+    if isinstance(sweep, dict) and sweep.get("dir") == HYDRA_SWEEP_DIR:
+        # Hydra's own default, a new dir per start: the study's dir instead (as hpsweep-train's
+        # train.yaml sets it), so that the same command continues the same study there
+        study_dir = f"multirun/{settings.study_name}"
+        with read_write(config), open_dict(config):
+            config.hydra.sweep.dir = study_dir
+        job_overrides += (f"hydra.sweep.dir={format_value(study_dir)}",)
     launcher = None
     if not str(config.hydra.launcher._target_).endswith("BasicLauncher"):
         launcher = Plugins.instance().instantiate_launcher(
