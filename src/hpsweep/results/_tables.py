@@ -43,9 +43,9 @@ def load_trials(sweep_dir: str | Path, storage: str | None = None) -> pd.DataFra
 
     Columns: number, state (a Status value), objective, direction, value, best_epoch,
     best_val_acc, best_val_loss, test_acc, test_loss, epochs_run, wall_time_s (the trial's
-    training time), num_params, other scores as best_val_<metric> and test_<metric> (mse, r2,
-    f1, ...), params_<key> for every swept key (typed, from the composed config), trial_dir,
-    best_checkpoint, retry_of, fail_reason, problem.
+    training time), num_params, other scores (best_val_<metric>, test_<metric>), params_<key>
+    for every swept key (typed, from the composed config), trial_dir, best_checkpoint,
+    retry_of, fail_reason, problem.
     `problem`: None, or which files are damaged or missing and why ("; " between them), or,
     for a RUNNING trial whose worker is gone, "worker gone after epoch N: ..." (its cells then
     hold its progress so far, from metrics.csv). `state` is the study's when there is a study;
@@ -89,7 +89,6 @@ def load_trials(sweep_dir: str | Path, storage: str | None = None) -> pd.DataFra
     cache.save()
     # the study's direction (a task may write no result.json to say it), else the files'
     directions = study.directions or {row["direction"] for row in rows if row["direction"]}
-
     table = pd.DataFrame(rows)
     for column in INT_COLUMNS:
         table[column] = table[column].astype("Int64")
