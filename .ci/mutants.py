@@ -54,8 +54,8 @@ MUTANTS = [
     Mutant(
         "swap the objective's direction",
         "hpsweep/record/_files.py",
-        'OBJECTIVES = {"val_acc": "maximize", "val_loss": "minimize"}',
-        'OBJECTIVES = {"val_acc": "minimize", "val_loss": "maximize"}',
+        '    "loss": "minimize",\n    "acc": "maximize",\n',
+        '    "loss": "maximize",\n    "acc": "minimize",\n',
         ("tests/test_record.py", "tests/test_trial.py"),
     ),
     Mutant(
@@ -188,8 +188,8 @@ MUTANTS = [
     Mutant(
         "label smoothing in the validation loss",
         "hpsweep/job/_build.py",
-        "eval_criterion=make_criterion(splits.num_outputs),",
-        "eval_criterion=make_criterion(splits.num_outputs, cfg.label_smoothing),",
+        "return make_criterion(task, cfg.label_smoothing), make_criterion(task)\n",
+        "return make_criterion(task, cfg.label_smoothing), make_criterion(task, cfg.label_smoothing)\n",
         ("tests/test_augment.py",),
     ),
     Mutant(
@@ -198,6 +198,34 @@ MUTANTS = [
         "        with autocast(device, autocast_dtype):\n",
         "        with autocast(device, None):\n",
         ("tests/test_augment.py",),
+    ),
+    Mutant(
+        "regression trained with BCE",
+        "hpsweep/job/_steps.py",
+        '    if kind == "regression":\n        return nn.MSELoss()\n',
+        '    if kind == "regression":\n        return nn.BCEWithLogitsLoss()\n',
+        ("tests/test_own_data.py",),
+    ),
+    Mutant(
+        "ten classes whatever the labels",
+        "hpsweep/data/_task.py",
+        "    k = num_classes if num_classes is not None else high + 1\n",
+        "    k = 10\n",
+        ("tests/test_own_data.py",),
+    ),
+    Mutant(
+        "R2 without the targets' mean",
+        "hpsweep/job/_metrics.py",
+        "            spread = total_sq - total.square() / n",
+        "            spread = total_sq",
+        ("tests/test_own_data.py",),
+    ),
+    Mutant(
+        "Dataset batches not shuffled",
+        "hpsweep/data/_splits.py",
+        "        shuffle=generator is not None,\n",
+        "        shuffle=False,\n",
+        ("tests/test_own_data.py",),
     ),
 ]
 

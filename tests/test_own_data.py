@@ -10,7 +10,7 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 from torch import nn
 
-from hpsweep.data import Split, Task, load_raw
+from hpsweep.data import Split, Task, iterate_batches, load_raw
 from hpsweep.errors import ConfigError
 from hpsweep.job import build, load_checkpoint, run_trial
 from hpsweep.record import TrialFiles
@@ -191,3 +191,15 @@ def test_a_parquet_table_reads_as_its_csv(tmp_path):
     for split in ("train", "val", "test"):
         assert torch.equal(getattr(a, split).x, getattr(b, split).x)
         assert torch.equal(getattr(a, split).y, getattr(b, split).y)
+
+
+def test_dataset_batches_come_in_a_new_order_each_epoch_from_the_trials_generator():
+    from tests.own_code import PairDataset, blobs
+
+    dataset = PairDataset(*blobs(64, 3, 0))
+    generator = torch.Generator().manual_seed(0)
+    epochs = [torch.cat([y for _, y in iterate_batches(dataset, 16, generator)]) for _ in "ab"]
+    assert not torch.equal(epochs[0], epochs[1])
+    assert not torch.equal(epochs[0], dataset.y)  # not the stored order
+    again = torch.Generator().manual_seed(0)
+    assert torch.equal(torch.cat([y for _, y in iterate_batches(dataset, 16, again)]), epochs[0])
