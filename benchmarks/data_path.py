@@ -1,7 +1,9 @@
 """Samples/second of one training epoch on full MNIST: our in-memory tensor path vs the classic
 torchvision `ToTensor` + `DataLoader(shuffle=True)` pipeline, without and with augmentation
 (shifts of up to 2 pixels: hpsweep.data.Augment on the batch tensor vs `RandomCrop(28, padding=2)`
-per sample), and for the data path alone (batches drawn, no model).
+per sample), and for the data path alone (batches drawn, no model). Without augmentation also
+hpsweep's Dataset path: the same torchvision dataset as a Dataset split, served by hpsweep's
+DataLoader (hpsweep.data.iterate_batches) with 0 and 2 workers.
 
     HPSWEEP_DATA_ROOT=../shared/data python benchmarks/data_path.py [--quick]
 
@@ -30,6 +32,8 @@ MODELS = {
     "cnn 16/32": lambda: CNN((1, 28, 28), 10, channels=16, hidden_size=128),
 }
 DATA_ONLY = "data path only"
+# hpsweep's own Dataset path (a Dataset split through its DataLoader), without augmentation
+LOADER_WORKERS = (0, 2)
 SHIFT = 2
 
 
@@ -40,6 +44,17 @@ def classic_batches(root: str, batch_size: int, augment: bool) -> DataLoader:
     )
     dataset = datasets.MNIST(root, train=True, download=False, transform=transform)
     return DataLoader(dataset, batch_size=batch_size, shuffle=True)
+
+
+def dataset_batches(root: str, batch_size: int, workers: int):
+    """hpsweep's Dataset path: a map-style Dataset (the same torchvision MNIST with ToTensor and
+    Normalize) served by hpsweep.data.iterate_batches' DataLoader, from the trial's generator."""
+    transform = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
+    )
+    dataset = datasets.MNIST(root, train=True, download=False, transform=transform)
+    gen = torch.Generator().manual_seed(0)
+    return iterate_batches(dataset, batch_size, gen, num_workers=workers)
 
 
 def our_batches(splits, batch_size: int, augment: bool):
@@ -81,6 +96,7 @@ def main() -> None:
     for model_name, augment in cases:
         for batch_size in args.batch_sizes:
             ours, classic = [], []
+            loader: dict[int, list[float]] = {w: [] for w in LOADER_WORKERS}
             for _ in range(repeats):
                 ours.append(
                     samples_per_second(
@@ -92,6 +108,12 @@ def main() -> None:
                         model_name, classic_batches(root, batch_size, augment), classic_n
                     )
                 )
+                for workers in LOADER_WORKERS if not augment else ():
+                    loader[workers].append(
+                        samples_per_second(
+                            model_name, dataset_batches(root, batch_size, workers), classic_n
+                        )
+                    )
             row = {
                 "model": model_name,
                 "augment": f"shift {SHIFT}" if augment else "none",
@@ -99,13 +121,21 @@ def main() -> None:
                 "ours_samples_per_s": statistics.median(ours),
                 "classic_samples_per_s": statistics.median(classic),
             }
+            for workers, rates in loader.items():
+                if rates:
+                    row[f"dataset_workers{workers}_samples_per_s"] = statistics.median(rates)
             row["speedup"] = row["ours_samples_per_s"] / row["classic_samples_per_s"]
             rows.append(row)
             ours_rate, classic_rate = row["ours_samples_per_s"], row["classic_samples_per_s"]
+            dataset = "".join(
+                f"  Dataset w{w} {row[f'dataset_workers{w}_samples_per_s']:>8,.0f}/s"
+                for w in LOADER_WORKERS
+                if f"dataset_workers{w}_samples_per_s" in row
+            )
             print(
                 f"{model_name:<14} augment {row['augment']:<7} batch {batch_size:>4}  "
                 f"ours {ours_rate:>9,.0f}/s  classic {classic_rate:>8,.0f}/s  "
-                f"speedup {row['speedup']:5.1f}x",
+                f"speedup {row['speedup']:5.1f}x{dataset}",
                 flush=True,
             )
 

@@ -203,3 +203,75 @@ def test_dataset_batches_come_in_a_new_order_each_epoch_from_the_trials_generato
     assert not torch.equal(epochs[0], dataset.y)  # not the stored order
     again = torch.Generator().manual_seed(0)
     assert torch.equal(torch.cat([y for _, y in iterate_batches(dataset, 16, again)]), epochs[0])
+
+
+def macro_f1(truth, predicted, classes):
+    """Macro-F1 the textbook way: per class precision and recall, absent classes score 0."""
+    scores = []
+    for c in range(classes):
+        tp = ((predicted == c) & (truth == c)).sum().item()
+        fp = ((predicted == c) & (truth != c)).sum().item()
+        fn = ((predicted != c) & (truth == c)).sum().item()
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return sum(scores) / classes
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel"])
+def test_scores_of_a_split_equal_the_textbook_formulas_however_it_is_batched(kind):
+    from hpsweep.job._metrics import Scores
+
+    g = torch.Generator().manual_seed(0)
+    if kind == "multiclass":
+        task = Task("multiclass", 4, f1=True)
+        outputs = torch.randn(100, 4, generator=g)
+        y = torch.randint(0, 4, (100,), generator=g)
+        acc = (outputs.argmax(1) == y).float().mean().item()
+        f1 = macro_f1(y, outputs.argmax(1), 4)
+    else:
+        labels = 1 if kind == "binary" else 3
+        task = Task(kind, labels, f1=True)
+        outputs = torch.randn(100, labels, generator=g)
+        y = (torch.rand(100, labels, generator=g) < 0.3).float()
+        predicted = (outputs > 0).long()
+        acc = (predicted == y.long()).float().mean().item()
+        if kind == "binary":  # both classes, as sklearn's f1_score(average="macro")
+            f1 = macro_f1(y.long().flatten(), predicted.flatten(), 2)
+        else:  # each label's F1 of its positives, averaged over the labels
+            f1 = sum(
+                2 * ((predicted[:, j] == 1) & (y[:, j] == 1)).sum().item()
+                / (predicted[:, j].sum().item() + y[:, j].sum().item())
+                for j in range(labels)
+            ) / labels
+    for batch in (100, 7):
+        scores = Scores(task, torch.device("cpu"))
+        for start in range(0, 100, batch):
+            part = slice(start, start + batch)
+            scores.add(torch.tensor(0.5), outputs[part], y[part])
+        result = scores.result()
+        assert result["acc"] == pytest.approx(acc)
+        assert result["f1"] == pytest.approx(f1)
+        assert result["loss"] == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_a_torchvision_dataset_by_name_holds_the_images_of_the_built_in_option(data_root):
+    splits = build(
+        compose_config(
+            "data=torchvision", "data.name=FashionMNIST", f"data.root={data_root}", "epochs=1"
+        )
+    ).splits
+    raw_train, _, raw_test, raw_test_labels = load_raw("fashion_mnist", data_root)
+    assert len(splits.train) + len(splits.val) == len(raw_train) == 60_000
+    assert len(splits.val) == 6_000 and len(splits.test) == 10_000
+    # the test split is the dataset's own, in order: the same pixels, normalized
+    assert torch.equal(splits.test.y, raw_test_labels.long())
+    pixels = torch.stack([splits.test.x[:, 0].flatten(), raw_test.float().flatten()])
+    assert torch.corrcoef(pixels)[0, 1] > 0.99999
+
+
+def test_a_torchvision_dataset_that_is_not_there_says_how_to_get_it(tmp_path):
+    cfg = compose_config("data=torchvision", "data.name=KMNIST", f"data.root={tmp_path}")
+    with pytest.raises(ConfigError, match="KMNIST not found.*data.download=true"):
+        build(cfg)
+    with pytest.raises(ConfigError, match="data.name='Kmnist'.*not a torchvision dataset"):
+        build(compose_config("data=torchvision", "data.name=Kmnist", f"data.root={tmp_path}"))

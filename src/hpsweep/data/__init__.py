@@ -2,13 +2,14 @@
 the task its targets make, shuffled batches drawn from the trial's own generator, and
 augmentation on the batch tensor.
 
-`load_splits` (the image sets), `load_table` (a CSV or Parquet table) and `load_image_folder`
-(class subfolders of images) are `_target_`s of the `data` config group; `Augment` that of
+`load_splits` (the image sets), `load_table` (a CSV or Parquet table), `load_image_folder`
+(class subfolders of images) and `load_torchvision` (a torchvision dataset by name) are
+`_target_`s of the `data` config group; `Augment` that of
 `augment`. A user's own data target returns `Splits`.
 """
 
 from hpsweep.data._augment import NO_FLIP_DATASETS, Augment
-from hpsweep.data._image_folder import load_image_folder
+from hpsweep.data._image_folder import load_image_folder, load_torchvision
 from hpsweep.data._splits import (
     MNIST_MINI_DIR,
     AnySplit,
@@ -43,6 +44,7 @@ __all__ = [
     "load_raw",
     "load_splits",
     "load_table",
+    "load_torchvision",
     "read_idx",
     "split_device",
     "targets_of",

@@ -1,10 +1,12 @@
-"""A folder of images, one subfolder per class (torchvision's ImageFolder layout), as Splits:
-decoded once into memory when the images fit (the fast path), else a Dataset that a
-DataLoader decodes batch by batch.
+"""Image datasets as Splits: a folder of class subfolders (torchvision's ImageFolder layout),
+or any torchvision dataset class by name; decoded once into memory when the images fit (the
+fast path), else a Dataset that a DataLoader decodes batch by batch.
 
     data=image_folder data.root=photos/train data.test_root=photos/test data.size=[64,64]
+    data=torchvision data.name=CIFAR10 data.root=~/datasets data.download=true
 """
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,44 +41,114 @@ def load_image_folder(
     are `test_root`'s (same class names), or `test_size` of `root`'s without one. Images are
     resized to `size` ([height, width]; None: all must share one size), and normalized with
     one mean and std of the training images."""
+    decode = _decoder(size, grayscale)
+    folder = _image_folder(root, "data.root")
+    test_folder = None if test_root is None else _test_folder(test_root, folder, root)
+    return image_splits(
+        folder, test_folder, decode, val_size, test_size, split_seed, in_memory, num_workers, device
+    )
+
+
+def load_torchvision(
+    name: str,
+    root: str | None = None,
+    download: bool = False,
+    size: Sequence[int] | None = None,
+    grayscale: bool = False,
+    val_size: float = 0.1,
+    split_seed: int = 0,
+    in_memory: bool | None = None,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> Splits:
+    """A torchvision image dataset by class name (CIFAR10, KMNIST, SVHN, ...), read from
+    `root` in torchvision's layout, downloaded there only when `download` is true: its test
+    split for testing, `val_size` of its training split for validation."""
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, name, None)
+    if not isinstance(cls, type):
+        raise ConfigError(
+            "data.name", name, "is not a torchvision dataset class (e.g. CIFAR10, FashionMNIST)"
+        )
+    base = str(Path(root or "data").expanduser())
+    params = inspect.signature(cls).parameters
+    parts: list[dict[str, Any]]
+    if "train" in params:
+        parts = [{"train": True}, {"train": False}]
+    elif "split" in params:
+        parts = [{"split": "train"}, {"split": "test"}]
+    else:
+        raise ConfigError("data.name", name, "takes neither train= nor split=: not supported")
+    try:
+        train, test = (cls(base, download=download, **part) for part in parts)
+    except (RuntimeError, OSError) as e:  # "Dataset not found. You can use download=True ..."
+        raise ConfigError(
+            "data.root",
+            root,
+            f"{name} not found or not readable in {base} ({e}); set data.download=true when "
+            "online, or data.root to a folder holding it",
+        ) from None
+    decode = _decoder(size, grayscale)
+    return image_splits(
+        train, test, decode, val_size, 0.0, split_seed, in_memory, num_workers, device
+    )
+
+
+def image_splits(
+    images: Any,
+    test_images: Any | None,
+    decode: Any,
+    val_size: float,
+    test_size: float,
+    split_seed: int,
+    in_memory: bool | None,
+    num_workers: int,
+    device: str | torch.device,
+) -> Splits:
+    """Splits of an image dataset (a torchvision one: item i is (image, label)) and its test
+    set (None: `test_size` of `images`), decoded by `decode` into uint8 (C, H, W) tensors."""
+    from torch.utils.data import Subset
     from torchvision import transforms
 
-    folder = _image_folder(root, "data.root")
-    steps: list[Any] = [transforms.Grayscale()] if grayscale else []
-    if size is not None:
-        steps.append(transforms.Resize(list(size)))
-    decode = transforms.Compose([*steps, transforms.PILToTensor()])
-    folder.transform = decode
-    test_folder = None if test_root is None else _test_folder(test_root, folder, root, decode)
-    indices = _split_indices(len(folder), val_size, None if test_folder else test_size, split_seed)
-    shape = tuple(folder[0][0].shape)  # (channels, height, width) after the decode steps
-    mean, std = _stats(folder, indices["train"])
-    normalize = transforms.Normalize([mean] * shape[0], [std] * shape[0])
-    fits = len(folder) * int(torch.Size(shape).numel()) * 4 <= MAX_IN_MEMORY_BYTES
-    if in_memory is None:
-        in_memory = fits
+    for dataset in (images, test_images):
+        if dataset is not None:
+            dataset.transform = decode
+    indices = _split_indices(
+        len(images), val_size, None if test_images is not None else test_size, split_seed
+    )
+    shape = tuple(images[0][0].shape)  # (channels, height, width) after the decode steps
+    mean, std = _stats(images, indices["train"])
+    test_source = (test_images, range(len(test_images))) if test_images is not None else None
+    sources = [  # train, val, test: the dataset and the indices of each
+        (images, indices["train"]),
+        (images, indices["val"]),
+        test_source or (images, indices["test"]),
+    ]
+    classes = len(images.classes) if hasattr(images, "classes") else None
     blank = float(-mean / std)
-    test_source = (test_folder, range(len(test_folder))) if test_folder else None
-    sources = {  # train, val, test: the folder and the indices of each
-        "train": (folder, indices["train"]),
-        "val": (folder, indices["val"]),
-        "test": test_source or (folder, indices["test"]),
-    }
-    classes = len(folder.classes)
-    if in_memory:
-        train, val, test = (
-            _decode(f, list(i), shape, mean, std, device) for f, i in sources.values()
-        )
+    fits = len(images) * int(torch.Size(shape).numel()) * 4 <= MAX_IN_MEMORY_BYTES
+    if in_memory if in_memory is not None else fits:
+        train, val, test = (_decode(d, list(i), shape, mean, std, device) for d, i in sources)
         return Splits(train, val, test, num_classes=classes, blank=blank)
-    from torch.utils.data import Subset
-
+    normalize = transforms.Normalize([mean] * shape[0], [std] * shape[0])
     as_float = transforms.ConvertImageDtype(torch.float32)  # uint8 / 255
-    for f in {id(f): f for f, _ in sources.values()}.values():
-        f.transform = transforms.Compose([decode, as_float, normalize])
-    train_set, val_set, test_set = (Subset(f, list(i)) for f, i in sources.values())
+    for dataset in {id(d): d for d, _ in sources}.values():
+        dataset.transform = transforms.Compose([decode, as_float, normalize])
+    train_set, val_set, test_set = (Subset(d, list(i)) for d, i in sources)
     return Splits(
         train_set, val_set, test_set, num_classes=classes, blank=blank, num_workers=num_workers
     )
+
+
+def _decoder(size: Sequence[int] | None, grayscale: bool) -> Any:
+    """PIL image -> uint8 (C, H, W) tensor, gray and resized as asked."""
+    from torchvision import transforms
+
+    steps: list[Any] = [transforms.Grayscale()] if grayscale else []
+    if size is not None:
+        steps.append(transforms.Resize(list(size)))
+    return transforms.Compose([*steps, transforms.PILToTensor()])
 
 
 def _image_folder(root: str, key: str) -> Any:
@@ -93,7 +165,7 @@ def _image_folder(root: str, key: str) -> Any:
         ) from None
 
 
-def _test_folder(test_root: str, folder: Any, root: str, decode: Any) -> Any:
+def _test_folder(test_root: str, folder: Any, root: str) -> Any:
     test_folder = _image_folder(test_root, "data.test_root")
     if test_folder.classes != folder.classes:
         raise ConfigError(
@@ -101,7 +173,6 @@ def _test_folder(test_root: str, folder: Any, root: str, decode: Any) -> Any:
             test_root,
             f"has classes {test_folder.classes}; {root} has {folder.classes}",
         )
-    test_folder.transform = decode
     return test_folder
 
 
@@ -129,10 +200,10 @@ def _split_indices(
     return indices
 
 
-def _stats(folder: Any, train: Tensor) -> tuple[float, float]:
+def _stats(images: Any, train: Tensor) -> tuple[float, float]:
     """One mean and std over the pixels (in [0, 1]) of up to STATS_IMAGES training images."""
     step = max(1, len(train) // STATS_IMAGES)
-    pixels = torch.cat([folder[int(i)][0].flatten().float() for i in train[::step]]).div_(255)
+    pixels = torch.cat([images[int(i)][0].flatten().float() for i in train[::step]]).div_(255)
     return float(pixels.mean()), float(pixels.std())
 
 
@@ -144,7 +215,7 @@ def _decode(
     for row, i in enumerate(idx):
         image, label = folder[int(i)]
         if tuple(image.shape) != shape:
-            path = folder.samples[int(i)][0]
+            path = folder.samples[int(i)][0] if hasattr(folder, "samples") else f"image {i}"
             raise ConfigError(
                 "data.size",
                 None,
