@@ -237,11 +237,15 @@ def test_scores_of_a_split_equal_the_textbook_formulas_however_it_is_batched(kin
         if kind == "binary":  # both classes, as sklearn's f1_score(average="macro")
             f1 = macro_f1(y.long().flatten(), predicted.flatten(), 2)
         else:  # each label's F1 of its positives, averaged over the labels
-            f1 = sum(
-                2 * ((predicted[:, j] == 1) & (y[:, j] == 1)).sum().item()
-                / (predicted[:, j].sum().item() + y[:, j].sum().item())
-                for j in range(labels)
-            ) / labels
+            f1 = (
+                sum(
+                    2
+                    * ((predicted[:, j] == 1) & (y[:, j] == 1)).sum().item()
+                    / (predicted[:, j].sum().item() + y[:, j].sum().item())
+                    for j in range(labels)
+                )
+                / labels
+            )
     for batch in (100, 7):
         scores = Scores(task, torch.device("cpu"))
         for start in range(0, 100, batch):
@@ -271,7 +275,7 @@ def test_a_torchvision_dataset_by_name_holds_the_images_of_the_built_in_option(d
 
 def test_a_torchvision_dataset_that_is_not_there_says_how_to_get_it(tmp_path):
     cfg = compose_config("data=torchvision", "data.name=KMNIST", f"data.root={tmp_path}")
-    with pytest.raises(ConfigError, match="KMNIST not found.*data.download=true"):
+    with pytest.raises(ConfigError, match=r"KMNIST not found.*data\.download=true"):
         build(cfg)
-    with pytest.raises(ConfigError, match="data.name='Kmnist'.*not a torchvision dataset"):
+    with pytest.raises(ConfigError, match=r"data\.name='Kmnist': is not a torchvision dataset"):
         build(compose_config("data=torchvision", "data.name=Kmnist", f"data.root={tmp_path}"))

@@ -73,7 +73,8 @@ def build(cfg: DictConfig) -> Job:
     ).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    criterion, eval_criterion = _losses(cfg, task)
+    # on the device: a loss's class weights are tensors too
+    criterion, eval_criterion = (loss.to(device) for loss in _losses(cfg, task))
     _probe(model, splits.train, task, eval_criterion, device)  # before the optimizer: lazy layers
     augment = _instantiate("augment", cfg.augment, fill=splits.blank)
     optimizer = _call("optimizer", _instantiate("optimizer", cfg.optimizer), model.parameters())

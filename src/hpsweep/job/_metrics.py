@@ -2,7 +2,8 @@
 or MSE, MAE and R2.
 
 The sums stay on the device and become numbers once per pass: a .item() per step would be a
-host sync every step on a GPU.
+host sync every step on a GPU. (Keeping per-step tensors and reducing once per pass measured no
+faster on this CPU.)
 """
 
 import torch
