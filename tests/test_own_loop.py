@@ -88,6 +88,14 @@ def check_own_sweep(tmp_path, script, study, trials):
     reproduced = run([*HPSWEEP, "reproduce", str(folder)], work)
     assert "reproduced exactly: 4 epochs, every metric equal" in reproduced
 
+    # its study lost: rebuilt from the trial dirs, with the loop's own command to continue it
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    (copy / "optuna.journal").unlink()
+    rebuilt = run([*HPSWEEP, "rebuild", str(copy)], work)
+    assert f"continue it: python {work / script} -m " in rebuilt
+    assert load_trials(copy)["number"].iloc[0] == complete["number"].iloc[0]
+
     run([*sweep[:-1], f"hydra.sweeper.n_trials={trials + 1}"], work)
     again = load_trials(folder)
     assert len(again) == trials + 1 and set(table["number"]) < set(again["number"])

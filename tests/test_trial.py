@@ -224,3 +224,18 @@ def test_training_batches_are_shuffled_anew_every_epoch(tmp_path, monkeypatch):
     unshuffled = train_y[: len(first_batches[0])]
     assert not torch.equal(first_batches[0], unshuffled)
     assert not torch.equal(first_batches[0], first_batches[1])
+
+
+def test_a_one_cycle_schedule_steps_after_every_batch_and_resumes_where_it_was(tmp_path):
+    cfg = compose_config(*SMALL, "scheduler=onecycle", "epochs=3", "batch_size=100")
+    run_trial(cfg, tmp_path / "straight")
+    lrs = [row["lr"] for row in read_metrics(tmp_path / "straight")]  # at each epoch's start
+    # 60 steps, the peak after 30% of them (step 18): up within epoch 1, then down
+    assert lrs[0] == pytest.approx(0.01 / 25)
+    assert lrs[1] > 0.009 > lrs[2]
+    scheduler = load_checkpoint(TrialFiles(tmp_path / "straight").last)["scheduler"]
+    assert scheduler["last_epoch"] == 3 * 2000 // 100  # one step per batch
+    with pytest.raises(Interrupted):
+        run_trial(cfg, tmp_path / "resumed", on_epoch_end=interrupt_after(1))
+    run_trial(cfg, tmp_path / "resumed")
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")

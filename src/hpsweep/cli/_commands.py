@@ -51,11 +51,8 @@ def cmd_best(args: argparse.Namespace) -> int:
     for column in (c for c in best.index if c.startswith("params_")):
         print(f"  {column[len('params_') :]} = {best[column]}")
     result = TrialFiles(trial_dir).read_result()
-    own = result.entry_point if result is not None else None  # a user's loop (hpsweep.loop)
+    entry = program(result.entry_point if result is not None else None)
     try:
-        entry = "hpsweep-train"
-        if own is not None:
-            entry = f"python {own if own.startswith('-m ') else shlex.quote(own)}"
         command = Launch.of(trial_dir).command(entry, here=Path.cwd())
     except TrialFileError:  # hydra.yaml damaged: its overrides still say what was searched
         overrides = [str(o) for o in OmegaConf.load(trial_dir / ".hydra" / "overrides.yaml")]
@@ -217,6 +214,28 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def sweep_program(sweep_dir: Path) -> str:
+    """What runs the sweep's trials: a user's own loop (hpsweep.loop) says so in result.json;
+    else hpsweep-train."""
+    for trial_dir in find_trials(sweep_dir).dirs:
+        try:
+            result = TrialFiles(trial_dir).read_result()
+        except TrialFileError:
+            continue
+        if result is not None:
+            return program(result.entry_point)
+    return "hpsweep-train"
+
+
+def program(entry_point: str | None) -> str:
+    """The command that starts a trial's task: hpsweep-train, or a user's own loop's script
+    (`python <path>`) or module (`python -m <module>`)."""
+    if entry_point is None:
+        return "hpsweep-train"
+    own = entry_point if entry_point.startswith("-m ") else shlex.quote(entry_point)
+    return f"python {own}"
+
+
 def cmd_rebuild(args: argparse.Namespace) -> int:
     import optuna
 
@@ -240,7 +259,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         print(f"moved the old journal to {rebuilt.backup}")
     states = ", ".join(f"{n} {state}" for state, n in sorted(rebuilt.states.items()))
     print(f"rebuilt study {rebuilt.study_name} in {rebuilt.storage}: {states}")
-    print(f"continue it: {rebuilt.command}")
+    print(f"continue it: {sweep_program(args.sweep_dir)} {rebuilt.arguments}")
     return 0
 
 

@@ -3,6 +3,7 @@
 Everything that can reject a config runs here, before a trial writes any file.
 """
 
+import functools
 import inspect
 import os
 from collections.abc import Callable
@@ -46,7 +47,7 @@ class Job:
     train: AnySplit  # the training split iterated (overfit_batches: its first batches only)
     model: nn.Module
     optimizer: Optimizer
-    scheduler: LRScheduler | None
+    scheduler: LRScheduler | None  # stepped per epoch, or per batch (PER_BATCH_SCHEDULERS)
     criterion: nn.Module  # the training loss (with label smoothing, if any)
     eval_criterion: nn.Module  # validation and test losses: plain, comparable across trials
     augment: Augment | None  # None: no augmentation
@@ -78,16 +79,15 @@ def build(cfg: DictConfig) -> Job:
     _probe(model, splits.train, task, eval_criterion, device)  # before the optimizer: lazy layers
     augment = _instantiate("augment", cfg.augment, fill=splits.blank)
     optimizer = _call("optimizer", _instantiate("optimizer", cfg.optimizer), model.parameters())
-    scheduler = None
-    if cfg.scheduler is not None:
-        scheduler = _call("scheduler", _instantiate("scheduler", cfg.scheduler), optimizer)
+    train = _training_split(splits.train, cfg.overfit_batches, cfg.batch_size)
+    scheduler = _scheduler(cfg, optimizer, steps=-(-len(train) // cfg.batch_size))
     return Job(
         cfg=cfg,
         config=cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)),
         device=device,
         splits=splits,
         task=task,
-        train=_training_split(splits.train, cfg.overfit_batches, cfg.batch_size),
+        train=train,
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
@@ -97,6 +97,17 @@ def build(cfg: DictConfig) -> Job:
         autocast_dtype=AUTOCAST_DTYPES[cfg.precision],
         shuffle=shuffle,
     )
+
+
+def _scheduler(cfg: DictConfig, optimizer: Optimizer, steps: int) -> LRScheduler | None:
+    """The scheduler, called with the optimizer; one that takes `total_steps` (OneCycleLR) and
+    is not given it gets the run's: epochs times batches per epoch."""
+    if cfg.scheduler is None:
+        return None
+    factory = _instantiate("scheduler", cfg.scheduler)
+    if "total_steps" in (_parameters(cfg.scheduler) or {}) and "total_steps" not in cfg.scheduler:
+        factory = functools.partial(factory, total_steps=cfg.epochs * steps)
+    return cast(LRScheduler, _call("scheduler", factory, optimizer))
 
 
 def make_deterministic() -> None:
@@ -207,13 +218,20 @@ def _name(obj: object) -> str:
 def _accepted(node: DictConfig, **kwargs: Any) -> dict[str, Any]:
     """The keyword arguments the node's target takes and its config does not set: a user's
     model that needs no input_shape, or a data target without device=, is called without."""
-    target = node.get("_target_") if isinstance(node, DictConfig) else None
-    try:
-        params = inspect.signature(get_object(str(target))).parameters
-    except (ImportError, AttributeError, ValueError, TypeError):
+    params = _parameters(node)
+    if params is None:
         return kwargs  # instantiate reports a target it cannot import
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     return {k: v for k, v in kwargs.items() if (takes_any or k in params) and k not in node}
+
+
+def _parameters(node: DictConfig) -> Any:
+    """The parameters of the node's target (inspect's mapping), None when it cannot tell."""
+    target = node.get("_target_") if isinstance(node, DictConfig) else None
+    try:
+        return inspect.signature(get_object(str(target))).parameters
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return None
 
 
 def _instantiate(key: str, node: DictConfig, **kwargs: Any) -> Any:

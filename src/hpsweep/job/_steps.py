@@ -47,9 +47,11 @@ def train_one_epoch(
     grad_clip_norm: float | None = None,
     autocast_dtype: torch.dtype | None = None,
     task: Task | None = None,
+    on_step: Callable[[], object] | None = None,
 ) -> dict[str, float]:
     """One pass over `batches`; returns the pass's scores (`loss`, then the task's metrics).
-    `task` None: classification, from the output width."""
+    `task` None: classification, from the output width. `on_step`: called after each
+    optimizer step (a per-batch learning-rate schedule's step)."""
     model.train()
     device = next(model.parameters()).device
     scores = None
@@ -62,6 +64,8 @@ def train_one_epoch(
         if grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
         optimizer.step()
+        if on_step is not None:
+            on_step()
 
         if scores is None:
             scores = Scores(_task(task, outputs), device)

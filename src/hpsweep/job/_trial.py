@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch._dynamo
 from omegaconf import DictConfig
+from torch.optim.lr_scheduler import CyclicLR, OneCycleLR
 
 from hpsweep.config import device_name
 from hpsweep.data import AnySplit, iterate_batches
@@ -49,6 +50,8 @@ STOPPING = (Status.PRUNED, Status.COMPLETE)
 # Keys that only change what a run prints: a resume ignores them, and checkpoints written
 # before they existed do not have them.
 OUTPUT_ONLY_KEYS = ("log_every_s",)
+# Schedules defined over optimizer steps: stepped after each batch, the others after each epoch
+PER_BATCH_SCHEDULERS = (OneCycleLR, CyclicLR)
 
 
 class TrainingDiverged(RuntimeError):
@@ -214,13 +217,14 @@ def run_epoch(job: Job, epoch: int, meter: Meter) -> dict[str, float]:
             cfg.grad_clip_norm,
             job.autocast_dtype,
             job.task,
+            on_step=job.scheduler.step if isinstance(job.scheduler, PER_BATCH_SCHEDULERS) else None,
         )
     if not math.isfinite(train["loss"]):
         raise diverged(train["loss"], epoch)
 
     # -- evaluate, then step the schedule for the next epoch
     val = evaluate_split(job, job.splits.val, meter, f"{label} validation")
-    if job.scheduler is not None:
+    if job.scheduler is not None and not isinstance(job.scheduler, PER_BATCH_SCHEDULERS):
         job.scheduler.step()
     return {
         "epoch": epoch,

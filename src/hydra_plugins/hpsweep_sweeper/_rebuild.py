@@ -102,7 +102,7 @@ def rebuild(
             study.set_user_attr(WARM_STARTED, True)
         study.add_trials(trials)
     states = Counter(t.state.name for t in trials)
-    return Rebuilt(sweep.study_name, where, dict(states), backup, sweep.command, notes)
+    return Rebuilt(sweep.study_name, where, dict(states), backup, sweep.arguments, notes)
 
 
 # -- the study ---------------------------------------------------------------------------------

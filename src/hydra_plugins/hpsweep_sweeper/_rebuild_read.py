@@ -48,7 +48,7 @@ class Sweep:
     storage: str | None
     warm_started: bool
     custom_search_space: bool
-    command: str
+    arguments: str
 
 
 # -- the sweep ---------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def read_multirun(sweep_dir: Path, declared: Declared | None = None) -> Sweep:
             f"{path}: hydra.sweeper.direction={directions}: result.json holds one value, so "
             "only a single-objective study can be rebuilt"
         )
-    command = ["hpsweep-train", "-m", *task, *(o for o in extra if o != "hydra.mode=MULTIRUN")]
+    arguments = ["-m", *task, *(o for o in extra if o != "hydra.mode=MULTIRUN")]
     return Sweep(
         study_name=str(settings.get("study_name")),
         directions=directions,
@@ -106,7 +106,7 @@ def read_multirun(sweep_dir: Path, declared: Declared | None = None) -> Sweep:
         storage=settings.get("storage"),
         warm_started=bool(settings.get("enqueue")),
         custom_search_space=bool(settings.get("custom_search_space")),
-        command=" ".join(shlex.quote(o) for o in command),
+        arguments=" ".join(shlex.quote(o) for o in arguments),
     )
 
 

@@ -26,5 +26,7 @@ class Rebuilt:
     storage: str  # where, its password masked
     states: dict[str, int]  # state name -> trials
     backup: Path | None  # the journal that was there, moved aside
-    command: str  # the sweep command, which continues the study
+    # the sweep command's arguments after its program (the task's own script or entry point),
+    # which continue the study
+    arguments: str
     notes: list[str] = field(default_factory=list)  # what could not be rebuilt as it was
