@@ -120,3 +120,45 @@ def lightning():
 @pytest.mark.slow
 def test_a_lightning_sweep_is_compared_plotted_and_reproduced(tmp_path, lightning):
     check_own_sweep(tmp_path, "spiral_lightning.py", "spiral_lightning", trials=3)
+
+
+RECORDLESS = """\
+import hydra
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg) -> float:
+    return (cfg.x - 0.5) ** 2  # writes nothing of its own: only the study knows
+
+if __name__ == "__main__":
+    main()
+"""
+RECORDLESS_CONFIG = """\
+defaults:
+  - override hydra/sweeper: hpsweep
+  - _self_
+x: 0.0
+hydra:
+  sweeper:
+    study_name: parabola
+    direction: minimize
+    n_trials: 6
+    sampler: {seed: 0}
+    params:
+      x: interval(-2.0, 2.0)
+"""
+
+
+@pytest.mark.slow
+def test_a_task_that_keeps_no_record_is_compared_from_its_study(tmp_path):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text(RECORDLESS_CONFIG)
+    (tmp_path / "parabola.py").write_text(RECORDLESS)
+    run([sys.executable, "parabola.py", "-m"], tmp_path)
+    folder = tmp_path / "multirun" / "parabola"  # the study's dir, not Hydra's timestamped one
+    table = load_trials(folder)
+    assert len(table) == 6 and (table["state"] == "COMPLETE").all()
+    assert table["problem"].isna().all()  # no "result.json: missing"
+    assert table["value"].is_monotonic_increasing  # minimized: lowest first
+    best = run([*HPSWEEP, "best", str(folder)], tmp_path)
+    assert f"best trial {table['number'].iloc[0]} " in best
+    assert f"value = {table['value'].iloc[0]}" in best
