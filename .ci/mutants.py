@@ -195,8 +195,8 @@ MUTANTS = [
     Mutant(
         "train without autocast",
         "hpsweep/job/_steps.py",
-        "        with autocast(device, autocast_dtype):\n",
-        "        with autocast(device, None):\n",
+        "        with autocast(device, autocast_dtype):\n            outputs = model(x)\n            loss",
+        "        with autocast(device, None):\n            outputs = model(x)\n            loss",
         ("tests/test_augment.py",),
     ),
     Mutant(

@@ -114,10 +114,10 @@ def test_training_sees_augmented_batches(tmp_path, monkeypatch):
     seen = []
     real = training.train_one_epoch
 
-    def spy(model, optimizer, criterion, batches, *args):
+    def spy(model, optimizer, criterion, batches, *args, **kwargs):
         batches = list(batches)
         seen.append(batches)
-        return real(model, optimizer, criterion, batches, *args)
+        return real(model, optimizer, criterion, batches, *args, **kwargs)
 
     monkeypatch.setattr(trial, "train_one_epoch", spy)
     for augment in ("none", "shift"):
