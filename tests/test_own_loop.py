@@ -62,9 +62,10 @@ def run(command, cwd):
     return proc.stdout
 
 
-def check_own_sweep(tmp_path, script, study, trials):
+def check_own_sweep(tmp_path, script, study, trials, lost_and_continued=False):
     """The example's sweep, then compare, best, plot and reproduce on it, as a user runs them;
-    the same command again continues the study."""
+    `lost_and_continued`: then its study is rebuilt in a copy, and the same command again
+    continues it."""
     work = tmp_path / "project"
     shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns("multirun", "outputs"))
     sweep = [sys.executable, script, "-m", "epochs=4", f"hydra.sweeper.n_trials={trials}"]
@@ -87,6 +88,8 @@ def check_own_sweep(tmp_path, script, study, trials):
     assert {"loss", "acc"} <= set(curves[curves["split"] == "val"]["metric"])
     reproduced = run([*HPSWEEP, "reproduce", str(folder)], work)
     assert "reproduced exactly: 4 epochs, every metric equal" in reproduced
+    if not lost_and_continued:
+        return
 
     # its study lost: rebuilt from the trial dirs, with the loop's own command to continue it
     copy = tmp_path / "copy"
@@ -119,7 +122,14 @@ def lightning():
 
 @pytest.mark.slow
 def test_a_lightning_sweep_is_compared_plotted_and_reproduced(tmp_path, lightning):
-    check_own_sweep(tmp_path, "spiral_lightning.py", "spiral_lightning", trials=3)
+    check_own_sweep(
+        tmp_path, "spiral_lightning.py", "spiral_lightning", trials=3, lost_and_continued=True
+    )
+
+
+@pytest.mark.slow
+def test_an_own_loop_sweep_is_rebuilt_with_its_command_and_continued(tmp_path):
+    check_own_sweep(tmp_path, "spiral.py", "spiral", trials=3, lost_and_continued=True)
 
 
 RECORDLESS = """\
