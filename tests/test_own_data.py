@@ -139,7 +139,7 @@ def test_a_model_of_the_wrong_width_is_refused_before_training(tmp_path):
     assert not (tmp_path / "trial").exists()
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_a_dataset_split_resumes_bitwise_like_an_uninterrupted_run(tmp_path, workers):
     cfg = own(
         compose_config("epochs=3", "model.hidden_sizes=16"),

@@ -104,6 +104,9 @@ def check_own_sweep(tmp_path, script, study, trials, lost_and_continued=False):
     assert len(again) == trials + 1 and set(table["number"]) < set(again["number"])
 
 
+# slow: three fresh interpreters (the sweep, the re-run); the default tier runs
+# examples/own_project end to end, and the record's own tests above
+@pytest.mark.slow
 def test_an_own_loop_sweep_is_compared_plotted_and_reproduced(tmp_path):
     check_own_sweep(tmp_path, "spiral.py", "spiral", trials=4)
 
