@@ -53,7 +53,7 @@ class TrialCallback(pl.Callback):
         paths = [files.last] + ([files.best] if self.record.improved else [])
         for path in paths:  # Lightning's own format, whole or not at all
             temporary = path.with_name(f".{path.name}.tmp")
-            trainer.save_checkpoint(temporary)
+            trainer.save_checkpoint(temporary, weights_only=False)  # all of it: to resume
             temporary.replace(path)
 
     def on_save_checkpoint(
