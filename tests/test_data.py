@@ -1,4 +1,5 @@
 import gzip
+import re
 import shutil
 from pathlib import Path
 
@@ -126,3 +127,38 @@ def test_full_datasets_load_from_data_root(dataset, data_root):
     splits = load_splits(dataset, root=data_root)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (50_000, 10_000, 10_000)
     assert abs(splits.train.x.mean().item()) < 1e-4
+
+
+def copy_mini(folder):
+    """mnist_mini's four gzipped IDX files as <folder>/MNIST/raw: the torchvision layout."""
+    raw = folder / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in MNIST_MINI_DIR.iterdir():
+        shutil.copy(path, raw / path.name)
+    return raw
+
+
+def test_a_folder_of_gzipped_idx_files_is_read_as_it_is(tmp_path):
+    copy_mini(tmp_path)
+    full = load_raw("mnist", str(tmp_path))
+    assert all(torch.equal(a, b) for a, b in zip(full, load_raw("mnist_mini"), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda raw: (raw / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x01")),
+         "train-images-idx3-ubyte.gz is not an unsigned-byte IDX file"),
+        (lambda raw: (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip"),
+         "t10k-labels-idx1-ubyte.gz: Not a gzipped file"),
+        (lambda raw: (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + bytes(5))),
+         "labels (5,): expected N images of H x W and N labels"),
+    ],
+    ids=["bad magic number", "not gzip", "labels of the wrong length"],
+)  # fmt: skip
+def test_a_damaged_idx_file_is_refused_naming_it(tmp_path, damage, message):
+    damage(copy_mini(tmp_path))
+    with pytest.raises(ConfigError, match=re.escape(message)) as refused:
+        load_raw("mnist", str(tmp_path))
+    assert refused.value.key == "data.root"

@@ -119,8 +119,29 @@ def _idx_file(folder: Path, name: str) -> Path | None:
 
 
 def _read_idx_folder(folder: Path) -> tuple[Tensor, ...]:
+    """The four IDX files, checked: images (N, H, W) with N labels each; ConfigError naming
+    the file that is damaged, truncated or of the wrong length."""
     paths = [_idx_file(folder, name) for name in IDX_FILES.values()]
-    return tuple(read_idx(p) for p in paths if p is not None)
+    tensors = []
+    for path in paths:
+        assert path is not None  # _has_idx_files said so
+        try:
+            tensors.append(read_idx(path))
+        except (OSError, EOFError, ValueError) as e:  # gzip's errors are OSError and EOFError
+            why = str(e) if str(path) in str(e) else f"{path}: {e}"  # gzip's say no path
+            raise ConfigError("data.root", str(folder), why) from None
+    for images, labels, image_path, label_path in (
+        (tensors[0], tensors[1], paths[0], paths[1]),
+        (tensors[2], tensors[3], paths[2], paths[3]),
+    ):
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ConfigError(
+                "data.root",
+                str(folder),
+                f"{image_path} holds images {tuple(images.shape)} and {label_path} labels "
+                f"{tuple(labels.shape)}: expected N images of H x W and N labels",
+            )
+    return tuple(tensors)
 
 
 def _has_idx_files(folder: Path) -> bool:
@@ -131,28 +152,28 @@ def _has_idx_files(folder: Path) -> bool:
 def load_raw(dataset: str, root: str | None = None, download: bool = False) -> tuple[Tensor, ...]:
     """(train images, train labels, test images, test labels) as uint8 tensors.
 
-    Cached per process, so the trials of one sweep worker read the files once.
+    Cached per process, so the trials of one sweep worker read the files once. The IDX files
+    (gzipped or not) are read here; torchvision only downloads them, when asked.
     """
     if dataset == "mnist_mini":
         return _read_idx_folder(MNIST_MINI_DIR)
 
     folder = DATASETS[dataset]
     base = Path(root or "data").expanduser()
-    looked_in = [base / folder / "raw"]
-    if download or _has_idx_files(base / folder / "raw"):
-        from torchvision import datasets  # ~0.5 s import, only needed for the full sets
+    raw = base / folder / "raw"
+    looked_in = [raw]
+    if download and not _has_idx_files(raw):
+        from torchvision import datasets  # ~0.5 s import, only needed to download
 
-        cls = getattr(datasets, folder)
         try:
-            train = cls(str(base), train=True, download=download)
-            test = cls(str(base), train=False, download=download)
+            for train in (True, False):
+                getattr(datasets, folder)(str(base), train=train, download=True)
         except (OSError, RuntimeError) as e:
             raise ConfigError(
-                "data.download",
-                download,
-                f"reading or downloading {folder} into {base} failed: {e}",
+                "data.download", download, f"downloading {folder} into {base} failed: {e}"
             ) from e
-        return train.data, train.targets.to(torch.uint8), test.data, test.targets.to(torch.uint8)
+    if _has_idx_files(raw):
+        return _read_idx_folder(raw)
 
     if dataset == "fashion_mnist":
         looked_in.append(DEBIAN_FASHION_MNIST)
