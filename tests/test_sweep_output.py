@@ -199,10 +199,10 @@ def test_progress_line_counts_the_study_and_estimates_from_this_runs_trials():
     for number, t in enumerate(trials):
         t.number = number
 
-    def progress_line(directions, total, slots, elapsed):
+    def progress_line(directions, total, slots, elapsed, timeout=None):
         tally = Tally(directions, since=start)
         tally.fold(trials)
-        return tally_line(tally, total, slots, elapsed)
+        return tally_line(tally, total, slots, elapsed, timeout)
 
     maximize = [optuna.study.StudyDirection.MAXIMIZE]
     line = progress_line(maximize, total=20, slots=2, elapsed=65)
@@ -211,6 +211,9 @@ def test_progress_line_counts_the_study_and_estimates_from_this_runs_trials():
         "trials 4/20 done (2 complete, 1 pruned, 1 failed), 2 running | best 0.9545 (trial 2) "
         "| 1m05s elapsed, ~4m left"
     )
+    # n_trials=1e9 with a 5-minute timeout: the timeout ends it, not 16 billion trials
+    line = progress_line(maximize, total=10**9, slots=2, elapsed=65, timeout=300)
+    assert line.endswith("| 1m05s elapsed, the timeout in ~4m")
     minimize = [optuna.study.StudyDirection.MINIMIZE]
     assert "| best 0.5 (trial 0) |" in progress_line(minimize, 4, 1, 3725)
     assert progress_line(maximize, 4, 1, 3725).endswith("| 1h02m elapsed")

@@ -73,8 +73,8 @@ def quiet_bars_in_workers() -> None:
 class SweepProgress:
     """The sweep-level line after each trial, timed from this command's start."""
 
-    def __init__(self, total: int, slots: int) -> None:
-        self.total, self.slots = total, slots
+    def __init__(self, total: int, slots: int, timeout: float | None = None) -> None:
+        self.total, self.slots, self.timeout = total, slots, timeout
         self.started = time.monotonic()  # system-wide on Linux: forked workers share it
         self.started_at = datetime.now()  # Optuna's trial times are naive local ones too
 
@@ -85,15 +85,17 @@ class SweepProgress:
             log.warning("sweep progress unknown: %s", mask_password(str(e)).splitlines()[0])
             return
         elapsed = time.monotonic() - self.started
-        log.info(tally_line(tally, self.total, self.slots, elapsed))
+        log.info(tally_line(tally, self.total, self.slots, elapsed, self.timeout))
 
 
-def tally_line(tally: Tally, total: int, slots: int, elapsed: float) -> str:
+def tally_line(
+    tally: Tally, total: int, slots: int, elapsed: float, timeout: float | None = None
+) -> str:
     """`trials 5/20 done (3 complete, 1 pruned, 1 failed), 2 running | best 0.9545 (trial 2) |
     1m05s elapsed, ~3m left`. Trials a retry continues are not counted (nor is their time);
     the estimate is the mean time of the trials the tally timed (those finished since this
     command's start), times the trials left, over the slots (`slots`, or more workers seen
-    running)."""
+    running); when the `timeout` comes first, the time until it (no trial starts after it)."""
     complete, pruned, failed = (tally.states[s] for s in FINISHED)
     running = tally.running
     done = complete + pruned + failed
@@ -106,7 +108,10 @@ def tally_line(tally: Tally, total: int, slots: int, elapsed: float) -> str:
     left = max(0, total - done)
     if left and tally.timed:
         eta = tally.timed_seconds / tally.timed * left / max(1, slots, running)
-        timing += f", ~{duration(eta, rough=True)} left"
+        if timeout is not None and eta > timeout - elapsed:
+            timing += f", the timeout in ~{duration(max(0.0, timeout - elapsed), rough=True)}"
+        else:
+            timing += f", ~{duration(eta, rough=True)} left"
     parts.append(timing)
     return " | ".join(parts)
 

@@ -92,7 +92,7 @@ class Sweep:
             raise SweepError(f"hydra.sweeper.params: {e}") from None
         n_trials = settings.n_trials
         self.total = n_trials if grid is None else min(n_trials, math.prod(map(len, grid.values())))
-        self.progress = SweepProgress(self.total, settings.n_jobs)
+        self.progress = SweepProgress(self.total, settings.n_jobs, settings.timeout)
         self.where = describe_storage(settings.storage, context.sweep_dir)
 
     def is_grid(self) -> bool:
