@@ -16,6 +16,7 @@ sweep's study so that its pruner can stop the trial. `hpsweep compare`, `best`, 
 Plain Python over the trial record: torch is imported only to save and load checkpoints.
 """
 
+import logging
 import math
 import os
 import sys
@@ -33,6 +34,7 @@ from hpsweep.record import (
     is_better,
 )
 
+log = logging.getLogger("hpsweep.loop")
 # the checkpoint key under which the record keeps its own state (epochs, history, best)
 RECORD_KEY = "hpsweep_record"
 DIRECTIONS = ("maximize", "minimize")
@@ -114,8 +116,13 @@ class TrialRecord:
         until = os.environ.get(REPRODUCE_UNTIL)  # a re-run of a trial pruned after that epoch
         pruned = until is not None and epoch >= int(until)
         if self._trial is not None:
-            self._trial.report(value, step=epoch)
-            pruned = self._trial.should_prune()
+            try:
+                self._trial.report(value, step=epoch)
+                # the last epoch is never pruned: the trial is complete by then
+                last = self.epochs is not None and epoch >= self.epochs
+                pruned = not last and self._trial.should_prune()
+            except Exception as e:  # storage away past its retries: train on, unpruned
+                log.warning("epoch %d not reported to the study: %s", epoch, str(e).splitlines()[0])
         if pruned:
             import optuna
 
@@ -125,7 +132,8 @@ class TrialRecord:
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """`state` (your model's, optimizer's, ... state dicts) as last.pt, and as best.pt
-        when the epoch just logged is the new best; each written whole or not at all."""
+        when the epoch just logged is the new best; each written whole or not at all. Tensors,
+        numbers, strings and containers of them: `resume` loads with weights_only=True."""
         from hpsweep.job import save_checkpoint
 
         state = {**state, RECORD_KEY: self._own_state()}
