@@ -239,3 +239,17 @@ def test_a_one_cycle_schedule_steps_after_every_batch_and_resumes_where_it_was(t
         run_trial(cfg, tmp_path / "resumed", on_epoch_end=interrupt_after(1))
     run_trial(cfg, tmp_path / "resumed")
     assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_a_checkpoint_that_no_longer_fits_the_model_is_refused_and_left_alone(tmp_path):
+    # the same config, but a model class changed in code since: another weight shape
+    cfg = compose_config(*SMALL, "epochs=1")
+    run_trial(cfg, tmp_path)
+    files = TrialFiles(tmp_path)
+    state = load_checkpoint(files.last)
+    state["model"]["1.weight"] = torch.zeros(7, 784)
+    torch.save(state, files.last)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError, match=r"does not fit the model.*size mismatch"):
+        run_trial(compose_config(*SMALL, "epochs=2"), tmp_path)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

@@ -152,13 +152,28 @@ def resume(job: Job, files: TrialFiles) -> Progress:
             "Resuming would mix two runs: give this run its own dir (hydra.run.dir=...) "
             "or delete that folder to start over."
         )
+    try:
+        load_states(job, state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:  # a model changed in code
+        # torch's message spans lines ("Error(s) in loading state_dict ...:\n\tsize mismatch
+        # for ..."): one line, its first mismatches
+        why = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:300]
+        raise CheckpointError(
+            f"{files.checkpoints}: its checkpoint does not fit the model or optimizer this "
+            f"config builds now ({why}). Nothing was changed; delete that folder to train this "
+            "trial from scratch, or give this run its own dir."
+        ) from None
+    log.info("resuming %s after epoch %d", files.dir, state["epoch"])
+    return Progress(state["epoch"], state["history"], state["best"], state["elapsed"])
+
+
+def load_states(job: Job, state: dict[str, Any]) -> None:
+    """The checkpoint's weights, optimizer and scheduler states and RNG states into the job."""
     job.model.load_state_dict(state["model"])
     job.optimizer.load_state_dict(state["optimizer"])
     if job.scheduler is not None:
         job.scheduler.load_state_dict(state["scheduler"])
     restore_rng(state["rng"], job.shuffle)
-    log.info("resuming %s after epoch %d", files.dir, state["epoch"])
-    return Progress(state["epoch"], state["history"], state["best"], state["elapsed"])
 
 
 def _without_output_keys(config: dict[str, Any]) -> dict[str, Any]:
