@@ -100,7 +100,7 @@ MUTANTS = [
         "hpsweep/job/_steps.py",
         "        if grad_clip_norm is not None:\n",
         "        if False:\n",
-        ("tests/test_models_and_steps.py",),
+        ("tests/test_models_and_steps.py::test_gradient_clipping_bounds_the_update",),
     ),
     Mutant(
         "optimizer state not restored on resume",
@@ -204,28 +204,31 @@ MUTANTS = [
         "hpsweep/job/_steps.py",
         '    if kind == "regression":\n        return nn.MSELoss()\n',
         '    if kind == "regression":\n        return nn.BCEWithLogitsLoss()\n',
-        ("tests/test_own_data.py",),
+        ("tests/test_own_data.py::test_a_float_target_is_regression_with_mse_and_its_r2_rises",),
     ),
     Mutant(
         "ten classes whatever the labels",
         "hpsweep/data/_task.py",
         "    k = num_classes if num_classes is not None else high + 1\n",
         "    k = 10\n",
-        ("tests/test_own_data.py",),
+        ("tests/test_own_data.py::test_class_labels_set_the_head_width_and_train_with_cross_entropy",),
     ),
     Mutant(
         "R2 without the targets' mean",
         "hpsweep/job/_metrics.py",
         "            spread = total_sq - total.square() / n",
         "            spread = total_sq",
-        ("tests/test_own_data.py",),
+        ("tests/test_own_data.py::test_a_float_target_is_regression_with_mse_and_its_r2_rises",),
     ),
     Mutant(
         "Dataset batches not shuffled",
         "hpsweep/data/_splits.py",
         "        shuffle=generator is not None,\n",
         "        shuffle=False,\n",
-        ("tests/test_own_data.py",),
+        (
+            "tests/test_own_data.py::"
+            "test_dataset_batches_come_in_a_new_order_each_epoch_from_the_trials_generator",
+        ),
     ),
 ]
 
