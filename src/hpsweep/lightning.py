@@ -59,22 +59,14 @@ class TrialCallback(pl.Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        record = self.record
-        checkpoint[RECORD_KEY] = {
-            "history": record.history,
-            "best": record.best,
-            "elapsed": record.elapsed,
-        }
+        checkpoint[RECORD_KEY] = self.record.own_state()
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         if trainer.state.fn != "fit":
             return  # trainer.test(ckpt_path=best.pt) loads an earlier epoch's record
-        own = checkpoint.get(RECORD_KEY, {})
-        self.record.history, self.record.best = list(own.get("history", [])), own.get("best")
-        self.record.elapsed = own.get("elapsed", 0.0)
-        self.record.files.write_metrics(self.record.history)
+        self.record.restore(checkpoint.get(RECORD_KEY, {}))
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.test_scores = {

@@ -136,13 +136,21 @@ class TrialRecord:
         numbers, strings and containers of them: `resume` loads with weights_only=True."""
         from hpsweep.job import save_checkpoint
 
-        state = {**state, RECORD_KEY: self._own_state()}
+        state = {**state, RECORD_KEY: self.own_state()}
         paths = [self.files.last] + ([self.files.best] if self.improved else [])
         self.files.checkpoints.mkdir(parents=True, exist_ok=True)
         save_checkpoint(state, *paths)
 
-    def _own_state(self) -> dict[str, Any]:
+    def own_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the record, under RECORD_KEY."""
         return {"history": self.history, "best": self.best, "elapsed": self.elapsed}
+
+    def restore(self, own: dict[str, Any]) -> None:
+        """The record as own_state() saved it; metrics.csv cut back to it (the epochs after
+        the checkpoint run again)."""
+        self.history, self.best = list(own.get("history", [])), own.get("best")
+        self.elapsed = own.get("elapsed", 0.0)
+        self.files.write_metrics(self.history)
 
     def resume(self) -> dict[str, Any] | None:
         """The state last saved (last.pt; best.pt if last.pt is damaged), with this record
@@ -152,10 +160,7 @@ class TrialRecord:
         state = load_resume_state(self.files.checkpoints)
         if state is None:
             return None
-        own = state.pop(RECORD_KEY, {})
-        self.history, self.best = list(own.get("history", [])), own.get("best")
-        self.elapsed = own.get("elapsed", 0.0)
-        self.files.write_metrics(self.history)  # epochs after the checkpoint run again
+        self.restore(state.pop(RECORD_KEY, {}))
         return state
 
     # -- the end ----------------------------------------------------------------------------
