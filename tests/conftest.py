@@ -62,6 +62,18 @@ hydra:
 """
 
 
+class Interrupted(BaseException):
+    """Stands in for Ctrl-C or a killed process: not an Exception, so nothing handles it."""
+
+
+def interrupt_after(k):
+    def hook(epoch, row):
+        if epoch == k:
+            raise Interrupted
+
+    return hook
+
+
 def compose_config(*overrides: str) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))

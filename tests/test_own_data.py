@@ -14,19 +14,7 @@ from hpsweep.data import Split, Task, iterate_batches, load_raw
 from hpsweep.errors import ConfigError
 from hpsweep.job import build, load_checkpoint, run_trial
 from hpsweep.record import TrialFiles
-from tests.conftest import compose_config, read_metrics
-
-
-class Interrupted(BaseException):
-    """Stands in for Ctrl-C or a killed process."""
-
-
-def interrupt_after(k):
-    def hook(epoch, row):
-        if epoch == k:
-            raise Interrupted
-
-    return hook
+from tests.conftest import Interrupted, compose_config, interrupt_after, read_metrics
 
 
 def write_table(path, kind, n=1500, seed=0):

@@ -12,23 +12,11 @@ from hpsweep.job import TrainingDiverged, evaluate, load_checkpoint, make_criter
 from hpsweep.job import _trial as trial
 from hpsweep.models import MLP
 from hpsweep.record import Status, TrialFiles, TrialResult
-from tests.conftest import compose_config, read_metrics, read_result
+from tests.conftest import Interrupted, compose_config, interrupt_after, read_metrics, read_result
 
 # Small and quick, but exercising every RNG stream: dropout (global RNG) and shuffling.
 DATA = ("data.train_size=2000", "data.val_size=500")
 SMALL = (*DATA, "model.hidden_sizes=32", "model.dropout=0.2")
-
-
-class Interrupted(BaseException):
-    """Stands in for Ctrl-C or a killed process: not an Exception, so nothing handles it."""
-
-
-def interrupt_after(k):
-    def hook(epoch, row):
-        if epoch == k:
-            raise Interrupted
-
-    return hook
 
 
 def assert_same_run(dir_a, dir_b):
