@@ -153,6 +153,18 @@ def test_a_retry_carries_the_attributes_optunas_own_retries_carry():
     assert _compat.retry_history(again) == [0, 3]
 
 
+def test_a_queued_trials_values_are_read_where_enqueue_trial_puts_them():
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 3, "y": "a"})
+    trial = study.ask()  # asked, and no parameter suggested yet
+    frozen = study.trials[0]
+    assert frozen.params == {} and _compat.queued_params(frozen) == {"x": 3, "y": "a"}, RECHECK
+    assert trial.suggest_int("x", 0, 9) == 3, RECHECK
+    assert _compat.queued_params(study.trials[0]) == {"x": 3, "y": "a"}, RECHECK
+    study.ask()
+    assert _compat.queued_params(study.trials[1]) is None
+
+
 def test_the_grid_samplers_ids_and_marks_are_read_as_it_gives_them():
     grid = {"b": [1, 2], "a": [0.5, 0.25, 0.125]}
     points = _compat.grid_points(grid, seed=3)

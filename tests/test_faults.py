@@ -218,14 +218,56 @@ def test_every_storage_call_goes_through_the_retry_policy():
     public = {n for n in dir(BaseStorage) if not n.startswith("_") and n not in no_io}
     calls = public | {"record_heartbeat", "_get_stale_trial_ids", "_create_new_trial"}
     calls |= {"_set_trial_param", "_get_trials", "_get_best_trial_id"}  # what the cache calls
+    own_retries = {"set_trial_state_values", "_create_new_trial"}
     unretried = [
         n
         for n in sorted(calls)
-        if n != "set_trial_state_values"
+        if n not in own_retries
         and not hasattr(getattr(_storage.RetryingRDBStorage, n), "__wrapped__")
     ]
     assert unretried == []
-    assert "set_trial_state_values" in vars(_storage.RetryingRDBStorage)
+    assert own_retries <= set(vars(_storage.RetryingRDBStorage))
+
+
+def answer_lost_once(monkeypatch, name):
+    """RDBStorage.`name` does its work, then fails once as a connection lost before the reply."""
+    from optuna.storages import RDBStorage
+
+    real, calls = getattr(RDBStorage, name), []
+
+    def call(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        calls.append(result)
+        if len(calls) == 1:
+            lost = ConnectionResetError("server closed the connection unexpectedly")
+            raise sqlalchemy.exc.OperationalError("COMMIT", {}, lost)
+        return result
+
+    monkeypatch.setattr(RDBStorage, name, call)
+    monkeypatch.setenv(WAIT_SCALE, "0.01")
+    return calls
+
+
+def test_a_queued_trial_whose_reply_was_lost_is_queued_once(tmp_path, monkeypatch):
+    storage = _storage.open_storage(f"sqlite:///{tmp_path}/s.db", tmp_path, 10, 60)
+    study = optuna.create_study(study_name="s", storage=storage)
+    calls = answer_lost_once(monkeypatch, "_create_new_trial")
+    study.enqueue_trial({"x": 1.0})
+    assert len(calls) == 1  # the second try found the first one's trial
+    assert [t.state for t in study.trials] == [TrialState.WAITING]
+    assert study.ask().suggest_float("x", 0, 2) == 1.0
+    assert len(study.trials) == 1
+
+
+def test_a_queued_trial_taken_with_its_reply_lost_runs_and_only_once(tmp_path, monkeypatch):
+    storage = _storage.open_storage(f"sqlite:///{tmp_path}/s.db", tmp_path, 10, 60)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.enqueue_trial({"x": 1.0})
+    calls = answer_lost_once(monkeypatch, "set_trial_state_values")
+    trial = study.ask()  # the first try took it off the queue; the second finds it taken
+    assert calls[0] is True and trial.number == 0
+    assert trial.suggest_float("x", 0, 2) == 1.0
+    assert [t.state for t in study.trials] == [TrialState.RUNNING]
 
 
 def test_a_call_that_gave_up_is_not_retried_again_around_it(monkeypatch):
@@ -472,3 +514,95 @@ def test_sweep_survives_an_outage_five_tries_long(
     check_survived(returncode, log, postgres_url, tmp_path, study_name)
     assert time.monotonic() - began > 3
     assert "retrying in 1.6 s" in log, log  # the fifth wait: the outage outlasted four
+
+
+# -- a reply lost: the commit went through, its answer did not ----------------------------------
+
+
+class ReplyDropper(Proxy):
+    """The proxy, which lets the COMMIT of the `nth` transaction that created a trial reach
+    the server, then drops the connection before the server's answer gets back: the trial is
+    stored, and the client sees an outage."""
+
+    def __init__(self, host: str, port: int, nth: int) -> None:
+        super().__init__(host, port)
+        self.creates = 0
+        self.nth = nth
+        self.dropped = threading.Event()
+
+    def accept(self, listener: socket.socket) -> None:
+        while self.listener is listener:
+            try:
+                client, _ = listener.accept()
+                server = socket.create_connection(self.target)
+            except OSError:
+                continue
+            with self.lock:
+                self.links |= {client, server}
+            muted = threading.Event()  # the server's answers go nowhere
+            threading.Thread(target=self.watch, args=(client, server, muted), daemon=True).start()
+            threading.Thread(target=self.answer, args=(server, client, muted), daemon=True).start()
+
+    def watch(self, client: socket.socket, server: socket.socket, muted: threading.Event) -> None:
+        creating = False
+        try:
+            while data := client.recv(65536):
+                creating |= b"INSERT INTO trials " in data
+                commit = creating and b"COMMIT" in data
+                if commit:
+                    creating = False
+                    self.creates += 1
+                if commit and self.creates == self.nth and not self.dropped.is_set():
+                    muted.set()
+                    server.sendall(data)
+                    time.sleep(0.5)  # the server commits; its answer is swallowed
+                    self.dropped.set()
+                    break
+                server.sendall(data)
+        except OSError:
+            pass
+        close(client)
+        close(server)
+
+    def answer(self, server: socket.socket, client: socket.socket, muted: threading.Event) -> None:
+        try:
+            while data := server.recv(65536):
+                if not muted.is_set():
+                    client.sendall(data)
+        except OSError:
+            pass
+        close(server)
+        close(client)
+
+
+@pytest.mark.slow
+def test_a_trial_whose_create_reply_was_lost_takes_no_slot(postgres_url, study_name, tmp_path):
+    url = sqlalchemy.engine.make_url(postgres_url)
+    dropper = ReplyDropper(url.host or "127.0.0.1", url.port or 5432, nth=2)
+    dropper.restore()
+    proxied = url.set(host="127.0.0.1", port=dropper.port).render_as_string(hide_password=False)
+    try:
+        proc = run_cli(
+            *SWEEP,
+            "hydra/sweeper/pruner=none",
+            f"hydra.sweeper.storage={proxied}",
+            f"hydra.sweeper.study_name={study_name}",
+            "hydra.sweeper.n_trials=3",
+            cwd=tmp_path,
+            env={**os.environ, WAIT_SCALE: "0.1"},
+        )
+    finally:
+        dropper.cut()
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    assert dropper.dropped.is_set()  # and Optuna's own retry of the create made it again
+    study = optuna.load_study(study_name=study_name, storage=postgres_url)
+    assert finished(study) == 3, [t.state for t in study.trials]
+    assert TrialState.RUNNING not in {t.state for t in study.trials}
+    # the create stored before the reply was lost: failed as never started, no slot taken
+    [lost] = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert lost.user_attrs["never_started"] is True and lost.params == {}
+    assert f"trial {lost.number} never started" in log
+    assert sorted(p.name for p in (tmp_path / "multirun" / study_name).glob("trial_*")) == [
+        f"trial_{t.number:04d}" for t in study.trials if t.state == TrialState.COMPLETE
+    ]

@@ -108,15 +108,21 @@ def test_rebuild_moves_a_journal_that_is_there_aside(sweep, copy, capsys):
     assert len(load_sweep_study(copy, "rebuild").trials) == 5
 
 
-def test_a_trial_dir_that_is_gone_keeps_its_number_as_a_failed_trial(copy, capsys):
+def test_a_trial_dir_that_is_gone_keeps_its_number_as_a_failed_trial_taking_no_slot(copy, capsys):
     shutil.rmtree(copy / "trial_0001")
 
     code, _, err = rebuild(copy, capsys)
 
     assert code == 0
-    assert err.splitlines() == ["hpsweep rebuild: trial 1: no trial dir holds it; rebuilt as FAIL"]
+    assert err.splitlines() == [
+        "hpsweep rebuild: trial 1: no trial dir holds it; rebuilt as FAIL, taking no slot"
+    ]
     trials = load_sweep_study(copy, "rebuild").trials
     assert trials[1].state == TrialState.FAIL and "trial_dir" not in trials[1].user_attrs
+    # the sweep runs one more trial in its place: n_trials counts trials whose files tell
+    assert trials[1].user_attrs["never_started"] is True
+    assert _study.budget_used(trials) == 4
+    assert 1 not in {t.number for t in _study.failures(trials)}
     assert {t.user_attrs.get("trial_dir") for t in trials} == {
         None,
         *(f"trial_000{n}" for n in (0, 2, 3, 4)),
@@ -147,7 +153,8 @@ def test_a_retry_is_rebuilt_after_the_trial_it_continues(copy, capsys):
     assert superseded.state == TrialState.FAIL and superseded.params == retry.params
     assert retry.user_attrs["retry_of"] == 2
     assert _study.superseded(trials) == {2}
-    assert _study.budget_used(trials) == 5  # as the old study counted: the retry is one trial
+    # the retry is one trial with the one it continues, and trial 4, held by no dir, takes no slot
+    assert _study.budget_used(trials) == 4
 
 
 def test_a_damaged_trial_is_rebuilt_failed_with_why(copy, capsys):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from hpsweep.record import Status, TrialFileError
 from hpsweep.results import (
+    NEVER_STARTED,
     WORKER_GONE,
     SweepDirError,
     find_trials,
@@ -130,9 +131,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     trials = load_trials(args.sweep_dir)
     bad = trials[damaged(trials)]
     gone = bad["problem"].str.startswith(WORKER_GONE)
+    unstarted = bad["problem"].str.startswith(NEVER_STARTED)
+    files = ~gone & ~unstarted
     damaged_files = "damaged or missing files in trial(s) {}; the problem column says which and why"
     worker_gone = "the worker of trial(s) {} is gone; the problem column says after which epoch"
-    for rows, what in ((bad[~gone], damaged_files), (bad[gone], worker_gone)):
+    never = "trial(s) {} never started (no trial dir); they take no slot of n_trials"
+    kinds = ((bad[files], damaged_files), (bad[gone], worker_gone), (bad[unstarted], never))
+    for rows, what in kinds:
         if len(rows):
             numbers = ", ".join(str(n) for n in rows["number"])
             print(f"hpsweep compare: {what.format(numbers)}", file=sys.stderr)

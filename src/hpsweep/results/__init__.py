@@ -23,10 +23,11 @@ from hpsweep.results._tables import (
     load_trials,
     trial_by_number,
 )
-from hpsweep.results._trial_rows import WORKER_GONE
+from hpsweep.results._trial_rows import NEVER_STARTED, WORKER_GONE
 
 __all__ = [
     "HYDRA_KEYS",
+    "NEVER_STARTED",
     "WORKER_GONE",
     "SweepDirError",
     "best_config",

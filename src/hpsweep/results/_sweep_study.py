@@ -136,6 +136,8 @@ class StudyTrials:
     will not run again if their worker is gone (hydra.sweeper.max_retries reached)."""
 
     by_dir: dict[str, list[Any]] = field(default_factory=dict)
+    # trials that never got a trial dir: their worker stopped before it claimed one
+    no_dir: list[Any] = field(default_factory=list)
     no_retry_left: set[int] = field(default_factory=set)
     directions: set[str] = field(default_factory=set)  # of the studies' (first) objectives
 
@@ -150,6 +152,8 @@ def load_study_trials(sweep_dir: Path, storage: str | None = None) -> StudyTrial
                 found.by_dir.setdefault(name, []).append(trial)
                 if trial.state.name == "RUNNING" and retries_left(study, trial) == 0:
                     found.no_retry_left.add(trial.number)
+            elif trial.state.name in ("RUNNING", "FAIL"):  # WAITING: queued, not yet asked
+                found.no_dir.append(trial)
     for trials in found.by_dir.values():
         trials.sort(key=lambda t: t.number)
     return found

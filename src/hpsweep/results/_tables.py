@@ -26,7 +26,14 @@ from hpsweep.record import Status, TrialFileError, TrialFiles
 from hpsweep.results import _read_cache as read_cache
 from hpsweep.results._sweep_files import SweepDirError, TrialDir, find_trials, read_trial_dir
 from hpsweep.results._sweep_study import load_study_trials, swept_keys
-from hpsweep.results._trial_rows import add_study, files_row, progress, superseded, worker_gone
+from hpsweep.results._trial_rows import (
+    add_study,
+    files_row,
+    progress,
+    superseded,
+    unstarted,
+    worker_gone,
+)
 from hydra_plugins.hpsweep_sweeper import abandoned_trial_dirs
 
 if TYPE_CHECKING:
@@ -48,9 +55,10 @@ def load_trials(sweep_dir: str | Path, storage: str | None = None) -> pd.DataFra
     retry_of, fail_reason, problem.
     `problem`: None, or which files are damaged or missing and why ("; " between them), or,
     for a RUNNING trial whose worker is gone, "worker gone after epoch N: ..." (its cells then
-    hold its progress so far, from metrics.csv). `state` is the study's when there is a study;
-    without one, result.json's, RUNNING while there is no result.json yet, and None (unknown)
-    when result.json is there but cannot be read.
+    hold its progress so far, from metrics.csv), and "never started" for a study trial that
+    never got a trial dir (no trial_dir; it takes no slot of n_trials). `state` is the
+    study's when there is a study; without one, result.json's, RUNNING while there is no
+    result.json yet, and None (unknown) when result.json is there but cannot be read.
     A trial whose worker died is FAIL, and its retry (`retry_of` = its number) runs in the same
     trial dir: both are rows, the FAIL one without the dir's files, which are the retry's.
     `storage`: the sweep's storage URL when its study is not in the dir's journal file.
@@ -80,6 +88,7 @@ def load_trials(sweep_dir: str | Path, storage: str | None = None) -> pd.DataFra
             running.append((row, read_trial_dir(trial_dir, state)))
         rows.append(row)
         rows += [superseded(t, trial_dir, keys) for t in in_study[:-1]]
+    rows += [unstarted(t, keys) for t in study.no_dir]
     gone = abandoned_trial_dirs(sweep, [trial.path for _, trial in running])
     for row, trial in running:
         if trial.path in gone:

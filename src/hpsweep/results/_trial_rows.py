@@ -1,6 +1,6 @@
 """One trial's row of `load_trials`: what its files say (cached in the read cache until one
 of them changes), then what the study adds, and the rows of trials the files cannot speak for
-(a trial a retry continued, a running trial whose worker is gone).
+(a trial a retry continued, a running trial whose worker is gone, a trial that never started).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from hpsweep.results._sweep_files import (
 )
 from hpsweep.results._sweep_study import parse_overrides
 from hydra_plugins.hpsweep_sweeper import FAIL_REASON, RETRY_OF
+from hydra_plugins.hpsweep_sweeper import NEVER_STARTED as UNSTARTED_ATTR
 
 # load_trials' columns taken from result.json as they are
 RESULT_COLUMNS = (
@@ -43,6 +44,8 @@ RESULT_COLUMNS = (
 
 # how `problem` begins for a RUNNING trial whose worker is gone (its trial dir lock is free)
 WORKER_GONE = "worker gone"
+# how it begins for a study trial that never got a trial dir
+NEVER_STARTED = "never started"
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def _retry_of(trial_dir: Path, number: int | None) -> int | None:
     return first if first is not None and number is not None and first != number else None
 
 
-def superseded(trial: Any, trial_dir: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+def superseded(trial: Any, trial_dir: Path | None, keys: tuple[str, ...]) -> dict[str, Any]:
     """The row of a trial that a retry continued in its dir (its worker died): the dir's files
     are the retry's, so only the study speaks for it."""
     return {
@@ -125,12 +128,27 @@ def superseded(trial: Any, trial_dir: Path, keys: tuple[str, ...]) -> dict[str, 
         **_result_columns(None),
         "epochs_run": len(trial.intermediate_values),  # the epochs it reported before dying
         **{f"params_{k}": trial.params.get(k) for k in keys},
-        "trial_dir": str(trial_dir),
+        "trial_dir": None if trial_dir is None else str(trial_dir),
         "best_checkpoint": None,
         "retry_of": trial.user_attrs.get(RETRY_OF),
         "fail_reason": trial.user_attrs.get(FAIL_REASON),
         "problem": None,
     }
+
+
+def unstarted(trial: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The row of a study trial that never got a trial dir: its worker stopped between asking
+    for it and claiming a dir. A RUNNING one is failed by the sweep's next start; neither
+    takes a slot of n_trials."""
+    row = superseded(trial, None, keys)
+    if trial.user_attrs.get(UNSTARTED_ATTR):
+        row["problem"] = f"{NEVER_STARTED} (takes no slot of n_trials)"
+    else:
+        row["problem"] = (
+            f"{NEVER_STARTED}: no trial dir, its worker stopped before claiming one; the "
+            "sweep's next start fails it, and it takes no slot of n_trials"
+        )
+    return row
 
 
 def progress(trial: TrialDir) -> dict[str, Any]:

@@ -18,6 +18,8 @@ Optuna:
   read or changed by its id, where the public API reads every trial of the study.
 - RDBStorage's private methods that Optuna calls (RDB_CACHE_CALLS): RetryingRDBStorage retries
   each.
+- The system attribute `fixed_params` of a trial queued by Study.enqueue_trial: the values a
+  queued trial that never started is queued again with.
 - The system attributes of RetryHeartbeatStaleTrialCallback (retry_history, failed_trial),
   written by the sweeper's own retries so that Optuna's helpers read them as its own.
 - GridSampler._all_grids, and the grid sampler's system attributes (search_space, grid_id):
@@ -48,6 +50,7 @@ __all__ = [
     "grid_points",
     "grid_system_attrs",
     "job_outcome",
+    "queued_params",
     "retry_history",
     "retry_system_attrs",
     "storage_of",
@@ -88,6 +91,12 @@ def study_id(study: "optuna.Study") -> int:
 
 def trial_id(trial: "optuna.Trial | FrozenTrial") -> int:
     return trial._trial_id
+
+
+def queued_params(trial: "FrozenTrial") -> dict[str, Any] | None:
+    """The parameter values Study.enqueue_trial gave this trial, or None if it was not queued."""
+    fixed = trial.system_attrs.get("fixed_params")
+    return dict(fixed) if isinstance(fixed, dict) else None
 
 
 def retry_history(trial: "FrozenTrial") -> list[int]:

@@ -15,6 +15,9 @@ OVERRIDES = "overrides"  # the command-line overrides that reproduce the trial
 RETRY_OF = "retry_of"  # number of the trial whose worker died, which this one continues
 FAIL_REASON = "fail_reason"
 WORKER = "worker"  # host:pid of the process that runs (or ran) the trial, and its GPUs if set
+# True on a FAIL trial that never started: its worker stopped between the study's record of it
+# and its trial dir (killed, disk full, a storage reply lost). It takes no slot of n_trials.
+NEVER_STARTED = "never_started"
 
 # user attributes the sweeper puts on the study
 SEARCH_SPACE = "search_space"  # the space's signature, to refuse another one on resume

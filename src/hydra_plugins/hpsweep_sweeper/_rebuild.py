@@ -9,8 +9,9 @@ continues it.
 
 Trial numbers are kept, because the sweeper names a new trial's dir after its number: trial N
 is the number in its dir's hydra.yaml (the newest, after retries). A number no dir holds gets a
-FAIL trial in its place: a retry's predecessor (superseded, as the original was, so it counts
-neither toward n_trials nor as a failure), or one whose dir is gone (which counts as both).
+FAIL trial in its place: a retry's predecessor (superseded, as the original was), or one no dir
+holds, which never started or whose dir is gone (marked never started). Neither counts toward
+n_trials or as a failure: the budget is of trials whose files are there to tell.
 """
 
 from collections import Counter
@@ -28,6 +29,7 @@ from hydra_plugins.hpsweep_sweeper._journal import backup_path
 from hydra_plugins.hpsweep_sweeper._names import (
     FAIL_REASON,
     JOURNAL_FILE,
+    NEVER_STARTED,
     OVERRIDES,
     RETRY_OF,
     SEARCH_SPACE,
@@ -133,11 +135,9 @@ def _in_place_of(
             superseded = TrialFound(f.dir, number, f.first, overrides=f.overrides)
             superseded.fail_reason = f"rebuilt: its worker died; trial {f.number} continued it"
             return _frozen(superseded, sweep, None, [])  # its dir's notes are the retry's
-    notes.append(f"trial {number}: no trial dir holds it; rebuilt as FAIL")
-    return create_trial(
-        state=TrialState.FAIL,
-        user_attrs={FAIL_REASON: "rebuilt: no trial dir holds this trial"},
-    )
+    notes.append(f"trial {number}: no trial dir holds it; rebuilt as FAIL, taking no slot")
+    why = "rebuilt: no trial dir holds this trial (it never started, or its dir is gone)"
+    return create_trial(state=TrialState.FAIL, user_attrs={FAIL_REASON: why, NEVER_STARTED: True})
 
 
 def _frozen(f: TrialFound, sweep: Sweep, retry_of: int | None, notes: list[str]) -> FrozenTrial:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from hydra.errors import CompactHydraException
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.trial import Trial, TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hydra_plugins.hpsweep_sweeper import _compat
 from hydra_plugins.hpsweep_sweeper._experimental import our_optuna_calls
@@ -164,8 +164,11 @@ class RetryingRDBStorage(RDBStorage):
     inside ask(), the sampler's and pruner's reads, the job's reports, heartbeats, the final
     report. Optuna's cache (which create_study puts in front of an RDB storage) calls the
     private methods listed too. A write whose commit went through but whose answer the outage
-    took is done again: harmless for values and attributes (set to the same value); finishing
-    a trial is handled below; a trial created twice stays RUNNING with no heartbeat.
+    took is done again: harmless for values and attributes (set to the same value). Three are
+    not, and are handled below: finishing a trial, taking a queued trial (the second try would
+    find it taken and leave it, so it would never run), and queueing one (it would run twice).
+    A new trial created twice leaves one RUNNING with no dir, which the sweep fails as never
+    started (_study.close_unstarted).
     """
 
     def __init__(self, url: str, *args: Any, **kwargs: Any) -> None:
@@ -181,14 +184,56 @@ class RetryingRDBStorage(RDBStorage):
             nonlocal tries
             tries += 1
             try:
-                return RDBStorage.set_trial_state_values(self, trial_id, state, values)
+                done = RDBStorage.set_trial_state_values(self, trial_id, state, values)
             except UpdateFinishedTrialError:
                 # An earlier try finished it, and only its answer was lost.
                 if tries > 1 and RDBStorage.get_trial(self, trial_id).state == state:
                     return True
                 raise
+            if not done and tries > 1 and state == TrialState.RUNNING:
+                # Taken off the queue by an earlier try whose answer was lost: ours, as
+                # workers take queued trials one at a time, under the sweep's ask lock.
+                return RDBStorage.get_trial(self, trial_id).state == TrialState.RUNNING
+            return done
 
         return with_retries(attempt, "calling set_trial_state_values", self.where)
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None = None
+    ) -> FrozenTrial:
+        if template_trial is None:  # a new RUNNING trial: see close_unstarted
+            return with_retries(
+                lambda: RDBStorage._create_new_trial(self, study_id),
+                "calling _create_new_trial",
+                self.where,
+            )
+        # A queued trial (a warm start, a retry): made again after a lost answer, it would
+        # run twice. A try after the first looks for it among the trials created since.
+        before = with_retries(lambda: self.get_n_trials(study_id), "counting trials", self.where)
+        tries = 0
+
+        def attempt() -> FrozenTrial:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                for trial in RDBStorage.get_all_trials(self, study_id, deepcopy=False):
+                    if trial.number >= before and same_trial(trial, template_trial):
+                        return trial
+            return RDBStorage._create_new_trial(self, study_id, template_trial)
+
+        return with_retries(attempt, "calling _create_new_trial", self.where)
+
+
+def same_trial(stored: FrozenTrial, template: FrozenTrial) -> bool:
+    """Whether `stored` is `template` as a storage creates it (number, id and times aside)."""
+    return (
+        stored.state == template.state
+        and stored.params == template.params
+        and stored.user_attrs == template.user_attrs
+        and stored.system_attrs == template.system_attrs
+        and stored.intermediate_values == template.intermediate_values
+        and stored.values == template.values
+    )
 
 
 RETRIED_CALLS = (
@@ -202,7 +247,7 @@ RETRIED_CALLS = (
     "get_study_user_attrs",
     "get_study_system_attrs",
     "get_all_studies",
-    "create_new_trial",
+    "create_new_trial",  # _create_new_trial: see RetryingRDBStorage
     "set_trial_param",
     "get_trial_id_from_study_id_trial_number",
     "get_trial_number_from_id",
@@ -233,7 +278,8 @@ def _retried(name: str) -> Callable[..., Any]:
 
 
 for _name in RETRIED_CALLS:
-    setattr(RetryingRDBStorage, _name, _retried(_name))
+    if _name not in RetryingRDBStorage.__dict__:  # those it defines retry in their own way
+        setattr(RetryingRDBStorage, _name, _retried(_name))
 
 
 def describe_storage(storage: str | None, sweep_dir: Path) -> str:

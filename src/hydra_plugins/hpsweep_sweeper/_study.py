@@ -8,6 +8,9 @@ process dies, even by SIGKILL:
 - `<trial dir>/.lock`, held while the trial runs. A RUNNING trial whose lock is free has lost
   its worker: it is marked FAIL and re-queued with the same parameters into the same dir,
   where the job resumes from its last checkpoint.
+
+Every trial of the study is in one state a user can see, and each counts toward n_trials
+unless a retry continues it (superseded) or it never started (`close_unstarted`).
 """
 
 import contextlib
@@ -25,6 +28,7 @@ from hydra_plugins.hpsweep_sweeper import _compat
 from hydra_plugins.hpsweep_sweeper._names import (
     FAIL_REASON,
     MAX_RETRIES,
+    NEVER_STARTED,
     OVERRIDES,
     RETRY_OF,
     SEARCH_SPACE,
@@ -98,6 +102,44 @@ def requeue_abandoned(
     return requeued
 
 
+UNSTARTED = (
+    "never started: its worker stopped between the study's record of the trial and its trial "
+    "dir (killed, disk full, or a storage reply lost); it takes no slot of n_trials"
+)
+
+
+def close_unstarted(study: optuna.Study, running: Sequence[FrozenTrial]) -> list[int]:
+    """Fail each RUNNING trial that never got a trial dir, marked NEVER_STARTED so that it
+    takes no slot of n_trials; one that was queued (warm start) is queued again.
+
+    Call it holding the sweep's ask lock: a worker asks for a trial and records its dir under
+    that lock, so a RUNNING trial without one is then no worker's, whatever left it (a kill
+    between the two, an exception, a create whose reply a storage outage lost and which the
+    retry made again). Such a trial has no heartbeat and no dir lock: nothing else would ever
+    end it, and it would hold its slot forever.
+    """
+    closed = []
+    storage = _compat.storage_of(study)
+    for trial in running:
+        if TRIAL_DIR in trial.user_attrs:
+            continue
+        current = storage.get_trial(_compat.trial_id(trial))
+        if current.state != TrialState.RUNNING or TRIAL_DIR in current.user_attrs:
+            continue
+        trial_id = _compat.trial_id(current)
+        storage.set_trial_user_attr(trial_id, FAIL_REASON, UNSTARTED)
+        storage.set_trial_user_attr(trial_id, NEVER_STARTED, True)
+        tell_study(study, current.number, state=TrialState.FAIL)
+        queued = _compat.queued_params(current)
+        again = ""
+        if queued is not None:  # the warm start's values: they are owed a run
+            study.enqueue_trial(queued, skip_if_exists=False)
+            again = "; its queued parameters are queued again"
+        log.warning("trial %d %s%s", current.number, UNSTARTED, again)
+        closed.append(current.number)
+    return closed
+
+
 def tell_study(study: optuna.Study, trial: Any, **outcome: Any) -> None:
     """study.tell outside Study.optimize. GridSampler asks the study to stop once every grid
     point was asked, which only Study.optimize allows: the tell is stored by then, and the
@@ -169,14 +211,21 @@ def superseded(trials: list[FrozenTrial]) -> set[int]:
     }
 
 
+def uncounted(trials: list[FrozenTrial]) -> set[int]:
+    """Trials that take no slot of n_trials: those a retry continues, and those that never
+    started."""
+    unstarted = {t.number for t in trials if t.user_attrs.get(NEVER_STARTED)}
+    return superseded(trials) | unstarted
+
+
 def budget_used(trials: list[FrozenTrial]) -> int:
-    """Trials that count toward n_trials: all but those a retry continues."""
-    return len(trials) - len(superseded(trials))
+    """Trials that count toward n_trials: all but the uncounted ones."""
+    return len(trials) - len(uncounted(trials))
 
 
 def failures(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Failed trials that no retry continues."""
-    gone = superseded(trials)
+    """Failed trials that count: neither continued by a retry nor never started."""
+    gone = uncounted(trials)
     return [t for t in trials if t.state == TrialState.FAIL and t.number not in gone]
 
 

@@ -11,7 +11,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from hydra_plugins.hpsweep_sweeper import _compat
-from hydra_plugins.hpsweep_sweeper._names import TRIAL_DIR
+from hydra_plugins.hpsweep_sweeper._names import NEVER_STARTED, TRIAL_DIR
 
 
 class Tally:
@@ -24,7 +24,8 @@ class Tally:
     whoever adds or finishes trials (other workers, other processes), with no periodic
     recount, and a refresh costs the trials in flight, not the study's size: reading every
     trial after each one made a 10,000-trial sweep pay 10,000 reads of 10,000 trials.
-    Trials a retry continues (`superseded`) are left out of every count but epochs.
+    Trials a retry continues and trials that never started (`uncounted`) are left out of every
+    count but epochs.
     """
 
     def __init__(self, directions: Sequence[StudyDirection], since: datetime) -> None:
@@ -34,9 +35,9 @@ class Tally:
         self.loaded = False
         self.trials: list[FrozenTrial] = []  # by number, as last read
         self.unfinished: set[int] = set()  # read again by each refresh
-        self.superseded: set[int] = set()
+        self.uncounted: set[int] = set()  # continued by a retry, or never started
         self.newest: dict[str, int] = {}  # trial dir -> the newest trial number in it
-        self.states: Counter[TrialState] = Counter()  # finished trials, superseded ones not
+        self.states: Counter[TrialState] = Counter()  # finished trials, uncounted ones not
         self.finished_epochs = 0
         self.timed_seconds, self.timed = 0.0, 0
         self.best: FrozenTrial | None = None  # one objective
@@ -76,24 +77,27 @@ class Tally:
                 self.unfinished.add(trial.number)
                 continue
             self.finished_epochs += len(trial.intermediate_values)
-            if trial.number not in self.superseded:
+            if trial.number not in self.uncounted:
                 self._count(trial, 1)
 
     def _place(self, trial: FrozenTrial) -> None:
+        if trial.user_attrs.get(NEVER_STARTED):
+            self._uncount(trial.number)
+            return
         trial_dir = trial.user_attrs.get(TRIAL_DIR)
         if trial_dir is None:  # not yet claimed, or not run by this sweeper
             return
         newest = self.newest.get(trial_dir, trial.number)
         if newest < trial.number:
-            self._supersede(newest)
+            self._uncount(newest)
         elif newest > trial.number:
-            self._supersede(trial.number)
+            self._uncount(trial.number)
         self.newest[trial_dir] = max(newest, trial.number)
 
-    def _supersede(self, number: int) -> None:
-        if number in self.superseded:
+    def _uncount(self, number: int) -> None:
+        if number in self.uncounted:
             return
-        self.superseded.add(number)
+        self.uncounted.add(number)
         if number < len(self.trials) and self.trials[number].state.is_finished():
             self._count(self.trials[number], -1)
 
@@ -116,7 +120,7 @@ class Tally:
         self.best, self.front = None, []
         for t in self.trials:
             complete = t.state == TrialState.COMPLETE and t.values is not None
-            if complete and t.number not in self.superseded:
+            if complete and t.number not in self.uncounted:
                 self._rank(t)
 
     def _rank(self, trial: FrozenTrial) -> None:
@@ -135,8 +139,8 @@ class Tally:
 
     @property
     def budget_used(self) -> int:
-        """Trials that count toward n_trials: all but those a retry continues."""
-        return len(self.trials) - len(self.superseded)
+        """Trials that count toward n_trials: all but the uncounted ones."""
+        return len(self.trials) - len(self.uncounted)
 
     @property
     def failed(self) -> int:
@@ -149,7 +153,7 @@ class Tally:
     @property
     def running(self) -> int:
         return sum(
-            self.trials[n].state == TrialState.RUNNING and n not in self.superseded
+            self.trials[n].state == TrialState.RUNNING and n not in self.uncounted
             for n in self.unfinished
         )
 
@@ -162,6 +166,6 @@ class Tally:
 
     @property
     def epochs(self) -> int:
-        """Epochs the study's jobs have reported, running and superseded trials included."""
+        """Epochs the study's jobs have reported, running and uncounted trials included."""
         unfinished = sum(len(self.trials[n].intermediate_values) for n in self.unfinished)
         return self.finished_epochs + unfinished

@@ -36,6 +36,7 @@ from hydra_plugins.hpsweep_sweeper._settings import JobContext, masked
 from hydra_plugins.hpsweep_sweeper._storage import heartbeat, with_retries
 from hydra_plugins.hpsweep_sweeper._study import (
     claim_trial_dir,
+    close_unstarted,
     file_lock,
     requeue_abandoned,
     tell_study,
@@ -133,8 +134,10 @@ class Worker:
             with our_optuna_calls():
                 optuna.storages.fail_stale_trials(study)  # RDB: no heartbeat for grace_period
             tally.refresh(study)
-            requeue_abandoned(study, sweep_dir, tally.running_trials())  # trial dir lock free
-            tally.refresh(study)  # the trials it failed and queued: a read of those alone
+            running = tally.running_trials()
+            requeue_abandoned(study, sweep_dir, running)  # trial dir lock free
+            close_unstarted(study, running)  # no trial dir: no worker is between ask and claim
+            tally.refresh(study)  # the trials they failed and queued: a read of those alone
             # a fair share: one worker taking every trial would leave the others idle
             n = min(n, -(-self.plan.total // self.settings.n_jobs))
             shared: dict[str, Any] | None = None
