@@ -53,12 +53,11 @@ def load_trials(sweep_dir: str | Path, storage: str | None = None) -> pd.DataFra
     training time), num_params, other scores (best_val_<metric>, test_<metric>), params_<key>
     for every swept key (typed, from the composed config), trial_dir, best_checkpoint,
     retry_of, fail_reason, problem.
-    `problem`: None, or which files are damaged or missing and why ("; " between them), or,
-    for a RUNNING trial whose worker is gone, "worker gone after epoch N: ..." (its cells then
-    hold its progress so far, from metrics.csv), and "never started" for a study trial that
-    never got a trial dir (no trial_dir; it takes no slot of n_trials). `state` is the
-    study's when there is a study; without one, result.json's, RUNNING while there is no
-    result.json yet, and None (unknown) when result.json is there but cannot be read.
+    `problem`: None, or which files are damaged or missing and why ("; " between them);
+    "worker gone after epoch N: ..." for a RUNNING trial whose worker is gone (its cells: its
+    progress from metrics.csv); "never started ..." for one that never got a trial dir.
+    `state` is the study's when there is a study; without one, result.json's, RUNNING while
+    there is no result.json yet, and None (unknown) when result.json cannot be read.
     A trial whose worker died is FAIL, and its retry (`retry_of` = its number) runs in the same
     trial dir: both are rows, the FAIL one without the dir's files, which are the retry's.
     `storage`: the sweep's storage URL when its study is not in the dir's journal file.
