@@ -58,9 +58,8 @@ def load_trials(sweep_dir: str | Path, storage: str | None = None) -> pd.DataFra
     progress from metrics.csv); "never started ..." for one that never got a trial dir.
     `state` is the study's when there is a study; without one, result.json's, RUNNING while
     there is no result.json yet, and None (unknown) when result.json cannot be read.
-    A trial whose worker died is FAIL, and its retry (`retry_of` = its number) runs in the same
-    trial dir: both are rows, the FAIL one without the dir's files, which are the retry's.
-    `storage`: the sweep's storage URL when its study is not in the dir's journal file.
+    A trial whose worker died is FAIL, its retry (`retry_of` = its number) runs in its dir:
+    both are rows, the FAIL one without the dir's files. `storage`: the sweep's storage URL.
     """
     import pandas as pd
 
