@@ -7,12 +7,14 @@ for: the next start fails it as never started, gives it no slot of n_trials, and
 queued trial's values again.
 """
 
+import contextlib
 import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -21,8 +23,8 @@ import pytest
 from optuna.trial import TrialState
 
 from hpsweep.cli import main as hpsweep_cli
-from hydra_plugins.hpsweep_sweeper import load_sweep_study
-from tests.conftest import FAST, run_cli
+from hydra_plugins.hpsweep_sweeper import _study, load_sweep_study
+from tests.conftest import FAST, read_metrics, run_cli, wait_for_epochs
 
 SWEEP = ("-m", "sweep=mlp", "epochs=1", "hydra/sweeper/pruner=none", *FAST)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -184,3 +186,93 @@ def test_a_sweep_killed_at_each_step_of_a_trials_start_ends_with_n_trials(tmp_pa
         assert retry.user_attrs["trial_dir"] == "trial_0001"
     rows = compare_rows(sweep, capsys)
     assert (rows["state"] == "COMPLETE").sum() == 3 and "RUNNING" not in set(rows["state"])
+
+
+# -- a full disk ------------------------------------------------------------------------------
+
+# The sweep's entry point where the disk fills at the test's word, on a machine that does not
+# let the test mount a small tmpfs: from then on every fsync (each file the sweep writes, the
+# journal's appends among them) fails as a full disk's does.
+FULL_DISK_TRAIN = """
+import errno, os
+from pathlib import Path
+
+real_fsync, full = os.fsync, Path(os.environ["DISK_FULL_FLAG"])
+
+
+def fsync(fd):
+    if full.exists():
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_fsync(fd)
+
+
+os.fsync = fsync
+
+from hpsweep.train import main
+
+main()
+"""
+
+
+@contextlib.contextmanager
+def small_disk(path: Path) -> Iterator[Callable[[], None]]:
+    """A 64 MB tmpfs at `path` if the machine lets the test mount one, else a plain folder;
+    yields what fills it (a file of zeros up to ENOSPC, or FULL_DISK_TRAIN's flag)."""
+    path.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(path)]
+    mounted = subprocess.run(mount, capture_output=True).returncode == 0
+
+    def fill() -> None:
+        if not mounted:
+            (path.parent / "disk_full").touch()
+            return
+        with open(path / "filler", "wb") as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+
+    try:
+        yield fill
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_sweep_in_one_line_and_charges_no_trial(tmp_path, capsys):
+    (tmp_path / "full_disk_train.py").write_text(FULL_DISK_TRAIN)
+    with small_disk(tmp_path / "disk") as fill:
+        sweep = tmp_path / "disk" / "sweep"
+        args = [*SWEEP, "epochs=3", "batch_size=32", "hydra.sweeper.n_trials=3"]
+        args.append(f"hydra.sweep.dir={sweep}")
+        env = {**os.environ, "DISK_FULL_FLAG": str(tmp_path / "disk_full")}
+        proc = subprocess.Popen(
+            [sys.executable, "full_disk_train.py", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        wait_for_epochs(proc, sweep / "trial_0001", 1)
+        fill()
+        output, _ = proc.communicate(timeout=120)
+
+        assert proc.returncode == 1, output
+        assert "Traceback" not in output
+        [stopped] = [line for line in output.splitlines() if "sweep stopped" in line]
+        assert "no space left on device (ENOSPC) writing " + str(sweep) in stopped, output
+        assert "trial 1 stays resumable" in stopped and "no trial is charged" in stopped
+        study = load_sweep_study(sweep, "mlp")
+        assert states(study) == ["COMPLETE", "RUNNING"]  # nothing failed, nothing asked since
+
+        (tmp_path / "disk" / "filler").unlink(missing_ok=True)
+        (tmp_path / "disk_full").unlink(missing_ok=True)
+        proc = run_cli(*args, cwd=tmp_path)
+
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        study = load_sweep_study(sweep, "mlp")
+        assert len(finished(study)) == 3 and _study.failures(study.trials) == []
+        retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 1)
+        assert retry.state == TrialState.COMPLETE
+        assert [r["epoch"] for r in read_metrics(sweep / "trial_0001")] == [1, 2, 3]

@@ -128,6 +128,10 @@ class JournalFile(JournalFileBackend):
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+        except OSError as e:  # a full disk: say which file (a write's error names none)
+            if e.filename is not None:
+                raise
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
         finally:
             self.lock.release()
 

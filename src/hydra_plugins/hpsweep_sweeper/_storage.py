@@ -4,6 +4,7 @@ minutes (a restart, a network cut) so that it costs time, not trials.
 """
 
 import contextlib
+import errno
 import functools
 import logging
 import re
@@ -59,10 +60,20 @@ def open_storage(
                     ),
                 )
 
+        check_sqlite_folder(url)
         return with_retries(connect, "connecting", mask_password(url))
     path = sweep_dir / JOURNAL_FILE if storage is None else Path(storage)
     path.parent.mkdir(parents=True, exist_ok=True)
     return journal_storage(path)
+
+
+def check_sqlite_folder(url: str) -> None:
+    """SQLite creates its file but not the folders: a missing one is said, not retried."""
+    if not url.startswith("sqlite:///"):
+        return
+    path = Path(url.removeprefix("sqlite:///").split("?")[0])
+    if path.name not in ("", ":memory:") and not path.parent.is_dir():
+        raise FileNotFoundError(f"the folder {path.parent} of the SQLite file does not exist")
 
 
 def journal_storage(path: Path) -> JournalStorage:
@@ -141,16 +152,75 @@ def outage_cause(error: BaseException) -> BaseException | None:
         if isinstance(e, sa.DBAPIError):
             code = getattr(e.orig, "sqlstate", None) or getattr(e.orig, "pgcode", None)
             transient = code is None or str(code).startswith(TRANSIENT_SQLSTATES)
+            transient = transient and not permanent_refusal(e.orig)
             lost = isinstance(e, sa.OperationalError | sa.InterfaceError) and transient
             return e if lost or e.connection_invalidated else None
         if isinstance(e, sa.DisconnectionError | sa.TimeoutError):
             return e
         if isinstance(e, FileNotFoundError | PermissionError | IsADirectoryError):
             return None
+        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:  # a disk full: no waiting
+            return None
         if isinstance(e, OSError):  # ConnectionError, TimeoutError, EIO on a network disk
             return e
         e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
     return None
+
+
+# A server's refusal that no wait changes (a connection error carries no SQLSTATE): a database
+# or role that does not exist, wrong credentials, a host the server does not let in.
+PERMANENT_REFUSALS = (
+    "does not exist",
+    "password authentication failed",
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "permission denied",
+    "access denied",
+    "unknown database",
+)
+# SQLite: only a lock held by another writer passes; a file it cannot open or write does not.
+SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED")
+
+
+def permanent_refusal(error: BaseException | None) -> bool:
+    """Whether a driver's error is an answer that no retry changes."""
+    if error is None:
+        return False
+    name = getattr(error, "sqlite_errorname", None)
+    if name is not None:
+        return not str(name).startswith(SQLITE_TRANSIENT)
+    text = str(error).lower()
+    return any(reason in text for reason in PERMANENT_REFUSALS)
+
+
+# Errors of the machine the sweep runs on, which every trial would meet in turn: a full disk
+# or quota, a read-only or unwritable folder. They stop the sweep instead of failing trials.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def environment_cause(error: BaseException) -> OSError | None:
+    """The OSError in `error`'s chain that is the machine's fault (ENVIRONMENT_ERRNOS)."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def describe_os_error(error: OSError) -> str:
+    """'no space left on device (ENOSPC) writing /path'"""
+    name = errno.errorcode.get(error.errno or 0, str(error.errno))
+    what = (error.strerror or str(error)).lower()
+    where = f" writing {error.filename}" if error.filename else ""
+    return f"{what} ({name}){where}"
+
+
+class EnvironmentStop(CompactHydraException):
+    """The sweep stopped for its machine (a full disk, an unwritable folder); nothing was
+    charged to any trial."""
 
 
 class StorageUnavailable(CompactHydraException):

@@ -14,18 +14,24 @@ import logging
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 from hydra.core.utils import configure_log, setup_globals
-from hydra.errors import HydraException
+from hydra.errors import CompactHydraException, HydraException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from hydra_plugins.hpsweep_sweeper._experimental import our_optuna_calls
 from hydra_plugins.hpsweep_sweeper._groups import FusingWorker
-from hydra_plugins.hpsweep_sweeper._names import FAIL_REASON, MAX_RETRIES, WARM_STARTED
+from hydra_plugins.hpsweep_sweeper._names import (
+    FAIL_REASON,
+    JOURNAL_FILE,
+    MAX_RETRIES,
+    WARM_STARTED,
+)
 from hydra_plugins.hpsweep_sweeper._progress import (
     SweepProgress,
     quiet_bars_in_workers,
@@ -44,7 +50,9 @@ from hydra_plugins.hpsweep_sweeper._settings import (
     study_directions,
 )
 from hydra_plugins.hpsweep_sweeper._storage import (
+    describe_os_error,
     describe_storage,
+    environment_cause,
     mask_password,
     open_storage,
 )
@@ -115,6 +123,20 @@ class Sweep:
     # -- the sweep, in the process that was started --------------------------------------------
 
     def run(self) -> None:
+        try:
+            self.sweep()
+        except CompactHydraException:  # a message already (EnvironmentStop among them)
+            raise
+        except Exception as e:
+            cause = environment_cause(e)
+            if cause is None:
+                raise
+            raise SweepError(
+                f"sweep stopped: {describe_os_error(cause)}; no trial is charged for it: free "
+                "space (or make it writable), then run the same command again to continue"
+            ) from None
+
+    def sweep(self) -> None:
         settings, config, sweep_dir = self.settings, self.context.config, self.context.sweep_dir
         setup_globals()
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
@@ -205,6 +227,11 @@ class Sweep:
                 settings.heartbeat_interval,
                 settings.grace_period,
             )
+            exists = settings.study_name in optuna.get_all_study_names(client)
+        except Exception as e:  # drivers and SQLAlchemy raise many types; all mean "cannot open"
+            raise SweepError(self.cannot_open(e)) from None
+        self.check_sweep_dir(exists)
+        try:
             with our_optuna_calls():  # a preset's sampler or pruner may be experimental
                 pruner = instantiate(settings.pruner)
             study_args = {
@@ -214,16 +241,14 @@ class Sweep:
                 "pruner": pruner,
             }
             # Loading reads; creating an existing study would append to a journal even so.
-            if settings.study_name in optuna.get_all_study_names(client):
+            if exists:
                 study = optuna.load_study(**study_args)
             else:
                 study = optuna.create_study(
                     **study_args, directions=self.directions, load_if_exists=True
                 )
-        except Exception as e:  # drivers and SQLAlchemy raise many types; all mean "cannot open"
-            raise SweepError(
-                f"cannot open study {settings.study_name} in {self.where}: {mask_password(str(e))}"
-            ) from None
+        except Exception as e:
+            raise SweepError(self.cannot_open(e)) from None
         stored = [d.name.lower() for d in study.directions]
         if stored != self.directions:
             raise SweepError(
@@ -231,6 +256,35 @@ class Sweep:
                 f"{self.where} was created with {stored}"
             )
         return StudyConnection(study, client, Tally(study.directions, self.progress.started_at))
+
+    def cannot_open(self, error: Exception) -> str:
+        lines = [line for line in mask_password(str(error)).splitlines() if line.strip()]
+        why = lines[0] if lines else type(error).__name__  # SQLAlchemy adds a line of links
+        return f"cannot open study {self.settings.study_name} in {self.where}: {why}"
+
+    def check_sweep_dir(self, exists: bool) -> None:
+        """One study per sweep dir: its trial dirs are named after that study's trial numbers,
+        so a second study there would run its trials in the first one's dirs, and the same
+        study started afresh (its journal emptied, its database lost) would too."""
+        sweep_dir, name = self.context.sweep_dir, self.settings.study_name
+        earlier = earlier_study(sweep_dir)
+        if earlier is None or (earlier == name and exists):
+            return
+        if earlier != name:
+            raise SweepError(
+                f"hydra.sweeper.study_name={name}: {sweep_dir} holds the sweep of study "
+                f"{earlier}, whose trial dirs are named by its trial numbers; continue it with "
+                f"hydra.sweeper.study_name={earlier}, or give study {name} a folder of its own "
+                "(hydra.sweep.dir)"
+            )
+        journal = sweep_dir / JOURNAL_FILE if self.settings.storage is None else None
+        empty = journal is not None and journal.is_file() and journal.stat().st_size == 0
+        missing = "is empty" if empty else "holds no such study"
+        raise SweepError(
+            f"{sweep_dir} holds a sweep of study {name} (its multirun.yaml and trial dirs), but "
+            f"{self.where} {missing}: rebuild the study from the trial dirs (hpsweep rebuild "
+            f"{sweep_dir}) and run this command again, or move {sweep_dir} away to start afresh"
+        )
 
     # -- the workers: each in its own process, or a thread per launcher slot --------------------
 
@@ -256,6 +310,17 @@ class Sweep:
     def serve(self, conn: StudyConnection) -> None:
         worker = Worker if self.fusable is None else FusingWorker
         worker(self.plan()).serve(conn)
+
+
+def earlier_study(sweep_dir: Path) -> str | None:
+    """The study name in the sweep dir's multirun.yaml (written by a sweep that started
+    there), or None: none there, or one that cannot be read (rebuild reads it when needed)."""
+    try:
+        saved = OmegaConf.load(sweep_dir / "multirun.yaml")
+        name = OmegaConf.select(saved, "hydra.sweeper.study_name", default=None)
+    except Exception:  # missing, damaged, an interpolation that no longer resolves: no say
+        return None
+    return None if name is None else str(name)
 
 
 def make_sampler(

@@ -33,7 +33,13 @@ from hydra_plugins.hpsweep_sweeper._progress import SweepProgress, log_prefix
 from hydra_plugins.hpsweep_sweeper._running import running_trial
 from hydra_plugins.hpsweep_sweeper._search_space import SearchSpace
 from hydra_plugins.hpsweep_sweeper._settings import JobContext, masked
-from hydra_plugins.hpsweep_sweeper._storage import heartbeat, with_retries
+from hydra_plugins.hpsweep_sweeper._storage import (
+    EnvironmentStop,
+    describe_os_error,
+    environment_cause,
+    heartbeat,
+    with_retries,
+)
 from hydra_plugins.hpsweep_sweeper._study import (
     claim_trial_dir,
     close_unstarted,
@@ -91,17 +97,32 @@ class Worker:
         self.started: set[int] = set()  # trials whose job this worker began
 
     def serve(self, conn: StudyConnection) -> None:
-        """Run trials until the study has its n_trials (or too many failed)."""
-        while claimed := self.claim_trials(conn, self.settings.fuse):
-            try:
-                self.run_claimed(conn, [(trial, trial_dir) for trial, trial_dir, _ in claimed])
-            except KeyboardInterrupt:
-                left = self.left(claimed)
-                log.warning("interrupted: %s; start the sweep again to continue", left)
+        """Run trials until the study has its n_trials (or too many failed).
+
+        A full disk or an unwritable folder (environment_cause) stops the worker instead of
+        failing its trial, and every trial after it in turn: the trial stays RUNNING, and the
+        next start of the sweep resumes it where its last checkpoint stands."""
+        claimed: list[Claimed] = []
+        try:
+            while claimed := self.claim_trials(conn, self.settings.fuse):
+                try:
+                    self.run_claimed(conn, [(trial, trial_dir) for trial, trial_dir, _ in claimed])
+                except KeyboardInterrupt:
+                    left = self.left(claimed)
+                    log.warning("interrupted: %s; start the sweep again to continue", left)
+                    raise
+                finally:
+                    for _, _, lock in claimed:
+                        lock.close()
+        except Exception as e:
+            cause = environment_cause(e)
+            if cause is None:
                 raise
-            finally:
-                for _, _, lock in claimed:
-                    lock.close()
+            raise EnvironmentStop(
+                f"sweep stopped: {describe_os_error(cause)}; {self.left(claimed)}; no trial is "
+                "charged for it: free space (or make it writable), then run the same command "
+                "again to continue"
+            ) from None
 
     def run_claimed(self, conn: StudyConnection, claimed: list[tuple[Trial, str]]) -> None:
         """Run the claimed trials, one job each."""
@@ -226,7 +247,8 @@ class Worker:
         """Tell the study how the trial ended: `outcome` is what its job returned, or the
         exception that ended it."""
         study = conn.study
-        self.told.add(trial.number)
+        if isinstance(outcome, Exception) and environment_cause(outcome) is not None:
+            raise outcome  # not the trial's fault: serve stops the sweep, the trial resumable
         try:
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -267,6 +289,7 @@ class Worker:
                 tell_study(study, trial, skip_if_finished=True, **outcome)
 
         with_retries(tell, f"recording trial {trial.number}", self.plan.where)
+        self.told.add(trial.number)
 
     def job_config(
         self, overrides: list[str], number: int, trial_dir: str, composed: DictConfig | None = None

@@ -15,16 +15,17 @@ class HpsweepSweeper(Sweeper):
     """Optuna sweeper: asynchronous parallel trials, pruning, resumable studies."""
 
     def __init__(self, **settings: Any) -> None:
-        from hydra_plugins.hpsweep_sweeper._settings import read_settings
-
-        self.settings = read_settings(settings)  # a wrong value fails here, before any trial
+        # Checked in setup: an error raised here reaches the user wrapped in three lines of
+        # Hydra's ("Error in call to target ...").
+        self.raw_settings = settings
         self.context: JobContext | None = None  # from setup, which Hydra calls before sweep
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        from hydra_plugins.hpsweep_sweeper._settings import job_context
+        from hydra_plugins.hpsweep_sweeper._settings import job_context, read_settings
 
+        self.settings = read_settings(self.raw_settings)  # a wrong value fails before any trial
         self.context = job_context(hydra_context, task_function, config, self.settings)
 
     def sweep(self, arguments: list[str]) -> None:
