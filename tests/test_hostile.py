@@ -197,6 +197,40 @@ CASES = [
     Case("infinite bound", sweep("optimizer.lr=interval(0,inf)"), ("not a finite number",)),
     Case("changed space", sweep("epochs=3"), ("another search space", "allow_space_change")),
     Case("storage url", sweep("hydra.sweeper.storage=nosuchdb://x/y"), ("cannot open study",)),
+    Case(
+        "sqlite folder",
+        sweep("hydra.sweeper.storage=sqlite:///nowhere/s.db"),
+        ("the folder nowhere", "does not exist"),
+    ),
+    Case("name dot", sweep("hydra.sweeper.study_name=."), ("study_name='.'", "plain name")),
+    Case("failure rate 2", sweep("hydra.sweeper.max_failure_rate=2"), ("max_failure_rate=2.0",)),
+    Case(
+        "another study in the dir",
+        sweep("hydra.sweeper.study_name=other", "hydra.sweep.dir=multirun/mlp"),
+        ("holds the sweep of study mlp", "hydra.sweeper.study_name=mlp"),
+    ),
+    Case(
+        "empty journal",
+        sweep(),
+        ("optuna.journal is empty", "hpsweep rebuild multirun/mlp"),
+        damage=lambda root: (root / "multirun" / "mlp" / "optuna.journal").write_bytes(b""),
+    ),
+    Case(
+        "journal gone",
+        sweep(),
+        ("holds no such study", "hpsweep rebuild multirun/mlp"),
+        damage=lambda root: (root / "multirun" / "mlp" / "optuna.journal").unlink(),
+    ),
+    # -- the sweeper: values its jobs would refuse, found before any trial
+    Case("sweep batch size 0", sweep("batch_size=0"), ("batch_size=0: must be >= 1",)),
+    Case("sweep choice text", sweep("batch_size=choice(1,a,2.5)"), ("batch_size=a", "Integer")),
+    Case("sweep group mismatch", sweep("model=cnn"), ("model.hidden_sizes", "not in struct")),
+    Case("sweep lr below 0", sweep("optimizer.lr=interval(-1,1)"), ("optimizer.lr=-1.0",)),
+    Case(
+        "sweep queued value",
+        sweep("+hydra.sweeper.enqueue=[{batch_size:0}]"),
+        ("a trial with batch_size=0 would fail",),
+    ),
     Case("unknown sampler", sweep("hydra/sweeper/sampler=bogus"), ("sampler/bogus", "tpe")),
     Case(
         "sweep dir under a file",
@@ -240,6 +274,10 @@ QUICK = {
     "no trial",
     "table column",
     "3 classes, 10 logits",
+    "empty journal",
+    "another study in the dir",
+    "sweep batch size 0",
+    "sweep choice text",
     "data returns a list",
 }
 PARAMS = [pytest.param(c, id=c.id, marks=() if c.id in QUICK else pytest.mark.slow) for c in CASES]
@@ -276,6 +314,7 @@ def test_hostile_input_is_refused_cleanly_and_changes_nothing(case, workspace, t
     for text in case.expected:
         assert text in output, (text, output)
     assert "Traceback" not in output, output
+    assert "Error in call to target" not in output, output  # Hydra's wrapper of 3 lines
     after = snapshot(root)
     changed = [name for name, data in before.items() if after.get(name) != data]
     assert not changed, changed

@@ -26,11 +26,17 @@ from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hpsweep.config import CONFIG_DIR, TrainConfig
+from hpsweep.config import CONFIG_DIR, TrainConfig, check_config
 from hpsweep.errors import CheckpointError, ConfigError
 from hpsweep.job import EpochHook, Run, prepare, train
 from hpsweep.record import OBJECTIVES, Status, TrialResult, atomic_write_bytes
-from hydra_plugins.hpsweep_sweeper import Done, current_trial, declares_direction, fusable
+from hydra_plugins.hpsweep_sweeper import (
+    Done,
+    checks_config,
+    current_trial,
+    declares_direction,
+    fusable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -245,9 +251,16 @@ def trial_log_files(configs: Sequence[DictConfig]) -> Iterator[None]:
 # -- the command -----------------------------------------------------------------------------
 
 
+def check_job(config: DictConfig) -> None:
+    """What a sweep checks of each value it can give, before its first trial: the config
+    checks a single run makes before it loads anything."""
+    check_config(task_config(config))
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 @fusable(group_key, train_group, may_differ)
 @declares_direction("objective", OBJECTIVES.get)
+@checks_config(check_job)
 def train_job(cfg: DictConfig) -> float | None:
     trial_dir = Path(HydraConfig.get().runtime.output_dir)
     trial = current_trial()  # the Optuna trial when hydra/sweeper=hpsweep runs this job

@@ -3,7 +3,8 @@
 What others may use: the names the sweeper's files and its study share, the study of a
 sweep and what reads or writes it as the sweeper does (its storage, search space, locks),
 `current_trial()` for the job, and the marks a task function may carry: `fusable` (it trains
-trials together) and `declares_direction` (its config says which way its objective improves).
+trials together), `declares_direction` (its config says which way its objective improves) and
+`checks_config` (its configs can be checked before any trial runs).
 Everything in a `_module` is the sweeper's own.
 
 Hydra imports every module of a plugin at start-up, except those whose names begin with "_":
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra_plugins.hpsweep_sweeper._names import (
+    CHECKS,
     DIRECTION,
     FAIL_REASON,
     FUSABLE,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from hydra_plugins.hpsweep_sweeper._search_space import SearchSpace as SearchSpace
 
 __all__ = [
+    "CHECKS",
     "DIRECTION",
     "FAIL_REASON",
     "FUSABLE",
@@ -58,6 +61,7 @@ __all__ = [
     "SearchSpaceError",
     "TrialFound",
     "abandoned_trial_dirs",
+    "checks_config",
     "current_trial",
     "declares_direction",
     "fusable",
@@ -184,6 +188,24 @@ def declares_direction(key: str, direction_of: Callable[[Any], str | None]) -> C
 
     def mark(task_function: Any) -> Any:
         setattr(task_function, DIRECTION, (key, direction_of))
+        return task_function
+
+    return mark
+
+
+def checks_config(check: Callable[[Any], None]) -> Callable[[Any], Any]:
+    """Mark a task function whose job configs can be checked before any trial runs.
+
+    check(job config) raises an exception whose message names the key and what it allows (it
+    must not do the job's work: no data, no model). Before the study is touched, the sweeper
+    composes a job config for the sweep's fixed values, each choice and each end of a range or
+    interval, and each queued trial, and refuses the sweep in one line at the first config that
+    cannot be composed or that `check` refuses: no trial is spent finding it.
+    Put it under @hydra.main (Hydra hands sweepers the undecorated function).
+    """
+
+    def mark(task_function: Any) -> Any:
+        setattr(task_function, CHECKS, check)
         return task_function
 
     return mark

@@ -27,9 +27,11 @@ WARM_STARTED = "warm_started"  # the `enqueue` list has been queued
 MAX_RETRIES = "max_retries"
 
 # A task function marked by `fusable` carries (group_key, run_group, may_differ) under this
-# name, and one marked by `declares_direction` (key, direction_of) under the other.
+# name, one marked by `declares_direction` (key, direction_of) under the next, and one marked by
+# `checks_config` its check under the last.
 FUSABLE = "hpsweep_fusable"
 DIRECTION = "hpsweep_direction"
+CHECKS = "hpsweep_checks_config"  # `checks_config`: check(job config), raising if refused
 # done(i, outcome): trial i of a group ended; outcome is what the task function would have
 # returned, or the exception that ended it (optuna.TrialPruned for a pruned trial).
 Done = Callable[[int, Any], None]

@@ -27,11 +27,13 @@ from omegaconf import OmegaConf
 from hydra_plugins.hpsweep_sweeper._experimental import our_optuna_calls
 from hydra_plugins.hpsweep_sweeper._groups import FusingWorker
 from hydra_plugins.hpsweep_sweeper._names import (
+    CHECKS,
     FAIL_REASON,
     JOURNAL_FILE,
     MAX_RETRIES,
     WARM_STARTED,
 )
+from hydra_plugins.hpsweep_sweeper._precheck import check_values
 from hydra_plugins.hpsweep_sweeper._progress import (
     SweepProgress,
     quiet_bars_in_workers,
@@ -141,7 +143,10 @@ class Sweep:
         setup_globals()
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # this module logs what matters
-        # Open and check before writing anything: a refused start leaves the sweep dir as it was.
+        # Check, then open, before writing anything: a refused start leaves the sweep dir and
+        # the study as they were.
+        check = getattr(self.context.task_function, CHECKS, None)
+        check_values(self.context, self.space, settings.enqueue, check)
         conn = self.open_study()
         self.start(conn)
         try:
@@ -220,6 +225,9 @@ class Sweep:
     def open_study(self) -> StudyConnection:
         """The study, with a storage client and sampler of this process's own."""
         settings = self.settings
+        journal = self.context.sweep_dir / JOURNAL_FILE
+        if settings.storage is None and not journal.exists():
+            self.check_sweep_dir(exists=False)  # before opening the journal creates it
         try:
             client = open_storage(
                 settings.storage,
@@ -277,8 +285,8 @@ class Sweep:
                 f"hydra.sweeper.study_name={earlier}, or give study {name} a folder of its own "
                 "(hydra.sweep.dir)"
             )
-        journal = sweep_dir / JOURNAL_FILE if self.settings.storage is None else None
-        empty = journal is not None and journal.is_file() and journal.stat().st_size == 0
+        journal = sweep_dir / JOURNAL_FILE
+        empty = self.settings.storage is None and journal.is_file() and not journal.stat().st_size
         missing = "is empty" if empty else "holds no such study"
         raise SweepError(
             f"{sweep_dir} holds a sweep of study {name} (its multirun.yaml and trial dirs), but "
