@@ -44,7 +44,12 @@ def progress_lines(text: str) -> list[tuple[str, int, int, int]]:
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_with_one_line_and_its_command_continues_the_run(tmp_path):
+@pytest.mark.parametrize(
+    ("sig", "how"),
+    [(signal.SIGINT, "interrupted"), (signal.SIGUSR1, "stopped by SIGUSR1")],
+    ids=["Ctrl-C", "SIGUSR1"],  # SIGUSR1: what SLURM sends before a preemption, if asked to
+)
+def test_ctrl_c_stops_with_one_line_and_its_command_continues_the_run(tmp_path, sig, how):
     epochs = 15  # far more than the moments between the first epoch and the signal
     proc = subprocess.Popen(
         [*TRAIN_CMD, "hydra.run.dir=run", *FAST, f"epochs={epochs}", "model.hidden_sizes=[64,32]"],
@@ -58,15 +63,15 @@ def test_ctrl_c_stops_with_one_line_and_its_command_continues_the_run(tmp_path):
     deadline = time.monotonic() + 120
     while not files.metrics.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
 
-    assert proc.returncode == 130, stdout + stderr
+    assert proc.returncode == 128 + sig, stdout + stderr  # 130 for Ctrl-C, as a shell says
     assert "Traceback" not in stdout + stderr
-    lines = [m for m in messages(stdout) if m.startswith("interrupted")]
+    lines = [m for m in messages(stdout) if m.startswith(how)]
     assert len(lines) == 1, stdout
     match = re.fullmatch(
-        rf"interrupted in epoch (\d+) of {epochs}, resumable after epoch (\d+); "
+        rf"{how} in epoch (\d+) of {epochs}, resumable after epoch (\d+); "
         r"continue with: (.*)",
         lines[0],
     )

@@ -3,11 +3,13 @@
 import contextlib
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import optuna
 import pandas as pd
@@ -18,7 +20,15 @@ from optuna.trial import TrialState
 from hydra_plugins.hpsweep_sweeper import _storage, _study, open_sweep_storage
 from hydra_plugins.hpsweep_sweeper import load_sweep_study as load_study
 from hydra_plugins.hpsweep_sweeper._names import WAIT_SCALE
-from tests.conftest import FAST, TRAIN_CMD, read_metrics, read_result, run_cli
+from tests.conftest import (
+    FAST,
+    TRAIN_CMD,
+    read_metrics,
+    read_result,
+    run_cli,
+    start_sweep,
+    wait_for_epochs,
+)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -223,6 +233,46 @@ def test_submitit_local_launcher_runs_the_sweep_and_results_load(tmp_path):
     assert set(table["state"]) == {"COMPLETE"}
     study = load_study(sweep, "mlp")
     assert sorted(table["value"]) == sorted(t.value for t in study.trials)
+
+
+def submitit_task(sweep: Path) -> int:
+    """The pid of the process submitit's local executor runs a job of `sweep` in."""
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes()
+            if b"submitit.core._submit" in cmdline and str(sweep).encode() in cmdline:
+                return int(proc.name)
+    raise AssertionError(f"no submitit job of {sweep} is running")
+
+
+@pytest.mark.slow
+def test_a_preempted_submitit_job_is_requeued_and_resumes_its_trial(tmp_path):
+    args = [
+        *TRAIN_CMD,
+        "-m",
+        "sweep=mlp",
+        "epochs=6",
+        "batch_size=32",
+        *FAST,
+        "hydra/launcher=submitit_local",
+        "hydra.sweeper.n_trials=1",
+    ]
+    sweep = tmp_path / "multirun" / "mlp"
+    proc = start_sweep(args, tmp_path)
+    wait_for_epochs(proc, sweep / "trial_0000", 2)
+    # SLURM's warning before it preempts a job, as submitit asks for it (its `_interrupt`)
+    os.kill(submitit_task(sweep), signal.SIGUSR2)
+    output, _ = proc.communicate(timeout=300)
+
+    assert proc.returncode == 0, output
+    logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*.err"))
+    assert "Requeued job" in logs  # checkpointed by hydra-submitit's launcher, run again
+    study = load_study(sweep, "mlp")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]  # one trial, no retry
+    train_log = (sweep / "trial_0000" / "train.log").read_text()
+    resumed = re.search(r"resuming \S+ after epoch (\d+)", train_log)
+    assert resumed is not None and int(resumed[1]) >= 2, train_log
+    assert [r["epoch"] for r in read_metrics(sweep / "trial_0000")] == list(range(1, 7))
 
 
 def test_epoch_budget_is_refused_with_a_launcher_whose_jobs_cannot_report(tmp_path):

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 
 import optuna
@@ -311,6 +312,47 @@ def test_two_jobs_run_asynchronously_without_batch_barrier(tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_to_the_sweep_alone_stops_every_worker_in_words_and_resumes(tmp_path):
+    # `kill PID` (or a scheduler) signals the sweep process only: it passes the stop on
+    args = [
+        *TRAIN_CMD,
+        "-m",
+        "sweep=mlp",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "epochs=6",
+        "batch_size=32",
+        "hydra/sweeper/pruner=none",
+        *FAST,
+    ]
+    sweep = tmp_path / "multirun" / "mlp"
+    stopped = start_sweep(args, tmp_path)
+    for trial_dir in ("trial_0000", "trial_0001"):
+        wait_for_epochs(stopped, sweep / trial_dir, 1)
+    stopped.send_signal(signal.SIGTERM)
+    output, _ = stopped.communicate(timeout=60)
+
+    assert stopped.returncode == 128 + signal.SIGTERM, output  # 143, as a shell says
+    assert "Traceback" not in output
+    assert "sweep stopped by SIGTERM; run the same command again" in output
+    left = [t for t in load_study(sweep, "mlp").trials if t.state == TrialState.RUNNING]
+    for trial in left:  # each worker said what it left, and where
+        assert f"stopped by SIGTERM: trial {trial.number} stays resumable in" in output
+    assert len(left) == 2, output
+    epochs_before = {t.number: len(read_metrics(sweep / t.user_attrs["trial_dir"])) for t in left}
+
+    proc = run_command(args, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    study = load_study(sweep, "mlp")
+    retries = [t for t in study.trials if t.user_attrs.get("retry_of") is not None]
+    assert sorted(t.user_attrs["retry_of"] for t in retries) == [0, 1]
+    assert all(t.state == TrialState.COMPLETE for t in retries)
+    for number, before in epochs_before.items():  # resumed, not started over
+        metrics = read_metrics(sweep / f"trial_{number:04d}")
+        assert before >= 1 and [r["epoch"] for r in metrics] == list(range(1, 7))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
 def test_stopped_sweep_resumes_the_interrupted_trial_from_its_checkpoint(tmp_path, sig):
     args = [
@@ -336,7 +378,7 @@ def test_stopped_sweep_resumes_the_interrupted_trial_from_its_checkpoint(tmp_pat
     assert epochs_before < 8, output
     if sig == signal.SIGINT:
         assert stopped.returncode == 130
-        assert f"trial {interrupted.number} stays resumable" in output
+        assert f"interrupted: trial {interrupted.number} stays resumable" in output
         assert "Traceback" not in output
 
     proc = run_command(args, cwd=tmp_path, timeout=600)
@@ -639,3 +681,20 @@ def test_a_grid_sweep_that_covers_its_grid_ends_cleanly(tmp_path):
     study = load_study(tmp_path / "multirun" / "mlp", "mlp")
     assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials)
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
+
+
+def test_sigterm_and_sigusr1_are_raised_as_ctrl_c_is_and_only_once():
+    from hydra_plugins.hpsweep_sweeper import Stopped, exit_code, stop_on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        with pytest.raises(Stopped) as stopped, stop_on_signals():
+            try:
+                os.kill(os.getpid(), sig)
+                time.sleep(5)  # not reached: the handler raises at the next bytecode
+            finally:
+                os.kill(os.getpid(), sig)  # a second one while stopping: ignored
+        assert isinstance(stopped.value, KeyboardInterrupt)  # every Ctrl-C path handles it
+        assert exit_code(stopped.value) == 128 + sig and stopped.value.name == sig.name
+    assert signal.getsignal(signal.SIGTERM) is before  # put back after the block
+    assert exit_code(KeyboardInterrupt()) == 130

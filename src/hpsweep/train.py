@@ -32,15 +32,17 @@ from hpsweep.job import EpochHook, Run, prepare, train
 from hpsweep.record import OBJECTIVES, Status, TrialResult, atomic_write_bytes
 from hydra_plugins.hpsweep_sweeper import (
     Done,
+    Stopped,
     checks_config,
     current_trial,
     declares_direction,
+    exit_code,
     fusable,
+    stop_on_signals,
 )
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED = 130  # the shell's code for a process ended by SIGINT, as the sweeper exits too
 # Flags that bring configs from elsewhere: group options are then not only those in CONFIG_DIR
 OTHER_CONFIGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
 TOP_LEVEL_OVERRIDE = re.compile(r"\+{0,2}(?P<name>[\w-]+)=(?P<value>.*)")
@@ -119,15 +121,15 @@ def command_name() -> str:
     return shlex.quote(str(started_as))
 
 
-def interrupted(run: Run | None, trial_dir: Path) -> str:
+def interrupted(run: Run | None, trial_dir: Path, how: str = "interrupted") -> str:
     command = continue_command(trial_dir)
     if run is None:
-        return f"interrupted before the first epoch; start it again with: {command}"
+        return f"{how} before the first epoch; start it again with: {command}"
     done, total, resumable = run.progress.epoch, run.job.cfg.epochs, run.resumable
     if done >= total:
-        where = f"interrupted after epoch {done} of {total}, in the final report"
+        where = f"{how} after epoch {done} of {total}, in the final report"
         return f"{where}; finish it with: {command}"
-    where = f"interrupted in epoch {done + 1} of {total}"
+    where = f"{how} in epoch {done + 1} of {total}"
     if resumable == 0:
         return f"{where}, before the first checkpoint; start it again with: {command}"
     return f"{where}, resumable after epoch {resumable}; continue with: {command}"
@@ -277,11 +279,12 @@ def train_job(cfg: DictConfig) -> float | None:
         save_hydra_record(cfg, trial_dir)
         hook = None if trial is None else report_to(trial, cfg.objective, cfg.epochs)
         result = train(run, on_epoch_end=hook)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGUSR1 (Stopped)
         if not single_run():
             raise  # a sweep's job: the sweeper says what stays resumable and exits
-        log.warning(interrupted(run, trial_dir))  # the console and train.log
-        sys.exit(INTERRUPTED)
+        how = f"stopped by {e.name}" if isinstance(e, Stopped) else "interrupted"
+        log.warning(interrupted(run, trial_dir, how))  # the console and train.log
+        sys.exit(exit_code(e))
     if result.status is Status.PRUNED:
         import optuna
 
@@ -303,10 +306,11 @@ def main() -> None:
     sys.argv[1:] = accept_plus_experiment(sys.argv[1:])
     refuse_unknown_names(sys.argv[1:])
     try:
-        train_job()
-    except KeyboardInterrupt:  # while composing, or in a Hydra grid sweep's job
-        print("interrupted", file=sys.stderr)
-        sys.exit(INTERRUPTED)
+        with stop_on_signals():  # a scheduler's stop or SLURM's warning: as Ctrl-C
+            train_job()
+    except KeyboardInterrupt as e:  # while composing, or in a Hydra grid sweep's job
+        print("stopped by " + e.name if isinstance(e, Stopped) else "interrupted", file=sys.stderr)
+        sys.exit(exit_code(e))
 
 
 def accept_plus_experiment(args: list[str]) -> list[str]:

@@ -2,9 +2,11 @@
 
 What others may use: the names the sweeper's files and its study share, the study of a
 sweep and what reads or writes it as the sweeper does (its storage, search space, locks),
-`current_trial()` for the job, and the marks a task function may carry: `fusable` (it trains
-trials together), `declares_direction` (its config says which way its objective improves) and
-`checks_config` (its configs can be checked before any trial runs).
+`current_trial()` for the job, `stop_on_signals()` for an entry point's own runs (SIGTERM
+and SIGUSR1 raised as Ctrl-C is, as `Stopped`, with its `exit_code`), and the marks a task
+function may carry: `fusable` (it trains trials together), `declares_direction` (its config
+says which way its objective improves) and `checks_config` (its configs can be checked before
+any trial runs).
 Everything in a `_module` is the sweeper's own.
 
 Hydra imports every module of a plugin at start-up, except those whose names begin with "_":
@@ -35,6 +37,7 @@ from hydra_plugins.hpsweep_sweeper._names import (
 )
 from hydra_plugins.hpsweep_sweeper._records import Rebuilt, TrialFound
 from hydra_plugins.hpsweep_sweeper._running import current_trial, running_trial
+from hydra_plugins.hpsweep_sweeper._signals import Stopped, exit_code, stop_on_signals
 
 if TYPE_CHECKING:
     import optuna
@@ -59,11 +62,13 @@ __all__ = [
     "RebuildError",
     "Rebuilt",
     "SearchSpaceError",
+    "Stopped",
     "TrialFound",
     "abandoned_trial_dirs",
     "checks_config",
     "current_trial",
     "declares_direction",
+    "exit_code",
     "fusable",
     "load_sweep_study",
     "open_sweep_storage",
@@ -72,6 +77,7 @@ __all__ = [
     "retries_left",
     "running_trial",
     "search_space",
+    "stop_on_signals",
 ]
 
 

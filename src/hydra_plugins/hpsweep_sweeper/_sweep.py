@@ -51,6 +51,7 @@ from hydra_plugins.hpsweep_sweeper._settings import (
     masked,
     study_directions,
 )
+from hydra_plugins.hpsweep_sweeper._signals import Stopped, exit_code, stop_on_signals
 from hydra_plugins.hpsweep_sweeper._storage import (
     describe_os_error,
     describe_storage,
@@ -126,7 +127,8 @@ class Sweep:
 
     def run(self) -> None:
         try:
-            self.sweep()
+            with stop_on_signals():  # SIGTERM, SIGUSR1: as Ctrl-C, in every worker too
+                self.sweep()
         except CompactHydraException:  # a message already (EnvironmentStop among them)
             raise
         except Exception as e:
@@ -172,9 +174,10 @@ class Sweep:
                 crashed = run_forked(settings.n_jobs, self.work, threads, gpus)
             if crashed:
                 raise SweepError(f"{', '.join(crashed)} stopped with an error; see the log above")
-        except KeyboardInterrupt:
-            log.warning("sweep interrupted; run the same command again to continue the study")
-            sys.exit(130)
+        except KeyboardInterrupt as e:
+            how = f"stopped by {e.name}" if isinstance(e, Stopped) else "interrupted"
+            log.warning("sweep %s; run the same command again to continue the study", how)
+            sys.exit(exit_code(e))
 
         write_report(conn.study, sweep_dir, self.where, settings.top_k)
         failed = failures(conn.study.get_trials(deepcopy=False))

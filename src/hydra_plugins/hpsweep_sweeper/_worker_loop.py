@@ -33,6 +33,7 @@ from hydra_plugins.hpsweep_sweeper._progress import SweepProgress, log_prefix
 from hydra_plugins.hpsweep_sweeper._running import running_trial
 from hydra_plugins.hpsweep_sweeper._search_space import SearchSpace
 from hydra_plugins.hpsweep_sweeper._settings import JobContext, masked
+from hydra_plugins.hpsweep_sweeper._signals import Stopped
 from hydra_plugins.hpsweep_sweeper._storage import (
     EnvironmentStop,
     describe_os_error,
@@ -107,9 +108,10 @@ class Worker:
             while claimed := self.claim_trials(conn, self.settings.fuse):
                 try:
                     self.run_claimed(conn, [(trial, trial_dir) for trial, trial_dir, _ in claimed])
-                except KeyboardInterrupt:
+                except KeyboardInterrupt as e:
+                    how = f"stopped by {e.name}" if isinstance(e, Stopped) else "interrupted"
                     left = self.left(claimed)
-                    log.warning("interrupted: %s; start the sweep again to continue", left)
+                    log.warning("%s: %s; start the sweep again to continue", how, left)
                     raise
                 finally:
                     for _, _, lock in claimed:

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from hydra.errors import CompactHydraException
 
+from hydra_plugins.hpsweep_sweeper._signals import Stopped, exit_code
 from hydra_plugins.hpsweep_sweeper._study import file_lock
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,14 @@ def run_forked(
     try:
         for worker in workers:
             worker.join()
-    except KeyboardInterrupt:
-        for worker in workers:  # they got the SIGINT too, and stop on their own
+    except KeyboardInterrupt as e:
+        # Ctrl-C reaches every process of the terminal's group, each stopping on its own; a
+        # SIGTERM may reach this process alone (`kill`, a parent's death): passed on.
+        for worker in workers:
+            if isinstance(e, Stopped) and worker.pid is not None and worker.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, e.signum)
+        for worker in workers:
             worker.join()
         raise
     return [f"{w.name} (exit code {w.exitcode})" for w in workers if w.exitcode != 0]
@@ -96,8 +103,8 @@ def _worker(work: Callable[[int], None], index: int, threads: int, gpu: str | No
         torch.set_num_threads(threads)
     try:
         work(index)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        sys.exit(exit_code(e))
     except CompactHydraException as e:  # a message for the user (storage gone for minutes)
         log.error("%s stopped: %s", multiprocessing.current_process().name, e)
         sys.exit(1)
