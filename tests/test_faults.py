@@ -184,6 +184,68 @@ def test_journal_that_cannot_be_read_stops_the_sweep_with_one_line(tmp_path):
     assert journal.read_bytes().startswith(b"PK")  # left as it was
 
 
+def small_journal(sweep: Path) -> Path:
+    """A study of three finished trials with two parameters each, in the sweep's journal."""
+    study = optuna.create_study(study_name="s", storage=open_sweep_storage(sweep))
+    study.set_user_attr("search_space", {"x": "interval"})
+    for i in range(3):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.suggest_int("n", 0, 9)
+        study.tell(trial, float(i))
+    return sweep / "optuna.journal"
+
+
+def op_lines(journal: Path, op: int) -> list[int]:
+    return [i for i, line in enumerate(lines(journal)) if json.loads(line)["op_code"] == op]
+
+
+def test_a_copied_create_trial_line_is_repaired_away_not_replayed(tmp_path, caplog):
+    journal = small_journal(tmp_path)
+    records = lines(journal)
+    second = op_lines(journal, 4)[1]  # trial 1's create, copied just after itself
+    journal.write_bytes(b"\n".join([*records[: second + 1], *records[second:]]) + b"\n")
+
+    with caplog.at_level(logging.WARNING):
+        study = load_sweep_study(tmp_path, "s")
+
+    # no trial that never was, and every record still on the trial it was written for
+    assert [(t.number, t.value, sorted(t.params)) for t in study.trials] == [
+        (i, float(i), ["n", "x"]) for i in range(3)
+    ]
+    assert f"line {second + 2} (a copy of an earlier create-trial line" in caplog.text
+    assert lines(journal) == records and list(tmp_path.glob("optuna.journal.bak-*"))
+
+
+@pytest.mark.parametrize("moved", ["a parameter", "the search space"])
+def test_lines_out_of_order_are_refused_not_dropped_in_silence(tmp_path, moved):
+    journal = small_journal(tmp_path)
+    records = lines(journal)
+    # a record moved before the line that creates what it is about: Optuna's replay alone
+    # would drop it without a word (a trial without its x, a study without its space)
+    if moved == "a parameter":
+        line, before = op_lines(journal, 5)[2], op_lines(journal, 4)[1]
+    else:
+        line, before = op_lines(journal, 2)[0], op_lines(journal, 0)[0]
+    swapped = [*records]
+    swapped.insert(before, swapped.pop(line))
+    journal.write_bytes(b"\n".join(swapped) + b"\n")
+
+    with pytest.raises(Exception, match="out of order") as refused:
+        load_sweep_study(tmp_path, "s")
+    assert f"line {before + 1} refers to" in str(refused.value)
+    assert "hpsweep rebuild" in str(refused.value)
+    assert lines(journal) == swapped  # left as it was, for the user to decide
+
+
+def test_a_record_of_an_unknown_op_code_is_refused_not_blamed_on_a_crash(tmp_path):
+    journal = small_journal(tmp_path)
+    with open(journal, "ab") as f:
+        f.write(b'{"op_code":42,"worker_id":"newer-optuna","study_id":0}\n')
+    with pytest.raises(Exception, match="op code 42, which this Optuna does not know"):
+        load_sweep_study(tmp_path, "s")
+
+
 # -- the retry policy -------------------------------------------------------------------------
 
 

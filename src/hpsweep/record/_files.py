@@ -298,7 +298,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        if e.filename is not None:
+        if e.filename is not None or e.errno is None:
             raise
         # a full disk: name the file (a write's error names none); the type stays (ENOSPC)
         raise OSError(e.errno, e.strerror, str(path)) from e

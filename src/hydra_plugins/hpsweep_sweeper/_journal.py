@@ -10,6 +10,11 @@ Here:
   with the original kept next to it (`optuna.journal.bak-<time>`).
 Records are numbered by their order among the lines that hold one, which a repair keeps, so a
 process that read the journal before another one repaired it reads on where it was.
+
+Lines that replay otherwise than they were written are never applied in silence (Order): a
+create-trial line copied (a duplicated line) is read around and repaired away, and a record
+that refers to a study or trial before the line that creates it (lines out of order), or one
+whose op code this Optuna does not know, stops the reading with a line saying how to recover.
 """
 
 import contextlib
@@ -40,6 +45,46 @@ class JournalUnreadable(RuntimeError):
     pass
 
 
+CREATE_STUDY, DELETE_STUDY, CREATE_TRIAL = 0, 1, 4  # _compat.JournalOperation's values
+DUPLICATE = "a copy of an earlier create-trial line (it would make a trial that never was)"
+
+
+class Order:
+    """The study and trial ids Optuna's replay gives as it reads the journal's records in
+    order, to find what it would apply otherwise than it was written. A reference to an id
+    before the line that creates it can only come from lines out of order: Optuna's replay
+    drops such a record without a word (a trial's parameter, the study's search space). A
+    create-trial line that repeats an earlier one byte for byte (each holds its writer and its
+    start time to the microsecond) would add a trial that never ran and shift every trial id
+    after it by one."""
+
+    def __init__(self) -> None:
+        self.studies: dict[str, int] = {}  # name -> id
+        self.deleted: set[int] = set()
+        self.trials = 0
+        self.creates: set[bytes] = set()
+
+    def check(self, record: dict[str, Any], line: bytes) -> str | None:
+        """DUPLICATE (read the line around), None (apply it); raises JournalUnreadable's
+        message as ValueError for a record out of order."""
+        op = record["op_code"]
+        if op == CREATE_STUDY:
+            self.studies.setdefault(str(record.get("study_name")), len(self.studies))
+            return None
+        for key, created in (("study_id", len(self.studies)), ("trial_id", self.trials)):
+            referred = record.get(key)
+            if isinstance(referred, int) and referred >= created:
+                raise ValueError(f"refers to {key} {referred} before the line that creates it")
+        if op == DELETE_STUDY:
+            self.deleted.add(record["study_id"])
+        elif op == CREATE_TRIAL and record.get("study_id") not in self.deleted:
+            if line in self.creates:
+                return DUPLICATE
+            self.creates.add(line)
+            self.trials += 1
+        return None
+
+
 def parse_line(line: bytes) -> tuple[dict[str, Any] | None, int, str | None]:
     """(the record in a journal line or None, where it starts in the line, what is wrong with
     the line or None). A line ends with its newline: one without is cut off."""
@@ -64,8 +109,8 @@ def _record(text: bytes) -> dict[str, Any] | None:
     except ValueError:  # JSONDecodeError, UnicodeDecodeError
         return None
     # Optuna's replay fails on a record without these: such a line is no record either.
-    if isinstance(value, dict) and value.get("op_code") in OP_CODES and "worker_id" in value:
-        return value
+    if isinstance(value, dict) and isinstance(value.get("op_code"), int) and "worker_id" in value:
+        return value  # an unknown op code is a record too: read_logs says so (Order)
     return None
 
 
@@ -86,6 +131,7 @@ class JournalFile(JournalFileBackend):
         # record number -> (byte offset, line number) of the line after the record before it
         self._resume: dict[int, tuple[int, int]] = {0: (0, 1)}
         self.damaged: dict[int, str] = {}  # line number -> what is wrong with it
+        self._order, self._ordered = Order(), 0  # Order as of that record number
 
     def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
         with open(self.path, "rb") as f:
@@ -95,14 +141,19 @@ class JournalFile(JournalFileBackend):
                 self._resume = {0: (0, 1)}
                 self.damaged = {}
             number = log_number_from if log_number_from in self._resume else 0
+            if number != self._ordered:  # Optuna reads on from where it was: this is rare
+                number, self._order = 0, Order()
             offset, line_number = self._resume[number]
             f.seek(offset)
             for line in f:
-                record, _, problem = parse_line(line)
+                record, start, problem = parse_line(line)
                 if problem == "cut off":  # being written, or its writer died: not yet a record
                     self.damaged[line_number] = problem
                     return
                 offset += len(line)
+                if record is not None:
+                    problem = self.check(record, line[start:], line_number) or problem
+                    record = None if problem == DUPLICATE else record
                 if problem is not None and self.damaged.get(line_number) != problem:
                     self.damaged[line_number] = problem
                     log.warning(
@@ -113,8 +164,19 @@ class JournalFile(JournalFileBackend):
                     continue
                 number += 1
                 self._resume[number] = (offset, line_number)
+                self._ordered = number
                 if number > log_number_from:
                     yield record
+
+    def check(self, record: dict[str, Any], line: bytes, line_number: int) -> str | None:
+        if record["op_code"] not in OP_CODES:
+            why = f"line {line_number} holds op code {record['op_code']}, which this Optuna "
+            raise JournalUnreadable(unreadable(self.path, why + "does not know (a newer one's?)"))
+        try:
+            return self._order.check(record, line)
+        except ValueError as e:
+            why = f"line {line_number} {e}: its lines are out of order"
+            raise JournalUnreadable(unreadable(self.path, why)) from None
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in logs).encode()
@@ -129,7 +191,7 @@ class JournalFile(JournalFileBackend):
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as e:  # a full disk: say which file (a write's error names none)
-            if e.filename is not None:
+            if e.filename is not None or e.errno is None:
                 raise
             raise OSError(e.errno, e.strerror, str(self.path)) from e
         finally:
@@ -141,6 +203,8 @@ def open_journal(path: Path) -> JournalStorage:
     backend = JournalFile(path)
     try:
         storage = JournalStorage(backend)  # reads around damaged lines
+    except JournalUnreadable:
+        raise
     except Exception as e:  # a record Optuna cannot replay: nothing here can fix that
         raise JournalUnreadable(unreadable(path, f"{type(e).__name__}: {e}")) from None
     if backend.damaged:
@@ -161,8 +225,11 @@ def repair(path: Path) -> Path | None:
     data = path.read_bytes()
     kept: list[bytes] = []
     problems: list[str] = []
+    order = Order()
     for number, line in enumerate(io.BytesIO(data), start=1):
         record, start, problem = parse_line(line)
+        if record is not None and order.check(record, line[start:]) == DUPLICATE:
+            record, problem = None, DUPLICATE
         if record is not None:
             kept.append(line[start:])
         if problem is not None:
@@ -187,8 +254,8 @@ def repair(path: Path) -> Path | None:
         finally:
             os.close(directory)
     log.warning(
-        "journal %s was damaged by a crash (a writer killed mid-append) and is repaired, "
-        "dropping %s; the original is kept as %s",
+        "journal %s was damaged (a writer killed mid-append, or a line copied) and is "
+        "repaired, dropping %s; the original is kept as %s",
         path,
         "; ".join(problems),
         backup.name,
