@@ -59,6 +59,9 @@ def test_rebuilt_study_has_the_trials_states_values_and_epochs_of_the_original(s
     assert code == 0 and err == ""
     assert f"rebuilt study rebuild in {copy / 'optuna.journal'}: " in out
     assert "continue it: hpsweep-train -m sweep=rebuild" in out
+    # a copy: the command continues it where it is now, not in the dir it was copied from
+    [command] = [line for line in out.splitlines() if line.startswith("continue it: ")]
+    assert command.endswith(f" hydra.sweep.dir={copy.absolute()}")
     original, rebuilt = load_sweep_study(sweep[0], "rebuild"), load_sweep_study(copy, "rebuild")
     assert rebuilt.directions == original.directions
     assert rebuilt.user_attrs["search_space"] == original.user_attrs["search_space"]

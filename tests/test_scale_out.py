@@ -265,8 +265,8 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes_its_trial(tmp_path):
     output, _ = proc.communicate(timeout=300)
 
     assert proc.returncode == 0, output
-    logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*.err"))
-    assert "Requeued job" in logs  # checkpointed by hydra-submitit's launcher, run again
+    logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
+    assert "this job is preempted" in logs and "Requeued job" in logs
     study = load_study(sweep, "mlp")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]  # one trial, no retry
     train_log = (sweep / "trial_0000" / "train.log").read_text()

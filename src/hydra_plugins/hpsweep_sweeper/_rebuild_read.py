@@ -54,6 +54,16 @@ class Sweep:
 # -- the sweep ---------------------------------------------------------------------------------
 
 
+def same_dir(cfg: DictConfig, sweep_dir: Path) -> bool:
+    """Whether `sweep_dir` is the dir the sweep of this multirun.yaml ran in (not a copy)."""
+    try:
+        started_in = Path(str(OmegaConf.select(cfg, "hydra.runtime.cwd")))
+        ran_in = started_in / str(OmegaConf.select(cfg, "hydra.sweep.dir"))
+        return ran_in.resolve() == sweep_dir.resolve()
+    except (OmegaConfBaseException, OSError, RuntimeError):  # unresolvable: say where it is
+        return False
+
+
 def read_multirun(sweep_dir: Path, declared: Declared | None = None) -> Sweep:
     path = sweep_dir / "multirun.yaml"
     try:
@@ -96,6 +106,9 @@ def read_multirun(sweep_dir: Path, declared: Declared | None = None) -> Sweep:
             "only a single-objective study can be rebuilt"
         )
     arguments = ["-m", *task, *(o for o in extra if o != "hydra.mode=MULTIRUN")]
+    if not same_dir(cfg, sweep_dir):  # a copy: its command continues it here, not there
+        arguments = [a for a in arguments if not a.startswith("hydra.sweep.dir=")]
+        arguments.append(f"hydra.sweep.dir={sweep_dir.absolute()}")
     return Sweep(
         study_name=str(settings.get("study_name")),
         directions=directions,
