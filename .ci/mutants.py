@@ -31,6 +31,42 @@ class Mutant(NamedTuple):
 
 MUTANTS = [
     Mutant(
+        "a trial that never started keeps its slot",
+        "hydra_plugins/hpsweep_sweeper/_worker_loop.py",
+        "            close_unstarted(study, running)",
+        "            pass",
+        ("tests/test_slots.py::test_a_trial_asked_but_never_started_takes_no_slot",),
+    ),
+    Mutant(
+        "a full disk fails the trial",
+        "hydra_plugins/hpsweep_sweeper/_worker_loop.py",
+        "        if isinstance(outcome, Exception) and environment_cause(outcome) is not None:",
+        "        if False:",
+        ("tests/test_slots.py::test_a_full_disk_stops_the_sweep_in_one_line_and_charges_no_trial",),
+    ),
+    Mutant(
+        "a permanent refusal retried as an outage",
+        "hydra_plugins/hpsweep_sweeper/_storage.py",
+        "            transient = transient and not permanent_refusal(e.orig)\n",
+        "",
+        ("tests/test_faults.py::test_a_servers_refusal_is_said_at_once_and_its_restarts_waited_for",),
+    ),
+    Mutant(
+        "a sweep's values not checked before it starts",
+        "hydra_plugins/hpsweep_sweeper/_sweep.py",
+        "        check_values(self.context, self.space, settings.enqueue, check)\n",
+        "",
+        ("tests/test_hostile.py::test_hostile_input_is_refused_cleanly_and_changes_nothing"
+         "[sweep batch size 0]",),
+    ),
+    Mutant(
+        "a copied journal line replayed",
+        "hydra_plugins/hpsweep_sweeper/_journal.py",
+        "                if line in self.creates:\n                    return DUPLICATE\n",
+        "",
+        ("tests/test_faults.py::test_a_copied_create_trial_line_is_repaired_away_not_replayed",),
+    ),
+    Mutant(
         "delete zero_grad",
         "hpsweep/job/_steps.py",
         "        optimizer.zero_grad(set_to_none=True)\n",

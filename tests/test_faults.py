@@ -6,6 +6,7 @@ server itself is never touched.
 """
 
 import contextlib
+import errno
 import io
 import json
 import logging
@@ -217,6 +218,19 @@ def test_a_copied_create_trial_line_is_repaired_away_not_replayed(tmp_path, capl
     assert lines(journal) == records and list(tmp_path.glob("optuna.journal.bak-*"))
 
 
+def test_the_same_values_queued_twice_are_two_trials(tmp_path):
+    # one process queueing the same values twice writes the same line twice (a queued trial
+    # has no start time): both are trials, as a fused group's shared values are
+    study = optuna.create_study(study_name="s", storage=open_sweep_storage(tmp_path))
+    study.enqueue_trial({"x": 0.5})
+    study.enqueue_trial({"x": 0.5})
+    journal = tmp_path / "optuna.journal"
+    creates = [lines(journal)[i] for i in op_lines(journal, 4)]
+    assert len(creates) == 2 and creates[0] == creates[1]
+    again = load_sweep_study(tmp_path, "s")
+    assert [t.state for t in again.trials] == [TrialState.WAITING] * 2
+
+
 @pytest.mark.parametrize("moved", ["a parameter", "the search space"])
 def test_lines_out_of_order_are_refused_not_dropped_in_silence(tmp_path, moved):
     journal = small_journal(tmp_path)
@@ -272,6 +286,75 @@ def test_a_storage_answer_is_raised_at_once_not_retried(tmp_path, monkeypatch):
     study.tell(trial, 1.0)
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        (ConnectionResetError("server closed the connection unexpectedly"), True),
+        (OSError(errno.EIO, "Input/output error"), True),  # a network disk's hiccup
+        (OSError(errno.ENOSPC, "No space left on device"), False),  # waiting frees nothing
+        (PermissionError(errno.EACCES, "Permission denied"), False),
+        (OSError(errno.EROFS, "Read-only file system"), False),
+    ],
+)
+def test_what_is_waited_for_and_what_is_said_at_once(error, outage):
+    assert (_storage.outage_cause(error) is not None) == outage
+    assert _storage.environment_cause(RuntimeError("x").with_traceback(None)) is None
+    chained = RuntimeError("writing the checkpoint failed")
+    chained.__cause__ = error
+    assert (_storage.environment_cause(chained) is error) == (not outage)
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        'connection failed: FATAL:  database "nope" does not exist',
+        'connection failed: FATAL:  role "nobody" does not exist',
+        'connection failed: FATAL:  password authentication failed for user "u"',
+        'FATAL:  no pg_hba.conf entry for host "10.0.0.9", user "u", database "d"',
+    ],
+)
+def test_a_servers_refusal_is_said_at_once_and_its_restarts_waited_for(refusal):
+    # a connection error carries no SQLSTATE: the server's words tell a refusal from a restart
+    class Refused(Exception):
+        sqlstate = None
+
+    refused = sqlalchemy.exc.OperationalError("connect", {}, Refused(refusal))
+    assert _storage.outage_cause(refused) is None
+    starting = Refused("connection failed: FATAL:  the database system is starting up")
+    assert _storage.outage_cause(sqlalchemy.exc.OperationalError("connect", {}, starting))
+
+
+def test_sqlite_waits_for_a_lock_and_not_for_a_file_it_cannot_open(tmp_path):
+    import sqlite3
+
+    locked = sqlite3.OperationalError("database is locked")
+    locked.sqlite_errorname = "SQLITE_BUSY"
+    cannot_open = sqlite3.OperationalError("unable to open database file")
+    cannot_open.sqlite_errorname = "SQLITE_CANTOPEN"
+    assert _storage.outage_cause(sqlalchemy.exc.OperationalError("x", {}, locked))
+    assert _storage.outage_cause(sqlalchemy.exc.OperationalError("x", {}, cannot_open)) is None
+    with pytest.raises(FileNotFoundError, match=r"the folder .*nowhere of the SQLite file"):
+        _storage.open_storage(f"sqlite:///{tmp_path}/nowhere/s.db", tmp_path, 10, 60)
+
+
+@pytest.mark.parametrize("refused", ["database", "role"])
+def test_a_database_that_refuses_stops_the_sweep_at_once_in_one_line(
+    postgres_url, tmp_path, refused
+):
+    url = sqlalchemy.engine.make_url(postgres_url)
+    if refused == "database":
+        url = url.set(database="hpsweep_no_such_database")
+    else:
+        url = url.set(username="hpsweep_no_such_role")
+    proc = run_cli(*SWEEP, f"hydra.sweeper.storage={url.render_as_string()}", cwd=tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert "retrying" not in output and "Traceback" not in output  # said, not waited out
+    [line] = [line for line in output.splitlines() if "cannot open study" in line]
+    assert f'"hpsweep_no_such_{refused}" does not exist' in line
+    assert not (tmp_path / "multirun").exists()
 
 
 def test_every_storage_call_goes_through_the_retry_policy():

@@ -238,7 +238,6 @@ def small_disk(path: Path) -> Iterator[Callable[[], None]]:
             subprocess.run(["umount", "-l", str(path)], check=True)
 
 
-@pytest.mark.slow
 def test_a_full_disk_stops_the_sweep_in_one_line_and_charges_no_trial(tmp_path, capsys):
     (tmp_path / "full_disk_train.py").write_text(FULL_DISK_TRAIN)
     with small_disk(tmp_path / "disk") as fill:

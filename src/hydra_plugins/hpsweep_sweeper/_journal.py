@@ -54,9 +54,9 @@ class Order:
     order, to find what it would apply otherwise than it was written. A reference to an id
     before the line that creates it can only come from lines out of order: Optuna's replay
     drops such a record without a word (a trial's parameter, the study's search space). A
-    create-trial line that repeats an earlier one byte for byte (each holds its writer and its
-    start time to the microsecond) would add a trial that never ran and shift every trial id
-    after it by one."""
+    create-trial line of a started trial that repeats an earlier one byte for byte (each holds
+    its writer and its start time to the microsecond) would add a trial that never ran and
+    shift every trial id after it by one."""
 
     def __init__(self) -> None:
         self.studies: dict[str, int] = {}  # name -> id
@@ -78,9 +78,12 @@ class Order:
         if op == DELETE_STUDY:
             self.deleted.add(record["study_id"])
         elif op == CREATE_TRIAL and record.get("study_id") not in self.deleted:
-            if line in self.creates:
-                return DUPLICATE
-            self.creates.add(line)
+            # A queued trial's line (no start time) may well repeat: the same values queued
+            # twice by one process (a fused group's shared values) are two trials.
+            if record.get("datetime_start") is not None:
+                if line in self.creates:
+                    return DUPLICATE
+                self.creates.add(line)
             self.trials += 1
         return None
 
