@@ -42,7 +42,10 @@ MUTANTS = [
         "hydra_plugins/hpsweep_sweeper/_worker_loop.py",
         "        if isinstance(outcome, Exception) and environment_cause(outcome) is not None:",
         "        if False:",
-        ("tests/test_slots.py::test_a_full_disk_stops_the_sweep_in_one_line_and_charges_no_trial",),
+        (
+            "tests/test_slots.py::test_a_full_disk_stops_the_sweep_in_one_line_and_charges_no_trial"
+            "[elsewhere]",
+        ),
     ),
     Mutant(
         "a permanent refusal retried as an outage",

@@ -198,10 +198,11 @@ import errno, os
 from pathlib import Path
 
 real_fsync, full = os.fsync, Path(os.environ["DISK_FULL_FLAG"])
+disk = os.environ["DISK"]
 
 
 def fsync(fd):
-    if full.exists():
+    if full.exists() and os.readlink(f"/proc/self/fd/{fd}").startswith(disk):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     return real_fsync(fd)
 
@@ -226,10 +227,11 @@ def small_disk(path: Path) -> Iterator[Callable[[], None]]:
         if not mounted:
             (path.parent / "disk_full").touch()
             return
-        with open(path / "filler", "wb") as f, contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * (1 << 20))
-                f.flush()
+        with open(path / "filler", "wb", buffering=0) as f:
+            for chunk in (1 << 20, 1 << 12, 1):  # to the last byte: no small write fits
+                with contextlib.suppress(OSError):
+                    while True:
+                        f.write(b"\0" * chunk)
 
     try:
         yield fill
@@ -238,13 +240,19 @@ def small_disk(path: Path) -> Iterator[Callable[[], None]]:
             subprocess.run(["umount", "-l", str(path)], check=True)
 
 
-def test_a_full_disk_stops_the_sweep_in_one_line_and_charges_no_trial(tmp_path, capsys):
+@pytest.mark.parametrize("journal", ["on the full disk", "elsewhere"])
+def test_a_full_disk_stops_the_sweep_in_one_line_and_charges_no_trial(tmp_path, journal):
     (tmp_path / "full_disk_train.py").write_text(FULL_DISK_TRAIN)
     with small_disk(tmp_path / "disk") as fill:
         sweep = tmp_path / "disk" / "sweep"
         args = [*SWEEP, "epochs=3", "batch_size=32", "hydra.sweeper.n_trials=3"]
         args.append(f"hydra.sweep.dir={sweep}")
+        storage = None
+        if journal == "elsewhere":  # the study can still be told: the trial must not be failed
+            storage = str(tmp_path / "optuna.journal")
+            args.append(f"hydra.sweeper.storage={storage}")
         env = {**os.environ, "DISK_FULL_FLAG": str(tmp_path / "disk_full")}
+        env["DISK"] = str(tmp_path / "disk")
         proc = subprocess.Popen(
             [sys.executable, "full_disk_train.py", *args],
             cwd=tmp_path,
@@ -262,7 +270,7 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_charges_no_trial(tmp_path, 
         [stopped] = [line for line in output.splitlines() if "sweep stopped" in line]
         assert "no space left on device (ENOSPC) writing " + str(sweep) in stopped, output
         assert "trial 1 stays resumable" in stopped and "no trial is charged" in stopped
-        study = load_sweep_study(sweep, "mlp")
+        study = load_sweep_study(sweep, "mlp", storage)
         assert states(study) == ["COMPLETE", "RUNNING"]  # nothing failed, nothing asked since
 
         (tmp_path / "disk" / "filler").unlink(missing_ok=True)
@@ -270,7 +278,7 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_charges_no_trial(tmp_path, 
         proc = run_cli(*args, cwd=tmp_path)
 
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        study = load_sweep_study(sweep, "mlp")
+        study = load_sweep_study(sweep, "mlp", storage)
         assert len(finished(study)) == 3 and _study.failures(study.trials) == []
         retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 1)
         assert retry.state == TrialState.COMPLETE

@@ -128,6 +128,9 @@ def run_threads(n_jobs: int, serve: Callable[[T], None], study: T) -> list[str]:
     def slot() -> None:
         try:
             serve(study)
+        except CompactHydraException as e:  # a message for the user: a full disk, say
+            log.error("%s stopped: %s", threading.current_thread().name, e)
+            crashed.append(threading.current_thread().name)
         except Exception:
             log.exception("%s stopped", threading.current_thread().name)
             crashed.append(threading.current_thread().name)
