@@ -18,6 +18,7 @@ BENCHMARKS = [
     "conv_precision.py",
     "step_overhead.py",
     "sweep_speed.py",
+    "startup.py",
     "search_efficiency.py",
     "accuracy_anchor.py",
     "compare_scale.py",

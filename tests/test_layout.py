@@ -138,6 +138,28 @@ def test_reading_results_loads_no_torch(module):
     assert out.stdout.strip() == "[]", f"import {module} loads {out.stdout.strip()}"
 
 
+def test_the_command_loads_no_torch_until_a_job_runs(tmp_path):
+    # `hpsweep-train --help`, `--cfg job` and a refused value answer in about a second:
+    # importing torch (and through it the rest of the job) is what a job pays, when it runs
+    commands = [
+        "import hpsweep.train",
+        "sys.argv[1:] = ['--help']; hpsweep.train.main()",
+        "sys.argv[1:] = ['--cfg', 'job']; hpsweep.train.main()",
+        "sys.argv[1:] = ['batch_size=0', 'hydra.run.dir=run']; hpsweep.train.main()",
+    ]
+    loaded = tmp_path / "loaded"
+    for command in commands:
+        code = (
+            "import atexit, pathlib, sys, hpsweep.train\n"
+            f"atexit.register(lambda: pathlib.Path({str(loaded)!r}).write_text(repr(sorted("
+            "m for m in sys.modules if m.split('.')[0] in ('torch', 'matplotlib')))))\n" + command
+        )
+        loaded.unlink(missing_ok=True)
+        proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True)
+        assert loaded.read_text() == "[]", f"{command}: {loaded.read_text()[:200]}"
+        assert b"Traceback" not in proc.stderr, proc.stderr
+
+
 def test_no_function_in_src_is_longer_than_a_screen():
     long = []
     for path in MODULES.values():

@@ -245,7 +245,8 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_charges_no_trial(tmp_path, 
     (tmp_path / "full_disk_train.py").write_text(FULL_DISK_TRAIN)
     with small_disk(tmp_path / "disk") as fill:
         sweep = tmp_path / "disk" / "sweep"
-        args = [*SWEEP, "epochs=3", "batch_size=32", "hydra.sweeper.n_trials=3"]
+        # epochs enough that trial 1 still trains when the disk is full a moment later
+        args = [*SWEEP, "epochs=12", "batch_size=32", "hydra.sweeper.n_trials=3"]
         args.append(f"hydra.sweep.dir={sweep}")
         storage = None
         if journal == "elsewhere":  # the study can still be told: the trial must not be failed
@@ -282,4 +283,4 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_charges_no_trial(tmp_path, 
         assert len(finished(study)) == 3 and _study.failures(study.trials) == []
         retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 1)
         assert retry.state == TrialState.COMPLETE
-        assert [r["epoch"] for r in read_metrics(sweep / "trial_0001")] == [1, 2, 3]
+        assert [r["epoch"] for r in read_metrics(sweep / "trial_0001")] == list(range(1, 13))

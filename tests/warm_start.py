@@ -21,7 +21,8 @@ from pathlib import Path
 SERVER = r"""
 import importlib.util, json, logging, os, sys
 
-import hpsweep.cli, hpsweep.train  # the imports every command pays
+import hpsweep.cli, hpsweep.train  # the command
+import hpsweep.job  # and what a job imports when it runs (torch, models, data)
 
 ENTRY = {"hpsweep.train": "hpsweep.train", "hpsweep.cli": "hpsweep.cli.__main__"}
 

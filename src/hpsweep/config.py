@@ -4,24 +4,33 @@ value checks that types cannot express, run before any work starts."""
 import inspect
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import MISSING, DictConfig, ListConfig
 
-from hpsweep.data import NO_FLIP_DATASETS
 from hpsweep.errors import ConfigError
 from hpsweep.record import METRIC_DIRECTIONS, OBJECTIVES
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the two functions that need it: the schema and the checks do not, so
+# that `--help`, `--cfg` and a refused command start in a second.
+
 PRECISIONS = ("fp32", "bf16")  # job._steps.AUTOCAST_DTYPES maps each to its autocast dtype
+# A mirrored 2, 3, 4, 5, 7 or 9 is not that digit (and a mirrored 6 is no digit at all):
+# flipping MNIST teaches the model shapes that are not in the task (augment.hflip is refused).
+NO_FLIP_DATASETS = ("mnist", "mnist_mini")
 
 CONFIG_DIR = Path(__file__).parent / "conf"  # a symlink to the repo's conf/ in a source tree
 DEVICES = "auto, cpu, cuda, cuda:N"
+DEVICE_NAME = re.compile(r"auto|(cpu|cuda)(:\d+)?")
 
 
 @dataclass
@@ -63,8 +72,6 @@ def check_config(cfg: DictConfig) -> None:
     for key in cfg:
         if key not in known:  # `+epochz=3` gets past the schema: Hydra adds what `+` asks for
             raise ConfigError(str(key), cfg[key], f"unknown key; the keys are {', '.join(known)}")
-    for group in ("data", "model", "optimizer", "scheduler", "augment", "loss"):
-        _check_group_keys(group, cfg.get(group))
     for key, value in _leaves(cfg):
         # inf and nan pass every bound check below (nan fails them silently): refuse them all
         if isinstance(value, float) and not math.isfinite(value):
@@ -93,8 +100,11 @@ def check_config(cfg: DictConfig) -> None:
             f"must be val_ or train_ and a metric: {', '.join(METRIC_DIRECTIONS)} (the data's "
             "task decides which it logs: acc and f1 for classes, mse, mae and r2 for regression)",
         )
-    resolve_device(cfg.device)
+    check_device(cfg.device)
     _check_optimizer(cfg.optimizer)
+    # Last: it imports each group's target (torch with it) to read the constructor's arguments
+    for group in ("data", "model", "optimizer", "scheduler", "augment", "loss"):
+        _check_group_keys(group, cfg.get(group))
 
 
 def _check_data_fit(cfg: DictConfig) -> None:
@@ -163,7 +173,7 @@ def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield prefix.rstrip("."), node
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device: "torch.device") -> str:
     """A device as result.json names it: a CUDA index counts among the visible GPUs only (a
     sweep gives each worker its own), so those are named too."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -172,7 +182,17 @@ def device_name(device: torch.device) -> str:
     return f"{device} (CUDA_VISIBLE_DEVICES={visible})"
 
 
-def resolve_device(name: str) -> torch.device:
+def check_device(name: str) -> None:
+    """The device's name, and for CUDA whether it is here (the only check that needs torch)."""
+    if not DEVICE_NAME.fullmatch(name):
+        raise ConfigError("device", name, f"must be one of {DEVICES}")
+    if name.startswith("cuda"):
+        resolve_device(name)
+
+
+def resolve_device(name: str) -> "torch.device":
+    import torch  # here, not above: see the top of this module
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -28,7 +28,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hpsweep.config import CONFIG_DIR, TrainConfig, check_config
 from hpsweep.errors import CheckpointError, ConfigError
-from hpsweep.job import EpochHook, Run, prepare, train
 from hpsweep.record import OBJECTIVES, Status, TrialResult, atomic_write_bytes
 from hydra_plugins.hpsweep_sweeper import (
     Done,
@@ -40,6 +39,12 @@ from hydra_plugins.hpsweep_sweeper import (
     fusable,
     stop_on_signals,
 )
+
+if TYPE_CHECKING:
+    from hpsweep.job import EpochHook, Run
+
+# hpsweep.job (torch, the models, the data) is imported where a job runs, not with this module:
+# `--help`, `--cfg job`, a refused command and a sweep's start do not pay for it.
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,7 @@ class ConfigRejected(CompactHydraException):
     shows it without a traceback. A single run exits with the message alone."""
 
 
-def report_to(trial: Any, objective: str, epochs: int) -> EpochHook:
+def report_to(trial: Any, objective: str, epochs: int) -> "EpochHook":
     """The pruning idiom as an epoch hook: report the objective, stop if the pruner says so.
 
     Not after the last of the trial's `epochs`: pruning it would save nothing, and would call
@@ -121,7 +126,7 @@ def command_name() -> str:
     return shlex.quote(str(started_as))
 
 
-def interrupted(run: Run | None, trial_dir: Path, how: str = "interrupted") -> str:
+def interrupted(run: "Run | None", trial_dir: Path, how: str = "interrupted") -> str:
     command = continue_command(trial_dir)
     if run is None:
         return f"{how} before the first epoch; start it again with: {command}"
@@ -269,6 +274,9 @@ def train_job(cfg: DictConfig) -> float | None:
     run = None
     try:
         try:
+            check_config(cfg)  # before torch is imported: a refused command answers at once
+            from hpsweep.job import prepare, train
+
             run = prepare(cfg, trial_dir)
         except (ConfigError, CheckpointError) as e:
             with contextlib.suppress(OSError):  # Hydra made the dir for this job: if still empty

@@ -8,7 +8,7 @@ augmentation on the batch tensor.
 `augment`. A user's own data target returns `Splits`.
 """
 
-from hpsweep.data._augment import NO_FLIP_DATASETS, Augment
+from hpsweep.data._augment import Augment
 from hpsweep.data._image_folder import load_image_folder, load_torchvision
 from hpsweep.data._splits import (
     MNIST_MINI_DIR,
@@ -28,7 +28,6 @@ from hpsweep.data._task import TASK_KINDS, Task, as_targets, check_targets, infe
 
 __all__ = [
     "MNIST_MINI_DIR",
-    "NO_FLIP_DATASETS",
     "TASK_KINDS",
     "AnySplit",
     "Augment",

@@ -14,10 +14,6 @@ from torch import Tensor
 
 from hpsweep.errors import ConfigError
 
-# A mirrored 2, 3, 4, 5, 7 or 9 is not that digit (and a mirrored 6 is no digit at all):
-# flipping MNIST teaches the model shapes that are not in the task.
-NO_FLIP_DATASETS = ("mnist", "mnist_mini")
-
 
 class Augment:
     """Each image moved by up to `shift` pixels in each direction (the crop of a `shift`-pixel
