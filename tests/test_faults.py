@@ -477,8 +477,12 @@ class Proxy:
             if self.listener is not listener:  # cut while this one was being connected
                 self.drop()
                 return
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=pump, args=(source, sink), daemon=True).start()
+            self.forward(client, server)
+
+    def forward(self, client: socket.socket, server: socket.socket) -> None:
+        """Carry a connection's bytes both ways, in threads of their own."""
+        for source, sink in ((client, server), (server, client)):
+            threading.Thread(target=pump, args=(source, sink), daemon=True).start()
 
 
 def pump(source: socket.socket, sink: socket.socket) -> None:
@@ -675,18 +679,10 @@ class ReplyDropper(Proxy):
         self.nth = nth
         self.dropped = threading.Event()
 
-    def accept(self, listener: socket.socket) -> None:
-        while self.listener is listener:
-            try:
-                client, _ = listener.accept()
-                server = socket.create_connection(self.target)
-            except OSError:
-                continue
-            with self.lock:
-                self.links |= {client, server}
-            muted = threading.Event()  # the server's answers go nowhere
-            threading.Thread(target=self.watch, args=(client, server, muted), daemon=True).start()
-            threading.Thread(target=self.answer, args=(server, client, muted), daemon=True).start()
+    def forward(self, client: socket.socket, server: socket.socket) -> None:
+        muted = threading.Event()  # set: the server's answers go nowhere
+        threading.Thread(target=self.watch, args=(client, server, muted), daemon=True).start()
+        threading.Thread(target=self.answer, args=(server, client, muted), daemon=True).start()
 
     def watch(self, client: socket.socket, server: socket.socket, muted: threading.Event) -> None:
         creating = False

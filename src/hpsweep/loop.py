@@ -40,6 +40,22 @@ RECORD_KEY = "hpsweep_record"
 DIRECTIONS = ("maximize", "minimize")
 
 
+def report_epoch(trial: Any, value: float, epoch: int, epochs: int | None) -> bool:
+    """The pruning idiom: report an epoch's objective to the Optuna trial; whether the pruner
+    stops the trial.
+
+    Never after the last of the trial's `epochs`: pruning it would save nothing, and would call
+    a fully trained trial PRUNED, out of the running for best (a successive-halving rung can
+    fall on the last epoch). A study away past its retries leaves the epoch unreported, with a
+    warning: the trial trains on, unpruned, for now."""
+    try:
+        trial.report(value, step=epoch)
+        return (epochs is None or epoch < epochs) and trial.should_prune()
+    except Exception as e:
+        log.warning("epoch %d not reported to the study: %s", epoch, str(e).splitlines()[0])
+        return False
+
+
 class TrialRecord:
     """One trial of a user's loop. `objective`: the logged score that picks the best epoch and
     is returned to the sweeper; `direction`: how it improves, needed unless its name says
@@ -116,13 +132,7 @@ class TrialRecord:
         until = os.environ.get(REPRODUCE_UNTIL)  # a re-run of a trial pruned after that epoch
         pruned = until is not None and epoch >= int(until)
         if self._trial is not None:
-            try:
-                self._trial.report(value, step=epoch)
-                # the last epoch is never pruned: the trial is complete by then
-                last = self.epochs is not None and epoch >= self.epochs
-                pruned = not last and self._trial.should_prune()
-            except Exception as e:  # storage away past its retries: train on, unpruned
-                log.warning("epoch %d not reported to the study: %s", epoch, str(e).splitlines()[0])
+            pruned = report_epoch(self._trial, value, epoch, self.epochs)
         if pruned:
             import optuna
 

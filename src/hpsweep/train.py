@@ -28,16 +28,17 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hpsweep.config import CONFIG_DIR, TrainConfig, check_config
 from hpsweep.errors import CheckpointError, ConfigError
+from hpsweep.loop import report_epoch
 from hpsweep.record import OBJECTIVES, Status, TrialResult, atomic_write_bytes
 from hydra_plugins.hpsweep_sweeper import (
     Done,
-    Stopped,
     checks_config,
     current_trial,
     declares_direction,
     exit_code,
     fusable,
     stop_on_signals,
+    stopped_how,
 )
 
 if TYPE_CHECKING:
@@ -59,19 +60,11 @@ class ConfigRejected(CompactHydraException):
 
 
 def report_to(trial: Any, objective: str, epochs: int) -> "EpochHook":
-    """The pruning idiom as an epoch hook: report the objective, stop if the pruner says so.
-
-    Not after the last of the trial's `epochs`: pruning it would save nothing, and would call
-    a fully trained trial PRUNED, out of the running for best (a successive-halving rung can
-    fall on the last epoch)."""
+    """The pruning idiom (hpsweep.loop.report_epoch) as an epoch hook: report the objective,
+    stop if the pruner says so."""
 
     def hook(epoch: int, row: dict[str, float]) -> Status | None:
-        try:
-            trial.report(row[objective], step=epoch)
-            return Status.PRUNED if epoch < epochs and trial.should_prune() else None
-        except Exception as e:  # storage away past its retries: train on, unpruned, for now
-            log.warning("epoch %d not reported to the study: %s", epoch, str(e).splitlines()[0])
-            return None
+        return Status.PRUNED if report_epoch(trial, row[objective], epoch, epochs) else None
 
     return hook
 
@@ -290,8 +283,7 @@ def train_job(cfg: DictConfig) -> float | None:
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGUSR1 (Stopped)
         if not single_run():
             raise  # a sweep's job: the sweeper says what stays resumable and exits
-        how = f"stopped by {e.name}" if isinstance(e, Stopped) else "interrupted"
-        log.warning(interrupted(run, trial_dir, how))  # the console and train.log
+        log.warning(interrupted(run, trial_dir, stopped_how(e)))  # the console and train.log
         sys.exit(exit_code(e))
     if result.status is Status.PRUNED:
         import optuna
@@ -317,7 +309,7 @@ def main() -> None:
         with stop_on_signals():  # a scheduler's stop or SLURM's warning: as Ctrl-C
             train_job()
     except KeyboardInterrupt as e:  # while composing, or in a Hydra grid sweep's job
-        print("stopped by " + e.name if isinstance(e, Stopped) else "interrupted", file=sys.stderr)
+        print(stopped_how(e), file=sys.stderr)
         sys.exit(exit_code(e))
 
 

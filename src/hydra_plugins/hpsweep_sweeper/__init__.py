@@ -3,10 +3,10 @@
 What others may use: the names the sweeper's files and its study share, the study of a
 sweep and what reads or writes it as the sweeper does (its storage, search space, locks),
 `current_trial()` for the job, `stop_on_signals()` for an entry point's own runs (SIGTERM
-and SIGUSR1 raised as Ctrl-C is, as `Stopped`, with its `exit_code`), and the marks a task
-function may carry: `fusable` (it trains trials together), `declares_direction` (its config
-says which way its objective improves) and `checks_config` (its configs can be checked before
-any trial runs).
+and SIGUSR1 raised as Ctrl-C is, as `Stopped`; `exit_code` and `stopped_how` say it), and the
+marks a task function may carry: `fusable` (it trains trials together), `declares_direction`
+(its config says which way its objective improves) and `checks_config` (its configs can be
+checked before any trial runs).
 Everything in a `_module` is the sweeper's own.
 
 Hydra imports every module of a plugin at start-up, except those whose names begin with "_":
@@ -37,7 +37,12 @@ from hydra_plugins.hpsweep_sweeper._names import (
 )
 from hydra_plugins.hpsweep_sweeper._records import Rebuilt, TrialFound
 from hydra_plugins.hpsweep_sweeper._running import current_trial, running_trial
-from hydra_plugins.hpsweep_sweeper._signals import Stopped, exit_code, stop_on_signals
+from hydra_plugins.hpsweep_sweeper._signals import (
+    Stopped,
+    exit_code,
+    stop_on_signals,
+    stopped_how,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -78,6 +83,7 @@ __all__ = [
     "running_trial",
     "search_space",
     "stop_on_signals",
+    "stopped_how",
 ]
 
 

@@ -45,7 +45,11 @@ class JournalUnreadable(RuntimeError):
     pass
 
 
-CREATE_STUDY, DELETE_STUDY, CREATE_TRIAL = 0, 1, 4  # _compat.JournalOperation's values
+CREATE_STUDY, DELETE_STUDY, CREATE_TRIAL = (
+    _compat.JournalOperation.CREATE_STUDY,
+    _compat.JournalOperation.DELETE_STUDY,
+    _compat.JournalOperation.CREATE_TRIAL,
+)
 DUPLICATE = "a copy of an earlier create-trial line (it would make a trial that never was)"
 
 
@@ -59,7 +63,7 @@ class Order:
     shift every trial id after it by one."""
 
     def __init__(self) -> None:
-        self.studies: dict[str, int] = {}  # name -> id
+        self.studies: set[str] = set()  # names; a study's id is its place among them
         self.deleted: set[int] = set()
         self.trials = 0
         self.creates: set[bytes] = set()
@@ -69,7 +73,7 @@ class Order:
         message as ValueError for a record out of order."""
         op = record["op_code"]
         if op == CREATE_STUDY:
-            self.studies.setdefault(str(record.get("study_name")), len(self.studies))
+            self.studies.add(str(record.get("study_name")))  # a name again: Optuna ignores it
             return None
         for key, created in (("study_id", len(self.studies)), ("trial_id", self.trials)):
             referred = record.get(key)

@@ -27,6 +27,11 @@ def exit_code(interrupt: KeyboardInterrupt) -> int:
     return interrupt.exit_code if isinstance(interrupt, Stopped) else 130
 
 
+def stopped_how(interrupt: KeyboardInterrupt) -> str:
+    """How a message says it: "interrupted" (Ctrl-C), "stopped by SIGTERM"."""
+    return f"stopped by {interrupt.name}" if isinstance(interrupt, Stopped) else "interrupted"
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
     """Inside this block, SIGTERM and SIGUSR1 raise Stopped in the main thread, once: a second

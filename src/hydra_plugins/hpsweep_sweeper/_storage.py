@@ -143,10 +143,7 @@ def outage_cause(error: BaseException) -> BaseException | None:
     Optuna wraps the driver's error (StorageInternalError from an SQLAlchemy error)."""
     import sqlalchemy.exc as sa
 
-    seen: set[int] = set()
-    e: BaseException | None = error
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
+    for e in chain(error):
         if isinstance(e, StorageUnavailable):  # retried already, and given up on
             return None
         if isinstance(e, sa.DBAPIError):
@@ -163,8 +160,18 @@ def outage_cause(error: BaseException) -> BaseException | None:
             return None
         if isinstance(e, OSError):  # ConnectionError, TimeoutError, EIO on a network disk
             return e
-        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
     return None
+
+
+def chain(error: BaseException) -> Iterator[BaseException]:
+    """`error` and the exceptions it was raised from or while handling, as a traceback shows
+    them (a `raise ... from None` ends the chain)."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
 
 
 # A server's refusal that no wait changes (a connection error carries no SQLSTATE): a database
@@ -200,14 +207,10 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, err
 
 def environment_cause(error: BaseException) -> OSError | None:
     """The OSError in `error`'s chain that is the machine's fault (ENVIRONMENT_ERRNOS)."""
-    seen: set[int] = set()
-    e: BaseException | None = error
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
-            return e
-        e = e.__cause__ or e.__context__
-    return None
+    return next(
+        (e for e in chain(error) if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS),
+        None,
+    )
 
 
 def describe_os_error(error: OSError) -> str:

@@ -51,7 +51,7 @@ from hydra_plugins.hpsweep_sweeper._settings import (
     masked,
     study_directions,
 )
-from hydra_plugins.hpsweep_sweeper._signals import Stopped, exit_code, stop_on_signals
+from hydra_plugins.hpsweep_sweeper._signals import exit_code, stop_on_signals, stopped_how
 from hydra_plugins.hpsweep_sweeper._storage import (
     describe_os_error,
     describe_storage,
@@ -149,7 +149,7 @@ class Sweep:
         # the study as they were.
         check = getattr(self.context.task_function, CHECKS, None)
         check_values(self.context, self.space, settings.enqueue, check)
-        conn = self.open_study()
+        conn = self.open_study(first=True)
         self.start(conn)
         try:
             sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -175,8 +175,9 @@ class Sweep:
             if crashed:
                 raise SweepError(f"{', '.join(crashed)} stopped with an error; see the log above")
         except KeyboardInterrupt as e:
-            how = f"stopped by {e.name}" if isinstance(e, Stopped) else "interrupted"
-            log.warning("sweep %s; run the same command again to continue the study", how)
+            log.warning(
+                "sweep %s; run the same command again to continue the study", stopped_how(e)
+            )
             sys.exit(exit_code(e))
 
         write_report(conn.study, sweep_dir, self.where, settings.top_k)
@@ -225,11 +226,12 @@ class Sweep:
         for mismatch in self.space.lists_unlike(self.context.config):
             log.warning(mismatch)
 
-    def open_study(self) -> StudyConnection:
-        """The study, with a storage client and sampler of this process's own."""
+    def open_study(self, first: bool = False) -> StudyConnection:
+        """The study, with a storage client and sampler of this process's own. `first`: the
+        sweep process's, before any worker: the sweep dir must hold no other study."""
         settings = self.settings
         journal = self.context.sweep_dir / JOURNAL_FILE
-        if settings.storage is None and not journal.exists():
+        if first and settings.storage is None and not journal.exists():
             self.check_sweep_dir(exists=False)  # before opening the journal creates it
         try:
             client = open_storage(
@@ -241,7 +243,8 @@ class Sweep:
             exists = settings.study_name in optuna.get_all_study_names(client)
         except Exception as e:  # drivers and SQLAlchemy raise many types; all mean "cannot open"
             raise SweepError(self.cannot_open(e)) from None
-        self.check_sweep_dir(exists)
+        if first:
+            self.check_sweep_dir(exists)
         try:
             with our_optuna_calls():  # a preset's sampler or pruner may be experimental
                 pruner = instantiate(settings.pruner)

@@ -33,7 +33,7 @@ from hydra_plugins.hpsweep_sweeper._progress import SweepProgress, log_prefix
 from hydra_plugins.hpsweep_sweeper._running import running_trial
 from hydra_plugins.hpsweep_sweeper._search_space import SearchSpace
 from hydra_plugins.hpsweep_sweeper._settings import JobContext, masked
-from hydra_plugins.hpsweep_sweeper._signals import Stopped
+from hydra_plugins.hpsweep_sweeper._signals import stopped_how
 from hydra_plugins.hpsweep_sweeper._storage import (
     EnvironmentStop,
     describe_os_error,
@@ -109,9 +109,8 @@ class Worker:
                 try:
                     self.run_claimed(conn, [(trial, trial_dir) for trial, trial_dir, _ in claimed])
                 except KeyboardInterrupt as e:
-                    how = f"stopped by {e.name}" if isinstance(e, Stopped) else "interrupted"
                     left = self.left(claimed)
-                    log.warning("%s: %s; start the sweep again to continue", how, left)
+                    log.warning("%s: %s; start the sweep again to continue", stopped_how(e), left)
                     raise
                 finally:
                     for _, _, lock in claimed:
