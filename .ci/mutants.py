@@ -106,8 +106,8 @@ MUTANTS = [
     ),
     Mutant(
         "drop the pruning report",
-        "hpsweep/train.py",
-        "            trial.report(row[objective], step=epoch)\n",
+        "hpsweep/loop.py",
+        "        trial.report(value, step=epoch)\n",
         "",
         (
             "tests/test_sweeper.py::test_median_pruner_stops_bad_learning_rates_early_and_keeps_their_files",

@@ -698,3 +698,23 @@ def test_sigterm_and_sigusr1_are_raised_as_ctrl_c_is_and_only_once():
         assert exit_code(stopped.value) == 128 + sig and stopped.value.name == sig.name
     assert signal.getsignal(signal.SIGTERM) is before  # put back after the block
     assert exit_code(KeyboardInterrupt()) == 130
+
+
+def test_a_stop_whose_raise_was_lost_is_raised_where_a_worker_checks():
+    # a signal landing in a weakref callback or finalizer: Python prints its exception and
+    # drops it, and the second signal is ignored; the worker checks before its next claim
+    from hydra_plugins.hpsweep_sweeper import Stopped
+    from hydra_plugins.hpsweep_sweeper._signals import check_stopped, stop_on_signals
+
+    with stop_on_signals():
+        check_stopped()  # no signal: nothing
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # not reached
+        except Stopped:
+            pass  # lost, as in a callback
+        os.kill(os.getpid(), signal.SIGTERM)  # ignored: a stop is under way
+        with pytest.raises(Stopped) as stopped:
+            check_stopped()
+        assert stopped.value.name == "SIGTERM"
+    check_stopped()  # outside the block: forgotten

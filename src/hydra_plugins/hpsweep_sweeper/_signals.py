@@ -10,6 +10,8 @@ import threading
 from collections.abc import Iterator
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# The stop a signal asked for, once it came (see check_stopped)
+_asked: "Stopped | None" = None
 
 
 class Stopped(KeyboardInterrupt):
@@ -36,23 +38,34 @@ def stopped_how(interrupt: KeyboardInterrupt) -> str:
 def stop_on_signals() -> Iterator[None]:
     """Inside this block, SIGTERM and SIGUSR1 raise Stopped in the main thread, once: a second
     one while stopping is ignored (SLURM signals every process of a job, and the sweep passes
-    the signal on to its workers too). Processes forked inside inherit it. Outside the main
-    thread, where Python cannot set handlers, it does nothing."""
+    the signal on to its workers too). Processes forked inside inherit it (and `_asked` as it
+    was then: None). Outside the main thread, where Python cannot set handlers, it does
+    nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    stopping = False
 
     def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        if stopping:
+        global _asked
+        if _asked is not None:
             return
-        stopping = True
-        raise Stopped(signum)
+        _asked = Stopped(signum)
+        raise _asked
 
     before = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     try:
         yield
     finally:
+        global _asked
+        _asked = None
         for s, handler in before.items():
             signal.signal(s, handler)
+
+
+def check_stopped() -> None:
+    """Raise the stop a signal asked for, if there was one: where a process can stop cleanly
+    (a worker, before it claims its next trial). The raise in the handler itself can be lost:
+    a signal may land in a finalizer or a weakref callback, whose exceptions Python prints
+    and drops, and a second signal is ignored."""
+    if _asked is not None:
+        raise _asked

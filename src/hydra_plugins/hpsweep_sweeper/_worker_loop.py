@@ -33,7 +33,7 @@ from hydra_plugins.hpsweep_sweeper._progress import SweepProgress, log_prefix
 from hydra_plugins.hpsweep_sweeper._running import running_trial
 from hydra_plugins.hpsweep_sweeper._search_space import SearchSpace
 from hydra_plugins.hpsweep_sweeper._settings import JobContext, masked
-from hydra_plugins.hpsweep_sweeper._signals import stopped_how
+from hydra_plugins.hpsweep_sweeper._signals import check_stopped, stopped_how
 from hydra_plugins.hpsweep_sweeper._storage import (
     EnvironmentStop,
     describe_os_error,
@@ -108,13 +108,13 @@ class Worker:
             while claimed := self.claim_trials(conn, self.settings.fuse):
                 try:
                     self.run_claimed(conn, [(trial, trial_dir) for trial, trial_dir, _ in claimed])
-                except KeyboardInterrupt as e:
-                    left = self.left(claimed)
-                    log.warning("%s: %s; start the sweep again to continue", stopped_how(e), left)
-                    raise
                 finally:
                     for _, _, lock in claimed:
                         lock.close()
+        except KeyboardInterrupt as e:  # Ctrl-C, a stop signal
+            left = self.left(claimed)  # those of an earlier claim were told: none left
+            log.warning("%s: %s; start the sweep again to continue", stopped_how(e), left)
+            raise
         except Exception as e:
             cause = environment_cause(e)
             if cause is None:
@@ -150,6 +150,7 @@ class Worker:
     def claim_trials(self, conn: StudyConnection, n: int) -> list[Claimed]:
         """Up to n trials from the study (fewer once a budget is spent), each with its trial
         dir and the lock that says a live worker runs it."""
+        check_stopped()  # a stop whose signal's raise was lost: before another trial starts
         sweep_dir, study, tally = self.context.sweep_dir, conn.study, conn.tally
         claimed: list[Claimed] = []
         with file_lock(sweep_dir / ".ask.lock"):

@@ -73,35 +73,37 @@ def run_forked(
         )
         for i in range(n_jobs)
     ]
-    for worker in workers:
-        worker.start()
     try:
+        for worker in workers:
+            worker.start()
         for worker in workers:
             worker.join()
     except KeyboardInterrupt as e:
         # Ctrl-C reaches every process of the terminal's group, each stopping on its own; a
-        # SIGTERM may reach this process alone (`kill`, a parent's death): passed on.
-        for worker in workers:
+        # SIGTERM may reach this process alone (`kill`, a parent's death): passed on, also
+        # when it came while the workers were being started (to those started).
+        started = [worker for worker in workers if worker.pid is not None]
+        for worker in started:
             if isinstance(e, Stopped) and worker.pid is not None and worker.is_alive():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, e.signum)
-        for worker in workers:
+        for worker in started:
             worker.join()
         raise
     return [f"{w.name} (exit code {w.exitcode})" for w in workers if w.exitcode != 0]
 
 
 def _worker(work: Callable[[int], None], index: int, threads: int, gpu: str | None) -> None:
-    die_with_parent()
-    if gpu is not None:  # before anything here initializes CUDA: it reads the variable then
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    # Oversubscribed cores make parallel trials slower than serial ones: each worker gets its
-    # share of threads, for torch (already imported) and for libraries that read the variable.
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
-    try:
+    try:  # a stop may come at any moment, this one's first lines too
+        die_with_parent()
+        if gpu is not None:  # before anything here initializes CUDA: it reads the variable then
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        # Oversubscribed cores make parallel trials slower than serial ones: each worker gets
+        # its share of threads, for torch (imported already) and for libraries reading this.
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(threads)
         work(index)
     except KeyboardInterrupt as e:
         sys.exit(exit_code(e))
