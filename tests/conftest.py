@@ -74,9 +74,11 @@ def interrupt_after(k):
     return hook
 
 
-def compose_config(*overrides: str) -> DictConfig:
+def compose_config(*overrides: str, return_hydra_config: bool = False) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+        return compose(
+            config_name="train", overrides=list(overrides), return_hydra_config=return_hydra_config
+        )
 
 
 TRAIN_CMD = [sys.executable, "-m", "hpsweep.train"]  # what hpsweep-train runs

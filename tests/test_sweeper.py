@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import optuna
 import pytest
 import yaml
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from hpsweep.record import Status
@@ -19,6 +20,7 @@ from hydra_plugins.hpsweep_sweeper import load_sweep_study as load_study
 from tests.conftest import (
     FAST,
     TRAIN_CMD,
+    compose_config,
     read_metrics,
     read_result,
     run_cli,
@@ -276,6 +278,19 @@ def test_enqueued_params_run_first(tmp_path):
     ]
     config = yaml.safe_load((tmp_path / "multirun/warm/trial_0001/.hydra/config.yaml").read_text())
     assert config["optimizer"]["lr"] == 0.01 and config["batch_size"] == 128
+    # trial 0's config was composed, the others' derived from it: each is what Hydra composes
+    for number in (1, 2):
+        record = tmp_path / f"multirun/warm/trial_{number:04d}/.hydra"
+        overrides = yaml.safe_load((record / "overrides.yaml").read_text())
+        composed = compose_config(*overrides, searchpath, return_hydra_config=True)
+        assert (record / "config.yaml").read_text() == OmegaConf.to_yaml(
+            {k: v for k, v in composed.items() if k != "hydra"}
+        )
+        hydra = yaml.safe_load((record / "hydra.yaml").read_text())["hydra"]
+        assert hydra["overrides"]["task"] == overrides == list(composed.hydra.overrides.task)
+        assert hydra["runtime"]["choices"] == dict(composed.hydra.runtime.choices)
+        assert hydra["job"]["override_dirname"] == composed.hydra.job.override_dirname
+        assert f"optimizer.lr={study.trials[number].params['optimizer.lr']!r}" in overrides
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from hydra_plugins.hpsweep_sweeper._groups import derive_config
+from hydra_plugins.hpsweep_sweeper._derive import derive_config
 from hydra_plugins.hpsweep_sweeper._search_space import SearchSpace, SearchSpaceError
 from hydra_plugins.hpsweep_sweeper._settings import JobContext, SweepError
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import optuna
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, run_job
 from hydra.utils import get_method
 from omegaconf import DictConfig, open_dict
@@ -27,6 +26,7 @@ from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import Trial, TrialState
 
 from hydra_plugins.hpsweep_sweeper import _compat
+from hydra_plugins.hpsweep_sweeper._derive import derive_config
 from hydra_plugins.hpsweep_sweeper._experimental import our_optuna_calls
 from hydra_plugins.hpsweep_sweeper._names import FAIL_REASON, OVERRIDES, RETRY_OF, TRIAL_DIR, WORKER
 from hydra_plugins.hpsweep_sweeper._progress import SweepProgress, log_prefix
@@ -96,6 +96,8 @@ class Worker:
         self.fusable = plan.fusable
         self.told: set[int] = set()  # trials this worker has told the study the end of
         self.started: set[int] = set()  # trials whose job this worker began
+        # its first composed job config and that trial's overrides: the others derive from it
+        self.template: tuple[DictConfig, list[str]] | None = None
 
     def serve(self, conn: StudyConnection) -> None:
         """Run trials until the study has its n_trials (or too many failed).
@@ -293,22 +295,21 @@ class Worker:
         with_retries(tell, f"recording trial {trial.number}", self.plan.where)
         self.told.add(trial.number)
 
-    def job_config(
-        self, overrides: list[str], number: int, trial_dir: str, composed: DictConfig | None = None
-    ) -> DictConfig:
-        """The trial's job config: `composed` for its overrides if given, else composed here."""
-        config = composed
+    def job_config(self, overrides: list[str], number: int, trial_dir: str) -> DictConfig:
+        """The trial's job config: derived from the worker's first one where it can be (the
+        same config groups: see _derive), else composed."""
+        config = None if self.template is None else derive_config(*self.template, overrides)
         if config is None:
             loader = self.context.hydra_context.config_loader
             config = loader.load_sweep_config(
                 self.context.config, [*overrides, *self.context.job_overrides]
             )
+            self.template = self.template or (config, overrides)
         with open_dict(config):
             config.hydra.job.id = f"{self.settings.study_name}_{number}"
             config.hydra.job.num = number
             config.hydra.sweep.subdir = trial_dir
         masked(config)  # the job writes hydra.yaml: no password in it
-        HydraConfig.instance().set_config(config)
         return config
 
     def values(self, result: Any) -> list[float]:
