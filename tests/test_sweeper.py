@@ -169,12 +169,14 @@ def test_median_pruner_stops_bad_learning_rates_early_and_keeps_their_files(tmp_
     sweep = tmp_path / "multirun" / "prune"
     study = load_study(sweep, "prune")
     assert states(study)[:2] == ["COMPLETE", "COMPLETE"]
+    for trial in study.trials[:2]:
+        assert 0.5 < read_result(sweep / trial.user_attrs["trial_dir"]).test_acc <= 1
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     assert pruned and all(t.params["optimizer.lr"] < 1e-5 for t in pruned)
     for trial in pruned:
         trial_dir = sweep / trial.user_attrs["trial_dir"]
         result = read_result(trial_dir)
-        assert result.status is Status.PRUNED
+        assert result.status is Status.PRUNED and result.test_acc is None  # not scored
         assert result.epochs_run < 4
         assert len(read_metrics(trial_dir)) == result.epochs_run
         assert (trial_dir / "checkpoints" / "last.pt").is_file()

@@ -195,6 +195,24 @@ def test_final_report_tests_the_best_epochs_weights_not_the_last(tmp_path, monke
     assert scores["last"] != scores["best"]  # so the test above tells the two apart
 
 
+@pytest.mark.parametrize("test_pruned", [False, True])
+def test_a_pruned_trial_is_scored_on_the_test_set_only_on_request(tmp_path, test_pruned):
+    cfg = compose_config(*SMALL, "epochs=3", f"test_pruned={test_pruned}")
+    pruned = run_trial(cfg, tmp_path / "pruned", lambda e, r: Status.PRUNED if e == 2 else None)
+    assert pruned.status is Status.PRUNED and pruned.epochs_run == 2
+    # early stopping ends a trial as complete: scored, as every complete trial is
+    stopped = run_trial(cfg, tmp_path / "stopped", lambda e, r: Status.COMPLETE if e == 2 else None)
+    assert stopped.status is Status.COMPLETE and 0.5 < stopped.test_acc <= 1
+    # the same two epochs: the same best.pt, so the same test score when there is one
+    assert TrialFiles(tmp_path / "pruned").read_result() == pruned
+    if test_pruned:
+        assert (pruned.test_acc, pruned.test_loss) == (stopped.test_acc, stopped.test_loss)
+        assert pruned.scores["test_acc"] == pruned.test_acc
+    else:
+        assert pruned.test_acc is pruned.test_loss is None
+        assert not any(k.startswith("test_") for k in pruned.scores)
+
+
 def test_training_batches_are_shuffled_anew_every_epoch(tmp_path, monkeypatch):
     first_batches = []
     real_iterate = trial.iterate_batches

@@ -60,6 +60,7 @@ class TrainConfig:
     checkpoint_every: int = MISSING
     objective: str = MISSING
     log_every_s: float = MISSING
+    test_pruned: bool = MISSING
 
 
 # At import, as Hydra's own examples do: whoever composes `train` has imported this module.

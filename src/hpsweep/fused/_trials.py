@@ -66,6 +66,7 @@ MAY_DIFFER = {
     "objective",
     "checkpoint_every",
     "log_every_s",
+    "test_pruned",
 }
 
 

@@ -47,9 +47,9 @@ log = logging.getLogger("hpsweep.trial")  # the job's own lines: one logger name
 EpochHook = Callable[[int, dict[str, float]], Status | None]
 STOPPING = (Status.PRUNED, Status.COMPLETE)
 
-# Keys that only change what a run prints: a resume ignores them, and checkpoints written
-# before they existed do not have them.
-OUTPUT_ONLY_KEYS = ("log_every_s",)
+# Keys that only change what a run prints or reports, not what it trains: a resume ignores
+# them, and checkpoints written before they existed do not have them.
+OUTPUT_ONLY_KEYS = ("log_every_s", "test_pruned")
 # Schedules defined over optimizer steps: stepped after each batch, the others after each epoch
 PER_BATCH_SCHEDULERS = (OneCycleLR, CyclicLR)
 
@@ -357,10 +357,13 @@ def final_report(
     fused_with: int | None = None,
     who: str = "",
 ) -> TrialResult:
-    """The test set, once, on the best checkpoint's weights; then result.json and curves.png.
-    `who`: as log_epoch's."""
-    job.model.load_state_dict(load_checkpoint(files.best)["model"])
-    test = evaluate_split(job, job.splits.test, meter, "test")
+    """The test set, once, on the best checkpoint's weights (a pruned trial's only with
+    test_pruned: its score would inform nothing and costs an evaluation); then result.json
+    and curves.png. `who`: as log_epoch's."""
+    test = None
+    if status is not Status.PRUNED or job.cfg.get("test_pruned", False):
+        job.model.load_state_dict(load_checkpoint(files.best)["model"])
+        test = evaluate_split(job, job.splits.test, meter, "test")
     result = result_of(job, progress, status, reason, test=test, fused_with=fused_with)
     files.write_result(result)
     best_epoch = result.best_epoch
@@ -380,7 +383,9 @@ def final_report(
         best_epoch,
         result.objective,
         result.value,
-        " ".join(f"{name} {value:.4f}" for name, value in test.items() if name != "loss"),
+        "not scored (pruned)"
+        if test is None
+        else " ".join(f"{name} {value:.4f}" for name, value in test.items() if name != "loss"),
         files.result.resolve(),
     )
     return result
