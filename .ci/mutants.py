@@ -269,6 +269,34 @@ MUTANTS = [
             "test_dataset_batches_come_in_a_new_order_each_epoch_from_the_trials_generator",
         ),
     ),
+    Mutant(
+        "a sweep returns before its drawer drew every figure",
+        "hpsweep/train.py",
+        "        finish_drawing(Path(config.hydra.sweep.dir))\n",
+        "        pass\n",
+        ("tests/test_trial_files.py::test_every_trial_dir_holds_its_files_when_the_sweep_returns",),
+    ),
+    Mutant(
+        "the drawer draws another figure than the trial",
+        "hpsweep/record/_drawing.py",
+        '        request = {"dir": str(Path(trial_dir).resolve()), "label_smoothing": label_smoothing}',
+        '        request = {"dir": str(Path(trial_dir).resolve()), "label_smoothing": 0.0}',
+        ("tests/test_trial_files.py::test_the_drawer_draws_the_figure_the_trial_draws",),
+    ),
+    Mutant(
+        "a derived job config keeps the first trial's overrides",
+        "hydra_plugins/hpsweep_sweeper/_derive.py",
+        "        config.hydra.overrides.task = task\n",
+        "        pass\n",
+        ("tests/test_sweeper.py::test_enqueued_params_run_first",),
+    ),
+    Mutant(
+        "a pruned trial is scored on the test set",
+        "hpsweep/job/_trial.py",
+        '    if status is not Status.PRUNED or job.cfg.get("test_pruned", False):',
+        "    if True:",
+        ("tests/test_trial.py::test_a_pruned_trial_is_scored_on_the_test_set_only_on_request",),
+    ),
 ]
 
 

@@ -31,6 +31,7 @@ from hpsweep.record import (
     Status,
     TrialFiles,
     TrialResult,
+    draw_later,
     is_better,
 )
 
@@ -216,6 +217,8 @@ class TrialRecord:
         )
 
     def _draw(self) -> None:
+        if draw_later(self.files.dir):  # the command's drawer process draws it
+            return
         from hpsweep.plots import plot_curves, save_png
 
         title = f"{self.files.dir.parent.name}/{self.files.dir.name}"

@@ -23,13 +23,21 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hpsweep.config import CONFIG_DIR, TrainConfig, check_config
 from hpsweep.errors import CheckpointError, ConfigError
 from hpsweep.loop import report_epoch
-from hpsweep.record import OBJECTIVES, Status, TrialResult, atomic_write_bytes
+from hpsweep.record import (
+    OBJECTIVES,
+    Status,
+    TrialResult,
+    atomic_write_bytes,
+    finish_drawing,
+    start_drawing,
+)
 from hydra_plugins.hpsweep_sweeper import (
     Done,
     checks_config,
@@ -85,6 +93,25 @@ def save_hydra_record(cfg: DictConfig, trial_dir: Path) -> None:
         ("overrides.yaml", HydraConfig.get().overrides.task),
     ):
         atomic_write_bytes(folder / name, OmegaConf.to_yaml(node).encode())
+
+
+class DrawCurvesAside(Callback):
+    """hydra.callbacks.curves (train.yaml): the command's trials hand their curves.png to a
+    drawer process (hpsweep.record's start_drawing), drawn while the next trial trains, and
+    the command waits for it at its end. A sweep's drawer first draws what a killed start of
+    the sweep left undrawn."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        start_drawing()  # matplotlib's import too, while this run imports torch and trains
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        finish_drawing()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        start_drawing(Path(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        finish_drawing(Path(config.hydra.sweep.dir))
 
 
 # -- Ctrl-C ----------------------------------------------------------------------------------

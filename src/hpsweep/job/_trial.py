@@ -34,7 +34,14 @@ from hpsweep.job._progress import LOG_EVERY_S, Meter, progress_mode
 from hpsweep.job._steps import evaluate, train_one_epoch
 from hpsweep.models import count_parameters
 from hpsweep.plots import plot_curves, save_png
-from hpsweep.record import OBJECTIVES, Status, TrialFiles, TrialResult, is_better
+from hpsweep.record import (
+    OBJECTIVES,
+    Status,
+    TrialFiles,
+    TrialResult,
+    draw_later,
+    is_better,
+)
 
 log = logging.getLogger("hpsweep.trial")  # the job's own lines: one logger name in train.log
 # torch._dynamo above: use_deterministic_algorithms() and fused Adam import it on first use,
@@ -359,7 +366,8 @@ def final_report(
 ) -> TrialResult:
     """The test set, once, on the best checkpoint's weights (a pruned trial's only with
     test_pruned: its score would inform nothing and costs an evaluation); then result.json
-    and curves.png. `who`: as log_epoch's."""
+    and curves.png (handed to the command's drawer process if it has one: it is drawn while
+    the next trial trains). `who`: as log_epoch's."""
     test = None
     if status is not Status.PRUNED or job.cfg.get("test_pruned", False):
         job.model.load_state_dict(load_checkpoint(files.best)["model"])
@@ -367,16 +375,17 @@ def final_report(
     result = result_of(job, progress, status, reason, test=test, fused_with=fused_with)
     files.write_result(result)
     best_epoch = result.best_epoch
-    save_png(
-        plot_curves(
-            progress.history,
-            best_epoch,
-            title=f"{files.dir.parent.name}/{files.dir.name}",
-            label_smoothing=job.cfg.label_smoothing,
-            objective=result.objective,
-        ),
-        files.curves,
-    )
+    if not draw_later(files.dir, job.cfg.label_smoothing):  # no drawer: drawn here, alike
+        save_png(
+            plot_curves(
+                progress.history,
+                best_epoch,
+                title=f"{files.dir.parent.name}/{files.dir.name}",
+                label_smoothing=job.cfg.label_smoothing,
+                objective=result.objective,
+            ),
+            files.curves,
+        )
     log.info(
         "%sbest epoch %s: %s %.4f | test %s | %s",
         who,

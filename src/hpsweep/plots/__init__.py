@@ -9,9 +9,12 @@ A trial job draws only its own curves: the sweep's figures (pandas, Optuna) load
 from typing import Any
 
 from hpsweep.plots._common import plot_curves, save_png, short_names
+from hpsweep.plots._drawer import draw_stale_curves, draw_trial_curves
 
 __all__ = [
     "SweptParam",
+    "draw_stale_curves",
+    "draw_trial_curves",
     "plot_curves",
     "plot_history",
     "plot_importances",

@@ -2,7 +2,8 @@
 
     <trial dir>/metrics.csv     one row per epoch, METRIC_COLUMNS
     <trial dir>/result.json     a TrialResult: status, the best epoch's numbers, test scores
-    <trial dir>/curves.png      train and validation curves (drawn by hpsweep.plots)
+    <trial dir>/curves.png      train and validation curves (drawn by hpsweep.plots, by the
+                                command's drawer process when it has one: see _drawing)
     <trial dir>/checkpoints/    last.pt and best.pt (hpsweep.job)
     <trial dir>/.hydra/         Hydra's: config.yaml, hydra.yaml, overrides.yaml (read here too)
 
@@ -11,6 +12,7 @@ import it.
 """
 
 from hpsweep.errors import TrialFileError
+from hpsweep.record._drawing import draw_later, finish_drawing, start_drawing
 from hpsweep.record._files import (
     METRIC_COLUMNS,
     METRIC_DIRECTIONS,
@@ -37,5 +39,8 @@ __all__ = [
     "TrialFiles",
     "TrialResult",
     "atomic_write_bytes",
+    "draw_later",
+    "finish_drawing",
     "is_better",
+    "start_drawing",
 ]
