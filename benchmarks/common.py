@@ -1,15 +1,18 @@
 """What every benchmark records next to its numbers: the command, the machine, the versions."""
 
+import contextlib
 import json
 import os
 import platform
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def write_result(
@@ -53,3 +56,25 @@ def load_study(sweep_dir: Path, name: str):
     from hydra_plugins.hpsweep_sweeper import load_sweep_study
 
     return load_sweep_study(sweep_dir, name)
+
+
+@contextlib.contextmanager
+def checkouts(baseline: str | None) -> Iterator[dict[str, Path]]:
+    """{name: src folder}: this checkout's, and (with `baseline`, a git revision) that
+    revision's, checked out into a temporary worktree. Put a src folder first on PYTHONPATH to
+    run its code in this venv, against the same torch."""
+    import subprocess
+    import tempfile
+
+    sources = {"this checkout": REPO / "src"}
+    with tempfile.TemporaryDirectory() as tmp:
+        if baseline is None:
+            yield sources
+            return
+        into = Path(tmp) / "base"
+        git = ["git", "-C", str(REPO), "worktree"]
+        subprocess.run([*git, "add", "--detach", str(into), baseline], check=True)
+        try:
+            yield {**sources, f"baseline {baseline}": into / "src"}
+        finally:
+            subprocess.run([*git, "remove", "--force", str(into)], check=False)

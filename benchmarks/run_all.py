@@ -19,6 +19,7 @@ BENCHMARKS = [
     "step_overhead.py",
     "sweep_speed.py",
     "startup.py",
+    "race.py",
     "search_efficiency.py",
     "accuracy_anchor.py",
     "compare_scale.py",

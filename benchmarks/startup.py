@@ -25,9 +25,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from common import write_result  # benchmarks/ is on sys.path
+from common import checkouts, write_result  # benchmarks/ is on sys.path
 
-REPO = Path(__file__).resolve().parent.parent
 FAST = ["data.train_size=2000", "data.val_size=500", "epochs=1"]
 
 
@@ -72,13 +71,6 @@ def first_trial_start(src: Path, sweep: Path, began: datetime) -> float:
     return (started - began).total_seconds()
 
 
-def worktree(rev: str, into: Path) -> Path:
-    subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(into), rev], check=True
-    )
-    return into / "src"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -87,29 +79,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.rounds = 1
-    sources = {"this checkout": REPO / "src"}
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.baseline:
-            sources[f"baseline {args.baseline}"] = worktree(args.baseline, Path(tmp) / "base")
-        try:
-            rounds = {name: [] for name in sources}
-            for _ in range(args.rounds):
-                for name, src in sources.items():  # A B A B: drift hits both alike
-                    rounds[name].append(measure(src))
-        finally:
-            if args.baseline:
-                subprocess.run(
-                    [
-                        "git",
-                        "-C",
-                        str(REPO),
-                        "worktree",
-                        "remove",
-                        "--force",
-                        str(Path(tmp) / "base"),
-                    ],
-                    check=False,
-                )
+    with checkouts(args.baseline) as sources:
+        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in sources}
+        for _ in range(args.rounds):
+            for name, src in sources.items():  # A B A B: drift hits both alike
+                rounds[name].append(measure(src))
     rows = []
     keys = list(next(iter(rounds.values()))[0])
     print(f"{'':22}" + "".join(f"{k:>32}" for k in keys))

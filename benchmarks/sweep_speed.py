@@ -1,6 +1,7 @@
 """Sweep speed: seconds per trial spent outside training, and trials/hour with 1 vs 2 workers.
 
-    python benchmarks/sweep_speed.py [--quick]
+    python benchmarks/sweep_speed.py [--quick] [--part overhead|scaling|around]
+                                     [--baseline REV] [--rounds N]
 
 1. Per-trial overhead: a sweep of trials that each train one tiny epoch (64 images), so nearly
    all their time is the sweep's own: config composition, study ask/tell, trial dir files,
@@ -10,18 +11,30 @@
    1 thread, for reference), 2 workers x cores/2 threads (the default), and 2 workers x all
    cores (oversubscribed).
 
+3. Around training (BENCHMARKS.md sections 10 and 12): a 64-trial sweep of the `mlp` preset
+   on mnist_mini (5 epochs at most, median pruning, sampler seed 0), n_jobs 1 and 2, for this
+   checkout and, with --baseline, for REV side by side (A B A B, N rounds). Its wall time is
+   split: the start (command to first trial), training (every trial's epoch seconds from its
+   metrics.csv, per worker), the end (last trial to the command's return: the last figures
+   are drawn then) and the rest, around training, given per trial and worker.
+
 Times come from the study (trial start/complete) and each trial's result.json; the runs go one
 after the other in this process, so their ratios are side by side. Writes
-benchmarks/results/sweep_speed.json.
+benchmarks/results/sweep_speed.json (sweep_speed_around.json for --part around).
 """
 
 import argparse
 import json
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
+import time
+from datetime import datetime
 from pathlib import Path
 
-from common import load_study, run_sweep, write_result  # benchmarks/ is on sys.path
+from common import checkouts, load_study, run_sweep, write_result  # benchmarks/ is on sys.path
 
 
 def measure(folder: Path, name: str, *overrides: str) -> dict:
@@ -49,83 +62,168 @@ def measure(folder: Path, name: str, *overrides: str) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer trials")
-    args = parser.parse_args()
-    n_overhead = 10 if args.quick else 30
-    epochs = 2 if args.quick else 4
+def parts_overhead_and_scaling(quick: bool, part: str) -> list[dict]:
+    n_overhead = 10 if quick else 30
+    epochs = 2 if quick else 4
     rows = []
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        print(f"per-trial overhead: {n_overhead} trials of one 64-image epoch", flush=True)
-        for n_jobs in (1, 2):
-            r = measure(
-                folder,
-                f"overhead{n_jobs}",
-                f"hydra.sweeper.n_trials={n_overhead}",
-                f"hydra.sweeper.n_jobs={n_jobs}",
-                "data.train_size=64",
-                "data.val_size=64",
-                "batch_size=64",
-                "epochs=1",
-            )
-            outside = (r["span_seconds"] * n_jobs - r["training_seconds"]) / r["trials"]
-            row = {
-                "measure": "per_trial_overhead",
-                "n_jobs": n_jobs,
-                **r,
-                "outside_training_s_per_trial": outside,
-                "wall_s_per_trial": r["span_seconds"] / r["trials"],
-            }
-            rows.append(row)
-            print(
-                f"  n_jobs={n_jobs}: {outside:.3f} s/trial outside training per worker, "
-                f"{row['wall_s_per_trial']:.3f} s/trial wall, process start "
-                f"{r['startup_seconds']:.1f} s once",
-                flush=True,
-            )
-
-        print(
-            f"parallel scaling: 20 trials x {epochs} epochs on mnist_mini, {cores} cores",
-            flush=True,
-        )
-        grid = [
-            "hydra/sweeper/sampler=grid",
-            "hydra.sweeper.n_trials=20",
-            "model.hidden_sizes=choice(16,32,64,128,256)",
-            "batch_size=choice(32,64,128,256)",
-            "optimizer.lr=0.001",
-            f"epochs={epochs}",
-        ]
-        base = None
-        for label, n_jobs, threads in (
-            ("1 worker x all cores", 1, None),
-            ("1 worker x 1 thread", 1, 1),
-            ("2 workers x cores/2", 2, None),
-            ("2 workers x all cores", 2, cores),
-        ):
-            # one worker runs trials in the sweep's own process: its threads are num_threads
-            extra = [] if threads is None else [f"hydra.sweeper.threads_per_job={threads}"]
-            if n_jobs == 1 and threads is not None:
-                extra = [f"num_threads={threads}"]
-            r = measure(
-                folder, f"scaling{len(rows)}", *grid, f"hydra.sweeper.n_jobs={n_jobs}", *extra
-            )
-            per_hour = r["trials"] / r["span_seconds"] * 3600
-            base = base or per_hour
-            rows.append(
-                {
-                    "measure": "parallel_scaling",
-                    "setup": label,
+        if part in ("overhead", "all"):
+            print(f"per-trial overhead: {n_overhead} trials of one 64-image epoch", flush=True)
+            for n_jobs in (1, 2):
+                r = measure(
+                    folder,
+                    f"overhead{n_jobs}",
+                    f"hydra.sweeper.n_trials={n_overhead}",
+                    f"hydra.sweeper.n_jobs={n_jobs}",
+                    "data.train_size=64",
+                    "data.val_size=64",
+                    "batch_size=64",
+                    "epochs=1",
+                )
+                outside = (r["span_seconds"] * n_jobs - r["training_seconds"]) / r["trials"]
+                row = {
+                    "measure": "per_trial_overhead",
                     "n_jobs": n_jobs,
                     **r,
-                    "trials_per_hour": per_hour,
-                    "x_one_worker": per_hour / base,
+                    "outside_training_s_per_trial": outside,
+                    "wall_s_per_trial": r["span_seconds"] / r["trials"],
                 }
+                rows.append(row)
+                print(
+                    f"  n_jobs={n_jobs}: {outside:.3f} s/trial outside training per worker, "
+                    f"{row['wall_s_per_trial']:.3f} s/trial wall, process start "
+                    f"{r['startup_seconds']:.1f} s once",
+                    flush=True,
+                )
+
+        if part in ("scaling", "all"):
+            print(
+                f"parallel scaling: 20 trials x {epochs} epochs on mnist_mini, {cores} cores",
+                flush=True,
             )
-            print(f"  {label:<24} {per_hour:8.0f} trials/h  {per_hour / base:4.2f}x", flush=True)
+            grid = [
+                "hydra/sweeper/sampler=grid",
+                "hydra.sweeper.n_trials=20",
+                "model.hidden_sizes=choice(16,32,64,128,256)",
+                "batch_size=choice(32,64,128,256)",
+                "optimizer.lr=0.001",
+                f"epochs={epochs}",
+            ]
+            base = None
+            for label, n_jobs, threads in (
+                ("1 worker x all cores", 1, None),
+                ("1 worker x 1 thread", 1, 1),
+                ("2 workers x cores/2", 2, None),
+                ("2 workers x all cores", 2, cores),
+            ):
+                # one worker runs trials in the sweep's own process: its threads are num_threads
+                extra = [] if threads is None else [f"hydra.sweeper.threads_per_job={threads}"]
+                if n_jobs == 1 and threads is not None:
+                    extra = [f"num_threads={threads}"]
+                r = measure(
+                    folder, f"scaling{len(rows)}", *grid, f"hydra.sweeper.n_jobs={n_jobs}", *extra
+                )
+                per_hour = r["trials"] / r["span_seconds"] * 3600
+                base = base or per_hour
+                rows.append(
+                    {
+                        "measure": "parallel_scaling",
+                        "setup": label,
+                        "n_jobs": n_jobs,
+                        **r,
+                        "trials_per_hour": per_hour,
+                        "x_one_worker": per_hour / base,
+                    }
+                )
+                print(
+                    f"  {label:<24} {per_hour:8.0f} trials/h  {per_hour / base:4.2f}x", flush=True
+                )
+    return rows
+
+
+def around_training(src: Path, n_jobs: int, seed: int = 0) -> dict:
+    """A 64-trial mnist_mini sweep with `src`'s code; its wall time split (seconds)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, name = Path(tmp), f"around{n_jobs}"
+        args = ["-m", "sweep=mlp", "hydra.sweeper.n_trials=64", f"hydra.sweeper.n_jobs={n_jobs}"]
+        args += [f"hydra.sweeper.sampler.seed={seed}", f"hydra.sweeper.study_name={name}"]
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        began = datetime.now().astimezone()
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "hpsweep.train", *args],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-3000:])
+        sweep = folder / "multirun" / name
+        trials = load_study(sweep, name).trials
+        first = min(t.datetime_start for t in trials).astimezone()
+        last = max(t.datetime_complete for t in trials).astimezone()
+        training = sum(
+            float(line.split(",")[-1])  # `seconds`, metrics.csv's last column
+            for t in trials
+            for line in (sweep / t.user_attrs["trial_dir"] / "metrics.csv")
+            .read_text()
+            .splitlines()[1:]
+        )
+    startup = (first - began).total_seconds()
+    span = (last - first).total_seconds()
+    around = span - training / n_jobs
+    return {
+        "n_jobs": n_jobs,
+        "trials": len(trials),
+        "wall_s": wall,
+        "start_s": startup,
+        "training_s_per_worker": training / n_jobs,
+        "end_s": wall - startup - span,
+        "around_s": around,
+        "around_s_per_trial": around * n_jobs / len(trials),
+        "trials_per_hour": len(trials) / wall * 3600,
+    }
+
+
+def part_around(baseline: str | None, rounds: int) -> list[dict]:
+    keys = ("wall_s", "start_s", "training_s_per_worker", "around_s", "end_s")
+    keys += ("around_s_per_trial", "trials_per_hour")
+    rows = []
+    with checkouts(baseline) as sources:
+        runs: dict[tuple[str, int], list[dict]] = {}
+        for _ in range(rounds):
+            for n_jobs in (1, 2):
+                for name, src in sources.items():  # A B A B: drift hits both alike
+                    r = around_training(src, n_jobs)
+                    runs.setdefault((name, n_jobs), []).append(r)
+                    print(f"  {name}, n_jobs={n_jobs}: " + ", ".join(
+                        f"{k} {r[k]:.3f}" for k in keys), flush=True)  # fmt: skip
+    print(f"{'checkout':28} n_jobs " + " ".join(f"{k:>22}" for k in keys))
+    for (name, n_jobs), measured in runs.items():
+        medians = {k: statistics.median(r[k] for r in measured) for k in keys}
+        rows.append({"checkout": name, "n_jobs": n_jobs, "median": medians, "rounds": measured})
+        print(f"{name:28} {n_jobs:6} " + " ".join(f"{medians[k]:>22.3f}" for k in keys))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer trials")
+    parser.add_argument("--part", choices=("overhead", "scaling", "around", "all"), default="all")
+    parser.add_argument("--baseline", help="around: a commit to compare with, side by side")
+    parser.add_argument("--rounds", type=int, default=2, help="around: rounds, A B A B")
+    args = parser.parse_args()
+    if args.part == "around":
+        rows = part_around(args.baseline, args.rounds)
+        write_result("sweep_speed_around", rows, quick=False)
+        return
+    rows = parts_overhead_and_scaling(args.quick, args.part)
+    if args.part == "all":
+        rows += part_around(args.baseline, 1 if args.quick else args.rounds)
     write_result("sweep_speed", rows, quick=args.quick)
 
 

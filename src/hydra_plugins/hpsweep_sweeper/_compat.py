@@ -4,7 +4,8 @@ file and tests/test_compat.py (which checks the shape of each) are what to look 
 Checked against hydra-core 1.3.8 and optuna 5.1.0 (CHECKED_WITH; the test accepts their patch
 releases). Hydra:
 - hydra._internal.callbacks.Callbacks: the job callbacks of `hydra.callbacks`, built from a
-  job's config, with on_job_start(config, task_function=) and on_job_end(config, job_return=).
+  job's config, with on_job_start(config, task_function=) and on_job_end(config, job_return=),
+  the instances in its `callbacks` list.
   A fused group's trials start together and end apart, so each gets its own, called by hand:
   Hydra runs them only inside run_job.
 - hydra._internal.config_loader_impl.ConfigLoaderImpl._apply_overrides_to_config(overrides,

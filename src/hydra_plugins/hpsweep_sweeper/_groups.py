@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, env_override
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 from optuna.trial import Trial
 
@@ -77,9 +78,7 @@ def run_group(worker: Worker, conn: StudyConnection, jobs: list[Job]) -> None:
     # Hydra's job callbacks (hydra.callbacks), each trial its own instances: callbacks are
     # written for one job at a time (Hydra's PickleJobInfoCallback keeps the job's dir from
     # on_job_start to on_job_end), and a group's trials start together and end apart.
-    callbacks = [
-        _compat.Callbacks(config) if config.hydra.callbacks else None for _, _, config in jobs
-    ]
+    callbacks = [job_callbacks(config) for _, _, config in jobs]
 
     def done(i: int, outcome: Any) -> None:
         if i in told:
@@ -117,6 +116,23 @@ def run_group(worker: Worker, conn: StudyConnection, jobs: list[Job]) -> None:
     for i in range(len(trials)):
         if i not in told:
             done(i, error)
+
+
+def job_callbacks(config: DictConfig) -> _compat.Callbacks | None:
+    """The job's callbacks, if one of them has a job hook: the JobReturn made for on_job_end
+    costs two copies of the config, which a callback of the run or sweep alone (as
+    hpsweep-train's) would not use."""
+    if not config.hydra.callbacks:
+        return None
+    callbacks = _compat.Callbacks(config)
+    hooks = ("on_job_start", "on_job_end")
+    if not any(
+        getattr(type(c), hook) is not getattr(Callback, hook)
+        for c in callbacks.callbacks
+        for hook in hooks
+    ):
+        return None
+    return callbacks
 
 
 def job_end(callbacks: _compat.Callbacks, config: DictConfig, outcome: Any) -> None:
