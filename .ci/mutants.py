@@ -297,16 +297,6 @@ MUTANTS = [
         "    if True:",
         ("tests/test_trial.py::test_a_pruned_trial_is_scored_on_the_test_set_only_on_request",),
     ),
-    Mutant(
-        "a trial's epochs end before their checkpoints are on disk",
-        "hpsweep/job/_trial.py",
-        "    finally:  # however the epochs end, their checkpoints are on disk before anyone goes on\n"
-        "        wait_for_writes()\n",
-        "    finally:\n        pass\n",
-        (
-            "tests/test_trial.py::"
-            "test_checkpoints_written_while_training_are_on_disk_when_a_trial_stops",
-        ),
     ),
 ]
 

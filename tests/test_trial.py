@@ -1,7 +1,6 @@
 """run_trial end to end on composed configs: files, resume, checkpoints, failures."""
 
 import math
-import time
 
 import pandas as pd
 import pytest
@@ -12,8 +11,7 @@ from hpsweep.errors import CheckpointError
 from hpsweep.job import TrainingDiverged, evaluate, load_checkpoint, make_criterion, run_trial
 from hpsweep.job import _trial as trial
 from hpsweep.models import MLP
-from hpsweep.record import Status, TrialFiles, TrialResult, atomic_write_bytes, wait_for_writes
-from hpsweep.record import _writer as writer
+from hpsweep.record import Status, TrialFiles, TrialResult
 from tests.conftest import Interrupted, compose_config, interrupt_after, read_metrics, read_result
 
 # Small and quick, but exercising every RNG stream: dropout (global RNG) and shuffling.
@@ -83,29 +81,6 @@ def test_interrupted_and_resumed_equals_uninterrupted_bitwise(tmp_path, override
     assert not TrialFiles(tmp_path / "resumed").result.exists()
     run_trial(cfg, tmp_path / "resumed")
     assert_same_run(tmp_path / "straight", tmp_path / "resumed")
-
-
-def test_checkpoints_written_while_training_are_on_disk_when_a_trial_stops(tmp_path, monkeypatch):
-    # the writer thread made slow: an epoch's checkpoints are still being written when the
-    # next one (or the interrupt) comes
-    def slow_write(path, data):
-        time.sleep(0.1)
-        atomic_write_bytes(path, data)
-
-    monkeypatch.setattr(writer, "atomic_write_bytes", slow_write)
-    cfg = compose_config(*SMALL, "epochs=3")
-    with pytest.raises(Interrupted):
-        run_trial(cfg, tmp_path / "stopped", on_epoch_end=interrupt_after(2))
-    files = TrialFiles(tmp_path / "stopped")  # read the moment it stopped
-    assert load_checkpoint(files.last)["epoch"] == 2 and len(read_metrics(files.dir)) == 2
-    result = run_trial(cfg, tmp_path / "whole")
-    assert load_checkpoint(TrialFiles(tmp_path / "whole").last)["epoch"] == 3
-    assert len(read_metrics(tmp_path / "whole")) == result.epochs_run == 3
-    # a write that fails is raised by the trial, not lost with the thread
-    monkeypatch.setattr(writer, "atomic_write_bytes", lambda path, data: 1 / 0)
-    with pytest.raises(ZeroDivisionError):
-        run_trial(cfg, tmp_path / "failing")
-    wait_for_writes()  # said once: nothing left to raise
 
 
 def test_more_epochs_continue_a_finished_trial(tmp_path):

@@ -96,16 +96,11 @@ def save_hydra_record(cfg: DictConfig, trial_dir: Path) -> None:
 
 
 class DrawCurvesAside(Callback):
-    """hydra.callbacks.curves (train.yaml): the command's trials hand their curves.png to a
-    drawer process (hpsweep.record's start_drawing), drawn while the next trial trains, and
-    the command waits for it at its end. A sweep's drawer first draws what a killed start of
-    the sweep left undrawn."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        start_drawing()  # matplotlib's import too, while this run imports torch and trains
-
-    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        finish_drawing()
+    """hydra.callbacks.curves (train.yaml): a sweep's trials hand their curves.png to a drawer
+    process (hpsweep.record's start_drawing), drawn while the next trial trains, and the sweep
+    waits for it at its end; its drawer first draws what a killed start left undrawn. A single
+    run draws its own: it has no next trial to overlap with, and a process to start would
+    only delay a refused command's answer."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         start_drawing(Path(config.hydra.sweep.dir))

@@ -44,7 +44,7 @@ from hpsweep.job import (
     stop_reason,
 )
 from hpsweep.models import MLP
-from hpsweep.record import Status, TrialResult, wait_for_writes
+from hpsweep.record import Status, TrialResult
 
 log = logging.getLogger("hpsweep.fused")
 
@@ -182,8 +182,6 @@ def train_fused(
             )
             m.run.files.write_result(failed)
         raise
-    finally:  # the epochs' checkpoints on disk, however the group ends (see run_trial)
-        wait_for_writes()
     return [results[k] for k in range(len(members))]
 
 

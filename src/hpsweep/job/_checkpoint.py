@@ -8,7 +8,6 @@ and config (the resolved config as plain containers). Only tensors and plain con
 
 import io
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +49,12 @@ MOVED_TARGETS = {
 }
 
 
-def save_checkpoint(
-    state: dict[str, Any], *paths: Path, write: Callable[[Path, bytes], None] = atomic_write_bytes
-) -> None:
-    """Serialize once, write to each path (typically last.pt, and best.pt when it improved).
-    `write`: atomic_write_bytes, or record's write_later (the epochs of hpsweep's job)."""
+def save_checkpoint(state: dict[str, Any], *paths: Path) -> None:
+    """Serialize once, write to each path (typically last.pt, and best.pt when it improved)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     for path in paths:
-        write(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -41,8 +41,6 @@ from hpsweep.record import (
     TrialResult,
     draw_later,
     is_better,
-    wait_for_writes,
-    write_later,
 )
 
 log = logging.getLogger("hpsweep.trial")  # the job's own lines: one logger name in train.log
@@ -103,7 +101,6 @@ class Run:
     progress: Progress
     meter: Meter
     resumable: int = 0  # the epoch a new start would resume after (0: none), kept up to date
-    has_last: bool = False  # last.pt written (or queued to be: see end_epoch), or found
 
 
 def run_trial(
@@ -120,7 +117,7 @@ def prepare(cfg: DictConfig, trial_dir: Path) -> Run:
     files = TrialFiles(Path(trial_dir))
     meter = Meter(progress_mode(), cfg.get("log_every_s", LOG_EVERY_S))
     progress = resume(job, files)
-    return Run(job, files, progress, meter, progress.epoch, files.last.exists())
+    return Run(job, files, progress, meter, resumable=progress.epoch)
 
 
 def train(run: Run, on_epoch_end: EpochHook | None = None) -> TrialResult:
@@ -143,8 +140,6 @@ def train(run: Run, on_epoch_end: EpochHook | None = None) -> TrialResult:
         progress.elapsed = time.perf_counter() - started
         files.write_result(result_of(job, progress, Status.FAIL, f"{type(e).__name__}: {e}"))
         raise
-    finally:  # however the epochs end, their checkpoints are on disk before anyone goes on
-        wait_for_writes()
     progress.elapsed = time.perf_counter() - started
     return final_report(job, progress, files, status, reason, run.meter)
 
@@ -311,11 +306,9 @@ def end_epoch(
     improved = progress.add(row, cfg.objective)
     state = state_of()
     due = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs
-    last_existed, run.has_last = run.has_last, run.has_last or due
-    # on disk while the next epoch trains (record's write_later), waited for at the trial's end
-    paths = [*([files.last] if due else []), *([files.best] if improved else [])]
-    save_checkpoint(state, *paths, write=write_later)
-    files.write_metrics(progress.history, write_later)
+    last_existed = files.last.exists()
+    save_checkpoint(state, *([files.last] if due else []), *([files.best] if improved else []))
+    files.write_metrics(progress.history)
     if due or (improved and not last_existed):  # a start resumes from last.pt, else best.pt
         run.resumable = epoch
     log_epoch(row, cfg.epochs, who)
@@ -327,8 +320,8 @@ def end_epoch(
     if stop not in STOPPING:
         raise TypeError(f"an epoch hook returned {stop!r}; expected one of {STOPPING} or None")
     if not due:
-        save_checkpoint(state, files.last, write=write_later)  # so it can be continued
-        run.resumable, run.has_last = epoch, True
+        save_checkpoint(state, files.last)  # so it can be continued
+        run.resumable = epoch
     return stop
 
 
@@ -375,7 +368,6 @@ def final_report(
     test_pruned: its score would inform nothing and costs an evaluation); then result.json
     and curves.png (handed to the command's drawer process if it has one: it is drawn while
     the next trial trains). `who`: as log_epoch's."""
-    wait_for_writes()  # a fused group's epochs end here: best.pt, then result.json
     test = None
     if status is not Status.PRUNED or job.cfg.get("test_pruned", False):
         job.model.load_state_dict(load_checkpoint(files.best)["model"])

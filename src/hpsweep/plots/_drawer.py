@@ -45,16 +45,24 @@ def _stale(files: TrialFiles) -> bool:
         return True
 
 
-def draw_stale_curves(sweep_dir: Path) -> int:
-    """The missing or outdated curves.png of a sweep dir's finished trials (a sweep killed
-    before its drawer drew them); how many were drawn. A trial that cannot be read is said in
-    one line and left to `hpsweep compare`, which says what is wrong with it."""
-    drawn = 0
+def stale_trial_dirs(sweep_dir: Path) -> list[Path]:
+    """The sweep dir's finished trials whose curves.png is missing or older than their
+    result.json (a sweep killed before its drawer drew them); failed ones included, as
+    draw_trial_curves decides about them."""
     with contextlib.suppress(FileNotFoundError):
-        for trial_dir in sorted(Path(sweep_dir).iterdir()):
-            if (trial_dir / "result.json").is_file():
-                drawn += draw_or_say(trial_dir, only_if_stale=True)
-    return drawn
+        return [
+            trial_dir
+            for trial_dir in sorted(Path(sweep_dir).iterdir())
+            if (trial_dir / "result.json").is_file() and _stale(TrialFiles(trial_dir))
+        ]
+    return []
+
+
+def draw_stale_curves(sweep_dir: Path) -> int:
+    """The missing or outdated curves.png of a sweep dir's finished trials; how many were
+    drawn. A trial that cannot be read is said in one line and left to `hpsweep compare`,
+    which says what is wrong with it."""
+    return sum(draw_or_say(d, only_if_stale=True) for d in stale_trial_dirs(sweep_dir))
 
 
 def draw_or_say(

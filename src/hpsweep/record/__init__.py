@@ -26,7 +26,6 @@ from hpsweep.record._files import (
     atomic_write_bytes,
     is_better,
 )
-from hpsweep.record._writer import wait_for_writes, write_later
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -44,6 +43,4 @@ __all__ = [
     "finish_drawing",
     "is_better",
     "start_drawing",
-    "wait_for_writes",
-    "write_later",
 ]

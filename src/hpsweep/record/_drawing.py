@@ -38,8 +38,8 @@ class Drawer:
         if stale_only:
             args += ["--stale-only"]
         self.owner = os.getpid()
-        # stdout and stderr: the command's own, for its one-line warnings
-        self.process = subprocess.Popen(args, stdin=subprocess.PIPE)
+        # stderr: the command's own, for its one-line warnings
+        self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         assert self.process.stdin is not None
         self.fd = self.process.stdin.fileno()
         self.broken = False

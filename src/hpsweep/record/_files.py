@@ -219,19 +219,14 @@ class TrialFiles:
         except ValueError as e:
             raise TrialFileError(self.result, str(e)) from None
 
-    def write_metrics(
-        self,
-        history: list[dict[str, float]],
-        write: typing.Callable[[Path, bytes], None] | None = None,
-    ) -> None:
-        """`write`: atomic_write_bytes, or record's write_later (an epoch of hpsweep's job)."""
+    def write_metrics(self, history: list[dict[str, float]]) -> None:
         text = io.StringIO()
         columns = list(history[0]) if history else list(METRIC_COLUMNS)
         writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         # repr-exact floats: the file round-trips to the same numbers the run computed
         writer.writerows({k: row[k] for k in columns} for row in history)
-        (write or atomic_write_bytes)(self.metrics, text.getvalue().encode())
+        atomic_write_bytes(self.metrics, text.getvalue().encode())
 
     def read_hydra_file(self, name: str) -> Any:
         """.hydra/<name> through OmegaConf (record._hydra_yaml)."""
