@@ -297,7 +297,6 @@ MUTANTS = [
         "    if True:",
         ("tests/test_trial.py::test_a_pruned_trial_is_scored_on_the_test_set_only_on_request",),
     ),
-    ),
 ]
 
 

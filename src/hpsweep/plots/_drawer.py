@@ -1,4 +1,4 @@
-"""A trial's curves.png drawn from its files: by the command's drawer process (hpsweep.plots'
+"""A trial's curves.png drawn from its files: by a sweep's drawer process (hpsweep.plots'
 __main__), and for the figures a killed sweep left undrawn."""
 
 import contextlib

@@ -2,15 +2,15 @@
 its files while the next trial trains.
 
 A figure costs 0.1-0.2 s of text layout and PNG encoding, as much as the rest of a small
-trial's time around its training, and matplotlib's import 0.3-0.5 s per process. A command
-(`hpsweep-train`, a sweep) starts one drawer (`start_drawing`, from its Hydra callback); its
-trials, in that process or in workers forked from it, hand it their dir (`draw_later`), and
-the command waits for it before it returns (`finish_drawing`), so every trial dir holds its
-curves.png when the command is done. A sweep's drawer first draws the figures that its dir's
-finished trials lack: those a killed sweep had not drawn yet.
+trial's time around its training. A sweep (`hpsweep-train -m`) starts one drawer
+(`start_drawing`, from its Hydra callback); its trials, in that process or in workers forked
+from it, hand it their dir (`draw_later`), and the sweep waits for it before it returns
+(`finish_drawing`), so every trial dir holds its curves.png when the command is done. The
+drawer first draws the figures that the sweep dir's finished trials lack: those a killed
+sweep had not drawn yet.
 
-Where no drawer runs (run_trial called from Python, a launcher's job in another process) or
-it is gone, the trial draws its own figure.
+Where no drawer runs (a single run, run_trial called from Python, a launcher's job in another
+process) or it is gone, the trial draws its own figure.
 """
 
 import contextlib
