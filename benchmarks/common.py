@@ -78,3 +78,24 @@ def checkouts(baseline: str | None) -> Iterator[dict[str, Path]]:
             yield {**sources, f"baseline {baseline}": into / "src"}
         finally:
             subprocess.run([*git, "remove", "--force", str(into)], check=False)
+
+
+def run_train(src: Path, cwd: Path, *args: str, ok: bool = True) -> float:
+    """`python -m hpsweep.train ARGS` with `src`'s code first on PYTHONPATH; its wall seconds.
+    Raises if it exits 0 when `ok` is False, or otherwise when `ok` is True."""
+    import subprocess
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpsweep.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - start
+    if (proc.returncode == 0) != ok:
+        raise RuntimeError(f"{args}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
+    return seconds

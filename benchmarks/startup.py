@@ -21,41 +21,24 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
-from common import checkouts, write_result  # benchmarks/ is on sys.path
+from common import checkouts, run_train, write_result  # benchmarks/ is on sys.path
 
 FAST = ["data.train_size=2000", "data.val_size=500", "epochs=1"]
-
-
-def timed(src: Path, cwd: Path, *args: str, ok: bool = True) -> float:
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "hpsweep.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - start
-    if (proc.returncode == 0) != ok:
-        raise RuntimeError(f"{args}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
-    return seconds
 
 
 def measure(src: Path) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
-        row = {"help_s": timed(src, cwd, "--help")}
-        row["refused_s"] = timed(src, cwd, "batch_size=0", ok=False)
-        run_s = timed(src, cwd, "hydra.run.dir=run", *FAST)
+        row = {"help_s": run_train(src, cwd, "--help")}
+        row["refused_s"] = run_train(src, cwd, "batch_size=0", ok=False)
+        run_s = run_train(src, cwd, "hydra.run.dir=run", *FAST)
         wall = json.loads((cwd / "run" / "result.json").read_text())["wall_time_s"]
         row["single_run_outside_training_s"] = run_s - wall
         began = datetime.now().astimezone()
-        timed(src, cwd, "-m", "sweep=mlp", "hydra.sweeper.n_trials=1", *FAST)
+        run_train(src, cwd, "-m", "sweep=mlp", "hydra.sweeper.n_trials=1", *FAST)
         row["sweep_to_first_trial_s"] = first_trial_start(src, cwd / "multirun" / "mlp", began)
     return row
 

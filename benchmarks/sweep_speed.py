@@ -27,14 +27,17 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
-from common import checkouts, load_study, run_sweep, write_result  # benchmarks/ is on sys.path
+from common import (  # benchmarks/ is on sys.path
+    checkouts,
+    load_study,
+    run_sweep,
+    run_train,
+    write_result,
+)
 
 
 def measure(folder: Path, name: str, *overrides: str) -> dict:
@@ -149,19 +152,8 @@ def around_training(src: Path, n_jobs: int, seed: int = 0) -> dict:
         folder, name = Path(tmp), f"around{n_jobs}"
         args = ["-m", "sweep=mlp", "hydra.sweeper.n_trials=64", f"hydra.sweeper.n_jobs={n_jobs}"]
         args += [f"hydra.sweeper.sampler.seed={seed}", f"hydra.sweeper.study_name={name}"]
-        env = {**os.environ, "PYTHONPATH": str(src)}
         began = datetime.now().astimezone()
-        start = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "hpsweep.train", *args],
-            cwd=folder,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            raise RuntimeError(proc.stderr[-3000:])
+        wall = run_train(src, folder, *args)
         sweep = folder / "multirun" / name
         trials = load_study(sweep, name).trials
         first = min(t.datetime_start for t in trials).astimezone()

@@ -32,7 +32,6 @@ class Drawer:
         """`scan`: a sweep dir whose finished trials' missing or outdated figures it draws
         first; `stale_only`: the trials it is given too, only if missing or outdated."""
         args = [sys.executable, "-m", "hpsweep.plots"]
-        self.scan = scan
         if scan is not None:
             args += ["--scan", str(scan.resolve())]
         if stale_only:
@@ -69,10 +68,6 @@ class Drawer:
         assert self.process.stdin is not None
         with contextlib.suppress(OSError):
             self.process.stdin.close()
-        if not self.sent and self.scan is None:  # a run that drew nothing: no need to wait
-            self.process.terminate()
-            self.process.wait()
-            return 0
         return self.process.wait()
 
 
