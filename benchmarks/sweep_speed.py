@@ -16,7 +16,9 @@
    checkout and, with --baseline, for REV side by side (A B A B, N rounds). Its wall time is
    split: the start (command to first trial), training (every trial's epoch seconds from its
    metrics.csv, per worker), the end (last trial to the command's return: the last figures
-   are drawn then) and the rest, around training, given per trial and worker.
+   are drawn then) and the rest, around training, given per trial and worker. Steady: the
+   same per trial once a worker runs, its first trial (which imports the training code, once
+   per worker) left out.
 
 Times come from the study (trial start/complete) and each trial's result.json; the runs go one
 after the other in this process, so their ratios are side by side. Writes
@@ -24,6 +26,7 @@ benchmarks/results/sweep_speed.json (sweep_speed_around.json for --part around).
 """
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -156,17 +159,20 @@ def around_training(src: Path, n_jobs: int, seed: int = 0) -> dict:
         wall = run_train(src, folder, *args)
         sweep = folder / "multirun" / name
         trials = load_study(sweep, name).trials
-        first = min(t.datetime_start for t in trials).astimezone()
-        last = max(t.datetime_complete for t in trials).astimezone()
-        training = sum(
-            float(line.split(",")[-1])  # `seconds`, metrics.csv's last column
+        trained = {  # each trial's epoch seconds: `seconds`, metrics.csv's last column
+            t.number: sum(
+                float(line.split(",")[-1])
+                for line in (sweep / t.user_attrs["trial_dir"] / "metrics.csv")
+                .read_text()
+                .splitlines()[1:]
+            )
             for t in trials
-            for line in (sweep / t.user_attrs["trial_dir"] / "metrics.csv")
-            .read_text()
-            .splitlines()[1:]
-        )
+        }
+    first = min(t.datetime_start for t in trials).astimezone()
+    last = max(t.datetime_complete for t in trials).astimezone()
     startup = (first - began).total_seconds()
     span = (last - first).total_seconds()
+    training = sum(trained.values())
     around = span - training / n_jobs
     return {
         "n_jobs": n_jobs,
@@ -177,13 +183,32 @@ def around_training(src: Path, n_jobs: int, seed: int = 0) -> dict:
         "end_s": wall - startup - span,
         "around_s": around,
         "around_s_per_trial": around * n_jobs / len(trials),
+        "steady_s_per_trial": steady_around(trials, trained),
         "trials_per_hour": len(trials) / wall * 3600,
     }
 
 
+def steady_around(trials: list, trained: dict[int, float]) -> float:
+    """Seconds around training per trial once a worker runs: from each trial's start to its
+    worker's next trial's start, less the trial's epochs, averaged over every trial but each
+    worker's first (which also imports torch and the training code, once per worker: the
+    start-up that around_s_per_trial spreads over the sweep) and last (no next start)."""
+    by_worker: dict[str, list] = {}
+    for t in trials:
+        by_worker.setdefault(t.user_attrs["worker"], []).append(t)
+    cycles = []
+    for own in by_worker.values():
+        own.sort(key=lambda t: t.datetime_start)
+        for t, after in itertools.pairwise(own[1:]):
+            cycles.append(
+                (after.datetime_start - t.datetime_start).total_seconds() - trained[t.number]
+            )
+    return statistics.mean(cycles)
+
+
 def part_around(baseline: str | None, rounds: int) -> list[dict]:
     keys = ("wall_s", "start_s", "training_s_per_worker", "around_s", "end_s")
-    keys += ("around_s_per_trial", "trials_per_hour")
+    keys += ("around_s_per_trial", "steady_s_per_trial", "trials_per_hour")
     rows = []
     with checkouts(baseline) as sources:
         runs: dict[tuple[str, int], list[dict]] = {}

@@ -11,6 +11,7 @@ from enum import IntEnum
 
 import optuna
 import pytest
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
@@ -22,6 +23,7 @@ from packaging.version import Version
 
 from hydra_plugins.hpsweep_sweeper import _compat
 from hydra_plugins.hpsweep_sweeper._journal import OP_CODES, RECORD_START
+from tests.conftest import compose_config
 
 RECHECK = "re-check src/hydra_plugins/hpsweep_sweeper/_compat.py against it"
 
@@ -84,6 +86,36 @@ def test_the_override_dirname_is_hydras():
         overrides=overrides, kv_sep="-", item_sep="_", exclude_keys=["seed"]
     )
     assert dirname == "epochs-3_lr-0.1", RECHECK
+
+
+def test_hydra_config_shares_a_job_configs_hydra_node_as_set_config_copies_it(tmp_path):
+    config = compose_config("optimizer.lr=0.5", "hydra.help.header=${optimizer.lr}",
+                            return_hydra_config=True)  # fmt: skip
+    before = HydraConfig.instance().cfg
+    try:
+        look_at_hydra_config(config, tmp_path)
+    finally:
+        HydraConfig.instance().cfg = before
+
+
+def look_at_hydra_config(config, tmp_path):
+    HydraConfig.instance().set_config(config)
+    copied = HydraConfig.instance().cfg
+    _compat.use_hydra_config(config)
+    shared = HydraConfig.instance().cfg
+    assert shared._get_node("hydra") is config._get_node("hydra"), RECHECK
+    assert copied._get_node("hydra") is not config._get_node("hydra"), RECHECK
+    for cfg in (copied, shared):  # a read-only node whose interpolations see the config
+        assert cfg.hydra._get_parent() is config and OmegaConf.is_readonly(cfg.hydra), RECHECK
+    assert OmegaConf.to_yaml(shared) == OmegaConf.to_yaml(copied), RECHECK
+    assert HydraConfig.get().help.header == "0.5"
+    task = _compat.copy_without_hydra(config)
+    assert "hydra" not in task and config.hydra._get_parent() is config, RECHECK
+    task.optimizer.lr = 0.25  # a copy: the job's config keeps its value
+    assert (config.optimizer.lr, HydraConfig.get().help.header) == (0.5, "0.5"), RECHECK
+    _compat.save_config(HydraConfig.get().overrides.task, "overrides.yaml", tmp_path / "rec")
+    assert (tmp_path / "rec/overrides.yaml").read_text() == "- optimizer.lr=0.5\n", RECHECK
+    assert list(inspect.signature(_compat.flush_loggers).parameters) == [], RECHECK
 
 
 def test_a_jobs_outcome_is_read_without_a_word_on_stderr(capfd):

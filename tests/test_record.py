@@ -4,10 +4,12 @@ import json
 import os
 
 import pytest
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from hpsweep.record import METRIC_COLUMNS, Status, TrialFiles, TrialResult
+from hpsweep.record import METRIC_COLUMNS, Status, TrialFiles, TrialResult, yaml_text
 from hpsweep.record import _files as record
+from tests.conftest import compose_config
 
 RESULT = TrialResult(
     status=Status.PRUNED,
@@ -87,3 +89,34 @@ def test_is_better_follows_the_objectives_direction():
     assert record.is_better(0.2, 0.3, "val_loss") and not record.is_better(0.3, 0.2, "val_loss")
     assert not record.is_better(0.5, 0.5, "val_acc")  # a tie keeps the earlier epoch
     assert record.is_better(0.1, None, "val_loss")
+
+
+def test_the_records_yaml_is_omegaconfs_from_trial_to_trial():
+    """yaml_text reuses the text of sections that did not change since the last call: each
+    text must still be OmegaConf.to_yaml's, when values change in type but not in ==
+    (1, 1.0, True), in key order, or turn into what YAML would misread."""
+    hard = {
+        "long": "a sentence " * 12,  # wrapped at 80 columns
+        "lines": "first\nsecond\n",
+        "looks_like": ["1e-3", "null", "yes", "0x10", "~", ""],
+        "unicode": "é→✓",
+        "empty": {},
+        "none": None,
+        "nested": [{"a": [1, {"b": None}]}, []],
+    }
+    variants = [
+        {"x": 1}, {"x": 1.0}, {"x": True}, {"x": "1"}, {"x": float("nan")},
+        {"x": {"a": 1, "b": 2}}, {"x": {"b": 2, "a": 1}}, {"x": [1, 2]}, {"x": hard},
+    ]  # fmt: skip
+    composed = compose_config(return_hydra_config=True)
+    OmegaConf.set_struct(composed, False)  # room for `extra`
+    seen = 0
+    for lr in (0.1, 0.1, 1, 0.25):
+        for variant in variants:
+            config = OmegaConf.merge(composed, {"optimizer": {"lr": lr}, "extra": variant})
+            config.hydra.job.num = seen
+            seen += 1
+            for node in (OmegaConf.masked_copy(config, "hydra"), config, config.hydra.runtime):
+                assert yaml_text(node) == OmegaConf.to_yaml(node)
+    assert yaml_text(OmegaConf.create({"hydra": {}})) == "hydra: {}\n"
+    assert yaml_text(OmegaConf.create([1, "x"])) == OmegaConf.to_yaml(OmegaConf.create([1, "x"]))

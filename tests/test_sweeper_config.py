@@ -101,3 +101,24 @@ def test_sweeper_reads_its_settings_as_the_typed_config():
     assert settings.timeout == 30.0
     assert settings.pruner == PRUNERS["median"]  # plain values, not config nodes
     assert isinstance(settings.params, dict)
+
+
+@pytest.mark.parametrize("name", ["tpe", "motpe", "random", "cmaes", "gp", "nsgaii"])
+def test_a_sampler_rebuilt_for_an_ask_samples_as_the_one_instantiate_builds(name):
+    """make_sampler builds a flat sampler config for each ask itself (not with instantiate):
+    the same sampler, the same seed mixed in, the same parameters proposed."""
+    # imported here: Hydra's plugin scan (in other tests) runs the sweeper's modules again
+    from hydra_plugins.hpsweep_sweeper._sweep import make_sampler, trial_seed
+
+    config = {**SAMPLERS[name], "seed": 3}
+    rebuilt = make_sampler(config, space=None, stream=5)
+    instantiated = instantiate({**config, "seed": trial_seed(3, 5)})
+    assert type(rebuilt) is type(instantiated)
+
+    def proposed(sampler):
+        study = optuna.create_study(sampler=sampler)
+        objective = lambda t: (t.suggest_float("x", -3, 3) - 1) ** 2 + t.suggest_int("n", 1, 9)  # noqa: E731
+        study.optimize(objective, n_trials=12)
+        return [t.params for t in study.trials]
+
+    assert proposed(rebuilt) == proposed(instantiated)

@@ -25,7 +25,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from hpsweep.config import CONFIG_DIR, TrainConfig, check_config
 from hpsweep.errors import CheckpointError, ConfigError
@@ -37,6 +37,7 @@ from hpsweep.record import (
     atomic_write_bytes,
     finish_drawing,
     start_drawing,
+    yaml_text,
 )
 from hydra_plugins.hpsweep_sweeper import (
     Done,
@@ -92,7 +93,7 @@ def save_hydra_record(cfg: DictConfig, trial_dir: Path) -> None:
         ("hydra.yaml", hydra_cfg),
         ("overrides.yaml", HydraConfig.get().overrides.task),
     ):
-        atomic_write_bytes(folder / name, OmegaConf.to_yaml(node).encode())
+        atomic_write_bytes(folder / name, yaml_text(node).encode())
 
 
 class DrawCurvesAside(Callback):

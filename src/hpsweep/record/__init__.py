@@ -26,6 +26,7 @@ from hpsweep.record._files import (
     atomic_write_bytes,
     is_better,
 )
+from hpsweep.record._yaml_text import yaml_text
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -43,4 +44,5 @@ __all__ = [
     "finish_drawing",
     "is_better",
     "start_drawing",
+    "yaml_text",
 ]

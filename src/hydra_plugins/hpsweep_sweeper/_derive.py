@@ -6,9 +6,10 @@ group and the sweep's check of its values.
 """
 
 import copy
+import functools
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import OverrideType
+from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydra_plugins.hpsweep_sweeper import _compat
@@ -21,8 +22,7 @@ def derive_config(
     `like_overrides`) when the two differ only in plain values of keys that are not config
     groups: the defaults list is then the same, and Hydra sets such values last, on the
     composed config. 3 ms instead of a composition's 65 ms here. None when it cannot be."""
-    parser = OverridesParser.create()
-    theirs, ours = parser.parse_overrides(like_overrides), parser.parse_overrides(overrides)
+    theirs, ours = parsed(like_overrides), parsed(overrides)
     if [o.key_or_group for o in theirs] != [o.key_or_group for o in ours]:
         return None
     changed = {
@@ -46,9 +46,26 @@ def derive_config(
     with open_dict(config.hydra):
         config.hydra.overrides.task = task
         config.hydra.job.override_dirname = _compat.get_overrides_dirname(
-            overrides=parser.parse_overrides(task),
+            overrides=parsed(task),
             kv_sep=dirname.kv_sep,
             item_sep=dirname.item_sep,
             exclude_keys=dirname.exclude_keys,
         )
     return config
+
+
+def parsed(overrides: list[str]) -> list[Override]:
+    """The overrides parsed, each line once per process: a worker's every trial has its
+    template's lines and the sweep's own, 0.3 ms each to parse."""
+    return [_parse(line) for line in overrides]
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse(line: str) -> Override:  # read, never changed, by those who get it
+    [override] = _parser().parse_overrides([line])
+    return override
+
+
+@functools.cache
+def _parser() -> OverridesParser:
+    return OverridesParser.create()

@@ -21,7 +21,7 @@ import numpy as np
 import optuna
 from hydra.core.utils import configure_log, setup_globals
 from hydra.errors import CompactHydraException, HydraException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from hydra_plugins.hpsweep_sweeper._experimental import our_optuna_calls
@@ -346,10 +346,22 @@ def make_sampler(
     if config.get("seed") is not None and stream is not None:
         config["seed"] = trial_seed(config["seed"], stream)
     with our_optuna_calls():
+        if stream is not None and flat(config):
+            # a flat config (TPE's, random's) rebuilt for each ask: what instantiate builds
+            # (it built this one when the sweep began), without its 2 ms of OmegaConf
+            kwargs = {k: v for k, v in config.items() if k != "_target_"}
+            return get_class(config["_target_"])(**kwargs)
         sampler = instantiate(config)
         if isinstance(sampler, functools.partial):  # the grid sampler waits for its grid
             sampler = sampler(search_space=space.grid_values())
     return sampler
+
+
+def flat(config: dict[str, Any]) -> bool:
+    """Plain values only, and no instantiate key but _target_."""
+    keys = [k for k in config if k.startswith("_")]
+    plain = (v is None or isinstance(v, bool | int | float | str) for v in config.values())
+    return keys == ["_target_"] and all(plain)
 
 
 def trial_seed(seed: int, stream: int) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import optuna
-from hydra.core.utils import JobReturn, configure_log, run_job
+from hydra.core.utils import JobReturn, configure_log
 from hydra.utils import get_method
 from omegaconf import DictConfig, open_dict
 from optuna.storages import BaseStorage, RDBStorage
@@ -28,6 +28,7 @@ from optuna.trial import Trial, TrialState
 from hydra_plugins.hpsweep_sweeper import _compat
 from hydra_plugins.hpsweep_sweeper._derive import derive_config
 from hydra_plugins.hpsweep_sweeper._experimental import our_optuna_calls
+from hydra_plugins.hpsweep_sweeper._job import run_sweep_job
 from hydra_plugins.hpsweep_sweeper._names import FAIL_REASON, OVERRIDES, RETRY_OF, TRIAL_DIR, WORKER
 from hydra_plugins.hpsweep_sweeper._progress import SweepProgress, log_prefix
 from hydra_plugins.hpsweep_sweeper._running import running_trial
@@ -277,13 +278,7 @@ class Worker:
         context = self.context
         try:
             with running_trial(trial), log_prefix(f"[trial {trial.number}] "):
-                return run_job(
-                    hydra_context=context.hydra_context,
-                    task_function=context.task_function,
-                    config=config,
-                    job_dir_key="hydra.sweep.dir",
-                    job_subdir_key="hydra.sweep.subdir",
-                )
+                return run_sweep_job(context.hydra_context, context.task_function, config)
         finally:
             configure_log(context.config.hydra.hydra_logging, context.config.hydra.verbose)
 
