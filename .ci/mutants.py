@@ -297,6 +297,27 @@ MUTANTS = [
         "    if True:",
         ("tests/test_trial.py::test_a_pruned_trial_is_scored_on_the_test_set_only_on_request",),
     ),
+    Mutant(
+        "result.json is written before the trial's checkpoints are on disk",
+        "hpsweep/record/_files.py",
+        "            sync_file(path)\n",
+        "            pass\n",
+        ("tests/test_record.py::test_a_result_is_written_once_the_files_it_is_about_are_on_disk",),
+    ),
+    Mutant(
+        "a .hydra record keeps a section's text when its value changed type (1 -> 1.0)",
+        "hpsweep/record/_yaml_text.py",
+        "    if type(a) is not type(b):",
+        "    if False:",
+        ("tests/test_record.py::test_the_records_yaml_is_omegaconfs_from_trial_to_trial",),
+    ),
+    Mutant(
+        "a trial's task gets the job's own config, hydra node and all",
+        "hydra_plugins/hpsweep_sweeper/_job.py",
+        "        ret.cfg = task_config = _compat.copy_without_hydra(config)",
+        "        ret.cfg = task_config = config",
+        ("tests/test_sweep_job.py::test_a_trial_job_is_what_hydra_run_job_makes_of_it",),
+    ),
 ]
 
 

@@ -84,6 +84,27 @@ def test_a_write_that_dies_midway_leaves_the_old_file_whole(tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]  # no temp file left
 
 
+def test_a_result_is_written_once_the_files_it_is_about_are_on_disk(tmp_path, monkeypatch):
+    """Checkpoints, metrics.csv and the .hydra record are written unsynced as a trial goes:
+    result.json, which says the trial ended, is synced after all of them are."""
+    files = TrialFiles(tmp_path)
+    files.checkpoints.mkdir()
+    (tmp_path / ".hydra").mkdir()
+    for path in (files.last, files.best, *files.hydra_files):
+        record.atomic_write_bytes(path, b"x", sync=False)
+    files.write_metrics([{c: 1.0 for c in METRIC_COLUMNS}])
+    synced = []
+    fsync = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or fsync(fd)
+    )
+    files.write_result(RESULT)
+    on_disk = {files.metrics, files.last, files.best, *files.hydra_files}
+    assert set(synced[:-1]) == {str(p) for p in on_disk} and len(synced) == len(on_disk) + 1
+    assert synced[-1] == str(tmp_path / f".result.json.tmp{os.getpid()}")  # then renamed
+    assert files.read_result() == RESULT
+
+
 def test_is_better_follows_the_objectives_direction():
     assert record.is_better(0.9, 0.8, "val_acc") and not record.is_better(0.8, 0.9, "val_acc")
     assert record.is_better(0.2, 0.3, "val_loss") and not record.is_better(0.3, 0.2, "val_loss")

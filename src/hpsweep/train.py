@@ -93,7 +93,7 @@ def save_hydra_record(cfg: DictConfig, trial_dir: Path) -> None:
         ("hydra.yaml", hydra_cfg),
         ("overrides.yaml", HydraConfig.get().overrides.task),
     ):
-        atomic_write_bytes(folder / name, yaml_text(node).encode())
+        atomic_write_bytes(folder / name, yaml_text(node).encode(), sync=False)  # write_result's
 
 
 class DrawCurvesAside(Callback):

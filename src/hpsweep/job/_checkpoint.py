@@ -50,11 +50,12 @@ MOVED_TARGETS = {
 
 
 def save_checkpoint(state: dict[str, Any], *paths: Path) -> None:
-    """Serialize once, write to each path (typically last.pt, and best.pt when it improved)."""
+    """Serialize once, write to each path (typically last.pt, and best.pt when it improved).
+    Not synced: the trial's result.json is written after its checkpoints are (TrialFiles)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     for path in paths:
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue(), sync=False)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
