@@ -116,9 +116,12 @@ def restore_logging():
     ],
     ids=["as-hpsweep-train", "records-chdir-env", "failing-task"],
 )
-def test_a_trial_job_is_what_hydra_run_job_makes_of_it(tmp_path, restore_logging, overrides):
+def test_a_trial_job_is_what_hydra_run_job_makes_of_it(
+    tmp_path, monkeypatch, restore_logging, overrides
+):
+    monkeypatch.chdir(tmp_path)  # a sweep dir relative to where the command runs
     folder = tmp_path / "sweep"
-    config = job_config(folder, *overrides)
+    config = job_config("sweep", *overrides)
     ours = run_and_look(sweeper_run_job, copy.deepcopy(config), folder)
     hydras = run_and_look(hydra_run_job, copy.deepcopy(config), folder)
     assert ours == hydras

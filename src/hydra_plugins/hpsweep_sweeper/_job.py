@@ -55,7 +55,7 @@ def run_sweep_job(
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         if chdir:
             os.chdir(output_dir)
-        ret.working_dir = os.getcwd()
+        ret.working_dir = output_dir if chdir else os.getcwd()
         configure_log(config.hydra.job_logging, config.hydra.verbose)
         save_records(config, task_config)
         with env_override(config.hydra.job.env_set):
