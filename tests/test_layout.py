@@ -160,6 +160,24 @@ def test_the_command_loads_no_torch_until_a_job_runs(tmp_path):
         assert b"Traceback" not in proc.stderr, proc.stderr
 
 
+def test_a_sweeps_worker_loads_no_matplotlib(tmp_path):
+    # its trials' curves.png are drawn by the sweep's drawer process: matplotlib (0.4 s to
+    # import) would be each worker's first trial's cost for nothing
+    loaded = tmp_path / "loaded"
+    code = (
+        "import atexit, pathlib, sys, hpsweep.train\n"
+        f"atexit.register(lambda: pathlib.Path({str(loaded)!r}).write_text(repr(sorted("
+        "m for m in sys.modules if m.split('.')[0] in ('torch', 'matplotlib')))))\n"
+        "sys.argv[1:] = ['-m', 'sweep=mlp', 'hydra.sweeper.n_trials=2', 'epochs=1']\n"
+        "hpsweep.train.main()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    modules = ast.literal_eval(loaded.read_text())
+    assert "torch" in modules and "matplotlib" not in modules  # trained, drew nothing itself
+    assert len(list(tmp_path.glob("multirun/mlp/trial_*/curves.png"))) == 2  # the drawer's
+
+
 def test_no_function_in_src_is_longer_than_a_screen():
     long = []
     for path in MODULES.values():

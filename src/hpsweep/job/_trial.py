@@ -33,7 +33,6 @@ from hpsweep.job._checkpoint import (
 from hpsweep.job._progress import LOG_EVERY_S, Meter, progress_mode
 from hpsweep.job._steps import evaluate, train_one_epoch
 from hpsweep.models import count_parameters
-from hpsweep.plots import plot_curves, save_png
 from hpsweep.record import (
     OBJECTIVES,
     Status,
@@ -376,6 +375,9 @@ def final_report(
     files.write_result(result)
     best_epoch = result.best_epoch
     if not draw_later(files.dir, job.cfg.label_smoothing):  # no drawer: drawn here, alike
+        # matplotlib (0.4 s) imported here: a sweep's workers hand their figures to its drawer
+        from hpsweep.plots import plot_curves, save_png
+
         save_png(
             plot_curves(
                 progress.history,
