@@ -9,7 +9,9 @@ worktree, one after the other (A B A B ...):
 - a refused command (`batch_size=0`): wall seconds to its one line;
 - a single 1-epoch mnist_mini run: wall seconds minus the training's own `wall_time_s`;
 - a 1-trial sweep (`-m sweep=mlp`, 1 epoch): seconds from the command's start to its trial's
-  start in the study.
+  start in the study;
+- for reference, the floor under any run: a three-line PyTorch script that takes one Adam
+  step (import torch, which this torch's optimizers follow with `torch._dynamo`), wall seconds.
 A checkout's code is put first on PYTHONPATH, so both run in this venv, against the same
 torch. Prints the medians and each round's numbers; writes benchmarks/results/startup.json.
 """
@@ -21,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -40,7 +43,19 @@ def measure(src: Path) -> dict[str, float]:
         began = datetime.now().astimezone()
         run_train(src, cwd, "-m", "sweep=mlp", "hydra.sweeper.n_trials=1", *FAST)
         row["sweep_to_first_trial_s"] = first_trial_start(src, cwd / "multirun" / "mlp", began)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", ONE_ADAM_STEP], check=True)
+    row["one_adam_step_script_s"] = time.perf_counter() - start
     return row
+
+
+ONE_ADAM_STEP = """
+import torch
+model = torch.nn.Linear(3, 2)
+optimizer = torch.optim.Adam(model.parameters())
+model(torch.ones(1, 3)).sum().backward()
+optimizer.step()
+"""
 
 
 def first_trial_start(src: Path, sweep: Path, began: datetime) -> float:
