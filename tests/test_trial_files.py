@@ -18,6 +18,7 @@ from hpsweep.job import run_trial
 from hpsweep.plots import draw_stale_curves, draw_trial_curves
 from hpsweep.record import Status, TrialFiles, draw_later, finish_drawing, start_drawing
 from hpsweep.record import _drawing as drawing
+from hydra_plugins.hpsweep_sweeper import NEVER_STARTED, TRIAL_DIR
 from hydra_plugins.hpsweep_sweeper import load_sweep_study as load_study
 from tests.conftest import (
     FAST,
@@ -140,8 +141,11 @@ def test_every_trial_dir_holds_its_files_after_a_sigkill_and_a_restart(tmp_path)
     study = load_study(sweep, "mlp")
     # a trial the kill cut off is retried in its dir (the retry resumes it): the dir's files
     # are its last attempt's
-    last_attempt = {t.user_attrs["trial_dir"]: t for t in study.trials}
+    last_attempt = {t.user_attrs[TRIAL_DIR]: t for t in study.trials if TRIAL_DIR in t.user_attrs}
     assert len(last_attempt) >= 8
+    # a trial the kill caught between its ask and its claim has no dir: closed as never started
+    no_dir = [t for t in study.trials if TRIAL_DIR not in t.user_attrs]
+    assert all(t.state == TrialState.FAIL and NEVER_STARTED in t.user_attrs for t in no_dir)
     for trial_dir, t in last_attempt.items():
         assert_whole(sweep / trial_dir, t.state)
     assert same((finished[0] / "curves.png").read_bytes(), redrawn(finished[0], tmp_path / "x"))
