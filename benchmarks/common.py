@@ -36,20 +36,8 @@ def write_result(
 
 
 def run_sweep(folder: Path, *overrides: str) -> float:
-    """`hpsweep-train -m ...` in `folder`; returns the process's wall seconds."""
-    import subprocess
-    import time
-
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "hpsweep.train", "-m", *overrides],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    return time.perf_counter() - start
+    """`hpsweep-train -m ...` in `folder`, with the installed code; the process's wall seconds."""
+    return run_train(None, folder, "-m", *overrides)
 
 
 def load_study(sweep_dir: Path, name: str):
@@ -80,13 +68,14 @@ def checkouts(baseline: str | None) -> Iterator[dict[str, Path]]:
             subprocess.run([*git, "remove", "--force", str(into)], check=False)
 
 
-def run_train(src: Path, cwd: Path, *args: str, ok: bool = True) -> float:
-    """`python -m hpsweep.train ARGS` with `src`'s code first on PYTHONPATH; its wall seconds.
-    Raises if it exits 0 when `ok` is False, or otherwise when `ok` is True."""
+def run_train(src: Path | None, cwd: Path, *args: str, ok: bool = True) -> float:
+    """`python -m hpsweep.train ARGS` with `src`'s code first on PYTHONPATH (None: the
+    installed code); its wall seconds. Raises if it exits 0 when `ok` is False, or otherwise
+    when `ok` is True."""
     import subprocess
     import time
 
-    env = {**os.environ, "PYTHONPATH": str(src)}
+    env = {**os.environ, **({"PYTHONPATH": str(src)} if src is not None else {})}
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "hpsweep.train", *args],

@@ -27,7 +27,6 @@ benchmarks/results/sweep_speed.json (sweep_speed_around.json for --part around).
 
 import argparse
 import itertools
-import json
 import os
 import statistics
 import tempfile
@@ -42,6 +41,8 @@ from common import (  # benchmarks/ is on sys.path
     write_result,
 )
 
+from hpsweep.record import TrialFiles
+
 
 def measure(folder: Path, name: str, *overrides: str) -> dict:
     process_seconds = run_sweep(
@@ -55,10 +56,7 @@ def measure(folder: Path, name: str, *overrides: str) -> dict:
     trials = load_study(sweep, name).trials
     first = min(t.datetime_start for t in trials)
     last = max(t.datetime_complete for t in trials)
-    training = sum(
-        json.loads((sweep / t.user_attrs["trial_dir"] / "result.json").read_text())["wall_time_s"]
-        for t in trials
-    )
+    training = sum(files(sweep, t).read_result().wall_time_s for t in trials)
     return {
         "trials": len(trials),
         "process_seconds": process_seconds,
@@ -159,12 +157,10 @@ def around_training(src: Path, n_jobs: int, seed: int = 0) -> dict:
         wall = run_train(src, folder, *args)
         sweep = folder / "multirun" / name
         trials = load_study(sweep, name).trials
-        trained = {  # each trial's epoch seconds: `seconds`, metrics.csv's last column
+        trained = {  # each trial's epoch seconds (training and validation)
             t.number: sum(
-                float(line.split(",")[-1])
-                for line in (sweep / t.user_attrs["trial_dir"] / "metrics.csv")
-                .read_text()
-                .splitlines()[1:]
+                row["seconds"]
+                for row in TrialFiles(sweep / t.user_attrs["trial_dir"]).read_metrics()
             )
             for t in trials
         }
@@ -186,6 +182,10 @@ def around_training(src: Path, n_jobs: int, seed: int = 0) -> dict:
         "steady_s_per_trial": steady_around(trials, trained),
         "trials_per_hour": len(trials) / wall * 3600,
     }
+
+
+def files(sweep: Path, trial) -> TrialFiles:
+    return TrialFiles(sweep / trial.user_attrs["trial_dir"])
 
 
 def steady_around(trials: list, trained: dict[int, float]) -> float:

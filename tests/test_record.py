@@ -7,8 +7,9 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from hpsweep.record import METRIC_COLUMNS, Status, TrialFiles, TrialResult, yaml_text
+from hpsweep.record import METRIC_COLUMNS, Status, TrialFiles, TrialResult
 from hpsweep.record import _files as record
+from hpsweep.record._yaml_text import yaml_text
 from tests.conftest import compose_config
 
 RESULT = TrialResult(

@@ -33,11 +33,10 @@ from hpsweep.loop import report_epoch
 from hpsweep.record import (
     OBJECTIVES,
     Status,
+    TrialFiles,
     TrialResult,
-    atomic_write_bytes,
     finish_drawing,
     start_drawing,
-    yaml_text,
 )
 from hydra_plugins.hpsweep_sweeper import (
     Done,
@@ -86,14 +85,7 @@ def save_hydra_record(cfg: DictConfig, trial_dir: Path) -> None:
     config) must not rewrite the record of the run already in its dir."""
     hydra_cfg = HydraConfig.instance().cfg
     assert hydra_cfg is not None
-    folder = trial_dir / ".hydra"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, node in (
-        ("config.yaml", cfg),
-        ("hydra.yaml", hydra_cfg),
-        ("overrides.yaml", HydraConfig.get().overrides.task),
-    ):
-        atomic_write_bytes(folder / name, yaml_text(node).encode(), sync=False)  # write_result's
+    TrialFiles(trial_dir).write_hydra_record(cfg, hydra_cfg, HydraConfig.get().overrides.task)
 
 
 class DrawCurvesAside(Callback):

@@ -11,8 +11,6 @@ Light on purpose (no torch, pandas or Hydra): the CLI, the results and the confi
 import it.
 """
 
-from typing import Any
-
 from hpsweep.errors import TrialFileError
 from hpsweep.record._drawing import draw_later, finish_drawing, start_drawing
 from hpsweep.record._files import (
@@ -28,16 +26,6 @@ from hpsweep.record._files import (
     atomic_write_bytes,
     is_better,
 )
-
-
-def yaml_text(node: Any) -> str:
-    """OmegaConf.to_yaml(node), the same text, faster from one trial's record to the next
-    (_yaml_text). Imported on first use: OmegaConf takes 30 ms to load, and reading a sweep
-    (`hpsweep compare`) never writes YAML."""
-    from hpsweep.record._yaml_text import yaml_text as text
-
-    return text(node)
-
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -55,5 +43,4 @@ __all__ = [
     "finish_drawing",
     "is_better",
     "start_drawing",
-    "yaml_text",
 ]

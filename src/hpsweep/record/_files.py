@@ -214,9 +214,20 @@ class TrialFiles:
 
     @property
     def hydra_files(self) -> tuple[Path, ...]:
+        """.hydra/config.yaml, hydra.yaml and overrides.yaml: Hydra's record of the job."""
         return tuple(
             self.dir / ".hydra" / n for n in ("config.yaml", "hydra.yaml", "overrides.yaml")
         )
+
+    def write_hydra_record(self, config: Any, hydra: Any, overrides: Any) -> None:
+        """The .hydra files of the job's config, its `hydra` node ({hydra: ...}) and its task
+        overrides, as OmegaConf's YAML (record._yaml_text; OmegaConf imported on first use,
+        as reading a sweep never writes YAML). Not synced: write_result syncs them."""
+        from hpsweep.record._yaml_text import yaml_text
+
+        self.hydra_files[0].parent.mkdir(parents=True, exist_ok=True)
+        for path, node in zip(self.hydra_files, (config, hydra, overrides), strict=True):
+            atomic_write_bytes(path, yaml_text(node).encode(), sync=False)
 
     def read_result(self) -> TrialResult | None:
         """None while the trial has no result.json (running, or killed before its first);
