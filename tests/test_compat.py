@@ -2,6 +2,7 @@
 relies on. A failure here means Hydra or Optuna moved: re-check _compat.py against the new
 version, fix what moved, then name that version in _compat.CHECKED_WITH."""
 
+import copy
 import importlib.metadata
 import inspect
 import json
@@ -99,14 +100,16 @@ def test_hydra_config_shares_a_job_configs_hydra_node_as_set_config_copies_it(tm
 
 
 def look_at_hydra_config(config, tmp_path):
-    HydraConfig.instance().set_config(config)
+    other = copy.deepcopy(config)  # each its own: set_config makes its node read-only too
+    HydraConfig.instance().set_config(other)
     copied = HydraConfig.instance().cfg
     _compat.use_hydra_config(config)
     shared = HydraConfig.instance().cfg
     assert shared._get_node("hydra") is config._get_node("hydra"), RECHECK
-    assert copied._get_node("hydra") is not config._get_node("hydra"), RECHECK
-    for cfg in (copied, shared):  # a read-only node whose interpolations see the config
-        assert cfg.hydra._get_parent() is config and OmegaConf.is_readonly(cfg.hydra), RECHECK
+    assert copied._get_node("hydra") is not other._get_node("hydra"), RECHECK
+    # a read-only node whose interpolations see the config
+    for cfg, parent in ((copied, other), (shared, config)):
+        assert cfg.hydra._get_parent() is parent and OmegaConf.is_readonly(cfg.hydra), RECHECK
     assert OmegaConf.to_yaml(shared) == OmegaConf.to_yaml(copied), RECHECK
     assert HydraConfig.get().help.header == "0.5"
     task = _compat.copy_without_hydra(config)

@@ -5,6 +5,7 @@ JobReturn, and the same state left behind."""
 
 import copy
 import logging
+import logging.handlers
 import os
 import re
 import shutil
@@ -37,9 +38,27 @@ class Seen(Callback):
         task = OmegaConf.to_yaml(r.cfg)
         seen.append(("end", OmegaConf.to_yaml(config), hydra, task, outcome, r.overrides))
         seen.append(("end", r.working_dir, r.status, r.task_name, os.getcwd()))
+        seen.append(("flushed", len(buffered[0].target.records)))
+
+
+class Kept(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+# a handler the task makes, which keeps its lines until flushed: the job flushes every handler
+# at its end, before on_job_end (kept here: logging holds handlers weakly)
+buffered: list[logging.handlers.MemoryHandler] = []
 
 
 def task(cfg):
+    buffered[:] = [logging.handlers.MemoryHandler(100, logging.CRITICAL, target=Kept())]
+    logging.getLogger("the.task.buffered").handlers[:] = buffered
+    logging.getLogger("the.task.buffered").warning("kept until flushed")
     logging.getLogger("the.task").info("lr %s, in %s", cfg.optimizer.lr, os.getcwd())
     hydra = OmegaConf.to_yaml(HydraConfig.get(), resolve=True)
     env = os.environ.get("JOB_ENV")
@@ -127,7 +146,8 @@ def test_a_trial_job_is_what_hydra_run_job_makes_of_it(
     assert ours == hydras
     (status, outcome, *_), what_was_seen, files, _ = ours
     # the task ran, saw its config, and the callbacks saw it end
-    assert [s[0] for s in what_was_seen] == ["start", "task", "end", "end"]
+    assert [s[0] for s in what_was_seen] == ["start", "task", "end", "end", "flushed"]
+    assert what_was_seen[-1] == ("flushed", 1)
     assert "lr 0.01" in files["trial_0003/app.log"]
     if "epochs=7" in overrides:
         assert (status, outcome) == (JobStatus.FAILED, "ValueError('seven epochs')")
